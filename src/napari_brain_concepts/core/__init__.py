@@ -1,0 +1,1 @@
+"""The science of napari-brain-concepts. Never imports Qt or napari."""

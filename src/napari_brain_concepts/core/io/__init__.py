@@ -1,0 +1,1 @@
+"""Readers and writers: study folder, NSD, NIfTI volumes, results store."""

@@ -1,0 +1,230 @@
+"""The results store: one folder per analysis, every file written atomically (DESIGN §1).
+
+::
+
+    RESULTS/
+      manifest.json                        parameters, seeds, versions, finished steps
+      subjects/SUBJ/maps/NAME.nii.gz       float maps in the subject's own space
+      subjects/SUBJ/masks/CONCEPT.nii.gz   hard concept masks (uint8 0/1)
+      shared/CONCEPT.nii.gz                n-of-N overlap counts in the common space
+      tables/NAME.tsv  figures/NAME.png  arrays/NAME.npy|.npz
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as _md
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .atomic import write_atomic, write_text_atomic
+from .volumes import load_nifti, save_nifti
+
+STORE_VERSION = 1
+_VERSIONED = ("napari-brain-concepts", "numpy", "scipy", "torch", "nibabel", "nilearn", "scikit-learn",
+              "transformers", "open_clip_torch", "pandas")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class ResultsStore:
+    """A results folder. Create with :meth:`create` (new or resumed analysis) or :meth:`open` (read)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._manifest: dict[str, Any] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | os.PathLike, parameters: dict[str, Any] | None = None,
+               study: str | None = None, resume: bool = False, overwrite: bool = True) -> ResultsStore:
+        """Start (or with ``resume=True`` continue) an analysis in ``root``."""
+        store = cls(root)
+        root = store.root
+        if root.exists() and not root.is_dir():
+            raise InputError(root, "exists and is not a folder", "choose a folder path for --out")
+        if (root / "manifest.json").is_file():
+            manifest = store.manifest  # validates version
+            if resume:
+                if parameters is not None and manifest.get("parameters") not in ({}, None, _jsonable(parameters)):
+                    raise InputError(root / "manifest.json", "was written with other parameters",
+                                     "resume with the same parameters or write to a new folder")
+                return store
+            if not overwrite:
+                raise InputError(root, "already holds results", "choose another --out folder or pass --resume")
+        root.mkdir(parents=True, exist_ok=True)
+        store._manifest = {
+            "format": "napari-brain-concepts results",
+            "version": STORE_VERSION,
+            "study": study,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "parameters": _jsonable(parameters or {}),
+            "versions": package_versions(),
+            "steps": {},
+        }
+        store._save_manifest()
+        return store
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> ResultsStore:
+        store = cls(root)
+        _ = store.manifest
+        return store
+
+    @staticmethod
+    def is_results(path: str | os.PathLike) -> bool:
+        return (Path(path) / "manifest.json").is_file()
+
+    # -- manifest ----------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            path = self.root / "manifest.json"
+            if not path.is_file():
+                raise InputError(self.root, "is not a results folder (no manifest.json)",
+                                 "point at a folder written by `brain-concepts run` or `demo`")
+            try:
+                self._manifest = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise InputError(path, f"is not valid JSON ({err})", "delete the folder and rerun the analysis") from err
+            version = self._manifest.get("version")
+            if not isinstance(version, int) or version > STORE_VERSION:
+                raise InputError(path, f"was written by a newer version of the format ({version!r} > {STORE_VERSION})",
+                                 "upgrade napari-brain-concepts to read it")
+        return self._manifest
+
+    def _save_manifest(self) -> None:
+        write_text_atomic(self.root / "manifest.json", json.dumps(_jsonable(self.manifest), indent=2) + "\n")
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.manifest.get("parameters", {})
+
+    def is_done(self, step: str) -> bool:
+        return step in self.manifest.get("steps", {})
+
+    def mark_done(self, step: str, **info: Any) -> None:
+        """Record that ``step`` finished (all its files are already in place)."""
+        self.manifest.setdefault("steps", {})[step] = {
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **_jsonable(info)}
+        self._save_manifest()
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(_jsonable(fields))
+        self._save_manifest()
+
+    @property
+    def finished_steps(self) -> list[str]:
+        return list(self.manifest.get("steps", {}))
+
+    # -- paths -------------------------------------------------------------------------------------
+    def map_path(self, subject: str, name: str) -> Path:
+        return self.root / "subjects" / subject / "maps" / f"{name}.nii.gz"
+
+    def mask_path(self, subject: str, concept: str) -> Path:
+        return self.root / "subjects" / subject / "masks" / f"{concept}.nii.gz"
+
+    def table_path(self, name: str) -> Path:
+        return self.root / "tables" / f"{name}.tsv"
+
+    def figure_path(self, name: str) -> Path:
+        return self.root / "figures" / f"{name}.png"
+
+    def array_path(self, name: str, ext: str = ".npy") -> Path:
+        return self.root / "arrays" / f"{name}{ext}"
+
+    # -- writers -----------------------------------------------------------------------------------
+    def write_map(self, subject: str, name: str, volume: np.ndarray, affine: np.ndarray) -> Path:
+        return save_nifti(np.asarray(volume, dtype=np.float32), affine, self.map_path(subject, name))
+
+    def write_mask(self, subject: str, concept: str, volume: np.ndarray, affine: np.ndarray) -> Path:
+        return save_nifti(np.asarray(volume).astype(np.uint8), affine, self.mask_path(subject, concept))
+
+    def write_shared(self, concept: str, counts: np.ndarray, affine: np.ndarray) -> Path:
+        return save_nifti(np.asarray(counts).astype(np.int16), affine, self.root / "shared" / f"{concept}.nii.gz")
+
+    def write_table(self, name: str, table: pd.DataFrame) -> Path:
+        return write_atomic(self.table_path(name),
+                            lambda p: table.to_csv(p, sep="\t", index=False, float_format="%.6g"))
+
+    def write_figure(self, name: str, figure) -> Path:
+        return write_atomic(self.figure_path(name), lambda p: figure.savefig(p, dpi=110, bbox_inches="tight",
+                                                                            format="png"))
+
+    def write_array(self, name: str, array: np.ndarray) -> Path:
+        return write_atomic(self.array_path(name), lambda p: np.save(p, np.asarray(array), allow_pickle=False))
+
+    def write_arrays(self, name: str, **arrays: np.ndarray) -> Path:
+        return write_atomic(self.array_path(name, ".npz"),
+                            lambda p: np.savez(p, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        return write_text_atomic(self.root / relpath, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+    # -- readers -----------------------------------------------------------------------------------
+    def read_table(self, name: str) -> pd.DataFrame:
+        path = self.table_path(name)
+        if not path.is_file():
+            raise InputError(path, "table is missing", "run the step that writes it")
+        return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+
+    def read_array(self, name: str) -> np.ndarray:
+        path = self.array_path(name)
+        if not path.is_file():
+            raise InputError(path, "array is missing", "run the step that writes it")
+        return np.load(path, allow_pickle=False)
+
+    def read_arrays(self, name: str) -> dict[str, np.ndarray]:
+        path = self.array_path(name, ".npz")
+        if not path.is_file():
+            raise InputError(path, "array file is missing", "run the step that writes it")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def subjects(self) -> list[str]:
+        base = self.root / "subjects"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def maps(self, subject: str) -> dict[str, Path]:
+        folder = self.root / "subjects" / subject / "maps"
+        return {p.name[:-7]: p for p in sorted(folder.glob("*.nii.gz"))} if folder.is_dir() else {}
+
+    def masks(self, subject: str) -> dict[str, Path]:
+        folder = self.root / "subjects" / subject / "masks"
+        return {p.name[:-7]: p for p in sorted(folder.glob("*.nii.gz"))} if folder.is_dir() else {}
+
+    def shared_maps(self) -> dict[str, Path]:
+        folder = self.root / "shared"
+        return {p.name[:-7]: p for p in sorted(folder.glob("*.nii.gz"))} if folder.is_dir() else {}
+
+    def read_map(self, path: str | os.PathLike):
+        return load_nifti(path, what="map")

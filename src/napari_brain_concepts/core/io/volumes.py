@@ -1,0 +1,65 @@
+"""NIfTI volumes: read with clear errors, write atomically keeping affine and header."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from .atomic import write_atomic
+
+
+def load_nifti(path: str | os.PathLike, *, ndim: int | None = None, what: str = "volume") -> nib.Nifti1Image:
+    """Load a NIfTI image and check it can be read and has ``ndim`` dimensions.
+
+    The data are read once here so that a truncated or corrupt file fails now, with its name, not later
+    in the middle of an analysis.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} file is missing", f"put the {what} there (NIfTI .nii or .nii.gz)")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error,
+            gzip.BadGzipFile) as err:
+        raise InputError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})",
+                         "re-export the file; it may be truncated or not a NIfTI image") from err
+    if ndim is not None and data.ndim != ndim:
+        if ndim == 3 and data.ndim == 4 and data.shape[3] == 1:
+            img = nib.Nifti1Image(data[..., 0], img.affine, img.header)
+        else:
+            raise InputError(path, f"{what} has {data.ndim} dimensions {data.shape}, expected {ndim}",
+                             f"give a {ndim}D {what}")
+    if not np.all(np.isfinite(img.affine)):
+        raise InputError(path, "affine contains NaN or Inf", "fix the header's sform/qform")
+    return img
+
+
+def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
+               header: nib.Nifti1Header | None = None, dtype=None) -> Path:
+    """Write ``data`` with ``affine`` (and ``header``) to ``path`` atomically."""
+    data = np.asarray(data)
+    if dtype is not None:
+        data = data.astype(dtype)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=float), header=header.copy() if header is not None else None)
+    img.set_data_dtype(data.dtype)
+    img.set_sform(np.asarray(affine, dtype=float), code=1)
+    img.set_qform(np.asarray(affine, dtype=float), code=1)
+    img.header["scl_slope"] = np.nan
+    img.header["scl_inter"] = np.nan
+    return write_atomic(path, lambda tmp: nib.save(img, str(tmp)))
+
+
+def save_image(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
+    """Write a ready NIfTI image atomically."""
+    return write_atomic(path, lambda tmp: nib.save(img, str(tmp)))

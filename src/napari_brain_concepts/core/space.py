@@ -1,0 +1,133 @@
+"""Space mapping NIfTI → napari layer data (DESIGN §4), and back.
+
+Every volume reaches napari through :func:`nifti_to_layer`: the image is reoriented to the closest
+canonical (RAS+) orientation with flips and permutations only, its axes moved to (S, A, R) so that napari's
+slider runs inferior→superior and each slice shows anterior/right in-plane, ``scale`` is set from the voxel
+sizes and ``translate`` from the affine. A layer's world coordinate (napari's order (z, y, x)) is then the
+NIfTI millimetre coordinate of the voxel. The original affine, header and orientation are kept in
+``metadata`` so that :func:`layer_to_nifti` writes back exactly what was read.
+
+Oblique affines (rotations or shears that no flip/permutation removes) cannot be shown with scale and
+translate; they are resampled with nilearn to the nearest axis-aligned grid, with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+
+#: napari axis order of every volume layer (world coordinates are NIfTI mm in this order).
+AXIS_LABELS = ("S", "A", "R")
+#: position of each RAS axis in the layer array: layer axis k holds RAS axis _TO_LAYER[k].
+_TO_LAYER = (2, 1, 0)
+OBLIQUE_TOLERANCE = 1e-3
+
+
+def is_oblique(affine: np.ndarray, tol: float = OBLIQUE_TOLERANCE) -> bool:
+    """True when the 3x3 part is not a scaled permutation with flips."""
+    rzs = np.asarray(affine, dtype=float)[:3, :3]
+    sizes = np.sqrt((rzs ** 2).sum(axis=0))
+    cosines = np.abs(rzs / sizes)
+    return bool(np.any((cosines > tol) & (cosines < 1 - tol)))
+
+
+def _as_image(img_or_data, affine=None) -> nib.Nifti1Image:
+    if isinstance(img_or_data, nib.spatialimages.SpatialImage):
+        return img_or_data
+    if affine is None:
+        raise InputError("volume", "an array was given without its affine", "pass the voxel-to-mm affine too")
+    return nib.Nifti1Image(np.asarray(img_or_data), np.asarray(affine, dtype=float))
+
+
+def nifti_to_layer(img_or_data, affine: np.ndarray | None = None, *, name: str | None = None,
+                   resample_oblique: bool = True, **layer_kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Map a NIfTI image (or array + affine) to napari layer data and keyword arguments.
+
+    Extra dimensions after the third (e.g. time, or a stack of maps) are kept and put first.
+    Returns ``(data, kwargs)`` with ``scale``, ``translate``, ``units``, ``axis_labels``, ``name`` and
+    ``metadata`` (``affine``, ``header``, ``ornt``, ``shape``, ``resampled``).
+    """
+    img = _as_image(img_or_data, affine)
+    original_affine = np.asarray(img.affine, dtype=float).copy()
+    original_shape = tuple(int(s) for s in img.shape)
+    header = img.header.copy() if hasattr(img, "header") else None
+    resampled = False
+    if is_oblique(img.affine):
+        if not resample_oblique:
+            raise InputError(name or "volume", "affine is oblique (rotated); napari can only show axis-aligned grids",
+                             "resample it to an axis-aligned grid, or pass resample_oblique=True")
+        warnings.warn(f"{name or 'volume'}: oblique affine, resampled to the nearest axis-aligned grid "
+                      "for display; the written file keeps the resampled grid.", stacklevel=2)
+        img = _deoblique(img)
+        resampled = True
+    ornt = nib.orientations.io_orientation(img.affine)
+    canonical = nib.as_closest_canonical(img)
+    data = np.asanyarray(canonical.dataobj)
+    can_aff = np.asarray(canonical.affine, dtype=float)
+    extra = data.ndim - 3
+    # RAS (x, y, z, *extra) → (*extra, S, A, R)
+    data = np.moveaxis(data, [2, 1, 0, *range(3, data.ndim)], [*range(extra, extra + 3), *range(extra)])
+    data = np.ascontiguousarray(data)
+    vox = np.diag(can_aff)[:3]
+    scale = tuple([1.0] * extra + [float(vox[k]) for k in _TO_LAYER])
+    translate = tuple([0.0] * extra + [float(can_aff[k, 3]) for k in _TO_LAYER])
+    labels = tuple([f"dim{i}" for i in range(extra)] + list(AXIS_LABELS))
+    metadata = dict(layer_kwargs.pop("metadata", {}) or {})
+    metadata.update(affine=original_affine, header=header, ornt=ornt, shape=original_shape,
+                    resampled=resampled, resampled_affine=np.asarray(img.affine, dtype=float))
+    kwargs: dict[str, Any] = dict(scale=scale, translate=translate, units=("mm",) * data.ndim if extra == 0
+                                  else ("pixel",) * extra + ("mm",) * 3,
+                                  axis_labels=labels, metadata=metadata)
+    if name is not None:
+        kwargs["name"] = name
+    kwargs.update(layer_kwargs)
+    return data, kwargs
+
+
+def _deoblique(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    from nilearn.image import resample_img
+
+    rzs = np.asarray(img.affine)[:3, :3]
+    sizes = np.sqrt((rzs ** 2).sum(axis=0))
+    target = np.diag(np.r_[sizes.min().repeat(3), 1.0])
+    interp = "nearest" if np.issubdtype(np.asarray(img.dataobj).dtype, np.integer) else "continuous"
+    # resample into an axis-aligned box covering the image
+    out = resample_img(img, target_affine=target[:3, :3], interpolation=interp, force_resample=True,
+                       copy_header=True)
+    return out
+
+
+def layer_to_volume(data: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Invert :func:`nifti_to_layer`: layer data → (array in the original voxel order, affine)."""
+    data = np.asarray(data)
+    extra = data.ndim - 3
+    ras = np.moveaxis(data, [*range(extra, extra + 3), *range(extra)], [2, 1, 0, *range(3, data.ndim)])
+    ornt = np.asarray(metadata["ornt"])
+    inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
+    vol = nib.orientations.apply_orientation(ras, inverse)
+    affine = metadata["resampled_affine"] if metadata.get("resampled") else metadata["affine"]
+    return np.ascontiguousarray(vol), np.asarray(affine, dtype=float)
+
+
+def layer_to_nifti(data: np.ndarray, metadata: dict[str, Any], dtype=None) -> nib.Nifti1Image:
+    """A NIfTI image of layer ``data`` with the affine (and header) the layer was read with."""
+    vol, affine = layer_to_volume(data, metadata)
+    if dtype is not None:
+        vol = vol.astype(dtype)
+    header = metadata.get("header")
+    img = nib.Nifti1Image(vol, affine, header=header.copy() if header is not None else None)
+    img.set_data_dtype(vol.dtype)
+    img.set_sform(affine, code=int(header["sform_code"]) if header is not None and int(header["sform_code"]) else 1)
+    img.set_qform(affine, code=int(header["qform_code"]) if header is not None and int(header["qform_code"]) else 1)
+    return img
+
+
+def world_of_voxel(ijk, affine: np.ndarray) -> np.ndarray:
+    """NIfTI mm coordinate of voxel ``ijk`` in napari order (z, y, x)."""
+    xyz = nib.affines.apply_affine(np.asarray(affine, dtype=float), np.asarray(ijk, dtype=float))
+    return np.asarray(xyz)[..., ::-1]
