@@ -66,7 +66,8 @@ class Stimuli:
     """The images shown: ids, captions, categories, optional images and precomputed embeddings.
 
     Images are either held in memory (``pixels``: uint8 (n, H, W, 3)) or given as paths relative to
-    ``root`` (``image_paths``; ``None`` for a stimulus without an image file).
+    ``root`` (``image_paths``; ``None`` for a stimulus without an image file). ``test`` (optional, bool per
+    stimulus) marks a test set shared by all subjects (NSD's shared1000; column ``test`` in stimuli.tsv).
     """
 
     ids: np.ndarray
@@ -76,6 +77,7 @@ class Stimuli:
     pixels: np.ndarray | None = None
     root: Path | None = None
     embeddings: dict[str, Embedding] = field(default_factory=dict)
+    test: np.ndarray | None = None
 
     def __post_init__(self):
         ids = np.asarray([str(i) for i in self.ids], dtype=object)
@@ -110,6 +112,12 @@ class Stimuli:
             if px.ndim != 4 or px.shape[0] != n or px.shape[-1] != 3 or px.dtype != np.uint8:
                 raise InputError(where, f"pixels have shape {px.shape} and dtype {px.dtype}",
                                  f"give uint8 pixels of shape ({n}, H, W, 3)")
+        if self.test is not None:
+            test = np.asarray(self.test)
+            if test.shape != (n,):
+                raise InputError(where, f"test flags have shape {test.shape} for {n} stimuli",
+                                 "give one 0/1 test flag per stimulus")
+            self.test = test.astype(bool)
         for name, emb in self.embeddings.items():
             if emb.values.shape[0] != n:
                 raise InputError(f"embedding {name!r}", f"has {emb.values.shape[0]} rows for {n} stimuli",
