@@ -1,0 +1,1 @@
+"""The napari face: reader, writer, sample data, dock widgets and workers (Qt lives only here)."""

@@ -1,0 +1,47 @@
+"""Open napari with a study, a results folder or the synthetic study loaded (``brain-concepts view``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def launch_viewer(path: str | Path | None = None, screenshot: str | Path | None = None, block: bool = True,
+                  size: str = "tiny"):
+    """Start napari with the Study widget docked and ``path`` loaded.
+
+    ``path`` may be a study folder, a results folder (its study is loaded with it) or ``None`` for the
+    synthetic study. With ``screenshot`` the shown viewer is saved to that PNG once loaded.
+    """
+    import napari
+
+    from ..core.errors import InputError
+    from ..core.io.results import ResultsStore
+    from . import workers
+    from .study_widget import StudyWidget
+
+    viewer = napari.Viewer(title="napari-brain-concepts")
+    widget = StudyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Study", area="right")
+    workers.SYNCHRONOUS = True  # load before the event loop starts: the viewer opens ready
+    try:
+        if path is None:
+            widget.load_synthetic(size=size)
+        elif ResultsStore.is_results(path):
+            widget.open_results(path)
+        elif Path(path).is_dir():
+            widget.open_study(path)
+        else:
+            raise InputError(path, "is neither a study folder nor a results folder",
+                             "give a folder with study.json or manifest.json")
+    finally:
+        workers.SYNCHRONOUS = False
+    if screenshot is not None:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        viewer.window._qt_window.resize(1400, 900)
+        viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
+        if not block:
+            viewer.close()
+            return viewer
+    if block:
+        napari.run()
+    return viewer

@@ -1,0 +1,162 @@
+"""The one place where core results become napari layer data (DESIGN §1, §4).
+
+Every volume passes through :func:`napari_brain_concepts.core.space.nifti_to_layer`, so overlays line up
+with the anatomy and the world coordinates are the subject's millimetres. This module builds layer-data
+tuples only (``(data, kwargs, layer_type)``); it never touches a viewer, so it also serves the sample-data
+contribution and the reader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.space import nifti_to_layer
+from ..core.study import RoiAtlas, Study, Subject
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+#: colormaps: signed maps (decoder weights, t, r) diverge around 0; unsigned maps (counts, r²) are sequential.
+SIGNED_COLORMAP = "coolwarm"
+UNSIGNED_COLORMAP = "inferno"
+MASK_COLORMAP = "green"
+
+
+def plugin_tag(subject: str | None, role: str) -> dict[str, Any]:
+    """Metadata that marks a layer as ours, so the Study widget can swap a participant's layers."""
+    return {"brain_concepts": {"subject": subject, "role": role}}
+
+
+def volume_layer(volume: np.ndarray, affine: np.ndarray, name: str, layer_type: str = "image",
+                 subject: str | None = None, role: str = "map", header=None, **kwargs: Any) -> LayerData:
+    """Any 3D (or 4D) volume in a subject's grid → layer data through the space mapping."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(volume), np.asarray(affine, dtype=float), header=header)
+    metadata = kwargs.pop("metadata", {}) or {}
+    metadata.update(plugin_tag(subject, role))
+    data, layer_kwargs = nifti_to_layer(img, name=name, metadata=metadata)
+    layer_kwargs.update(kwargs)
+    return data, layer_kwargs, layer_type
+
+
+def map_kwargs(values: np.ndarray, signed: bool | None = None, percentile: float = 99.0) -> dict[str, Any]:
+    """Colormap, contrast limits and blending for a float map over the anatomy."""
+    finite = np.asarray(values)[np.isfinite(values)]
+    nonzero = finite[finite != 0]
+    if signed is None:
+        signed = bool(nonzero.size and nonzero.min() < 0 < nonzero.max())
+    if nonzero.size == 0:
+        top = 1.0
+    else:
+        top = float(np.percentile(np.abs(nonzero), percentile)) or float(np.abs(nonzero).max()) or 1.0
+    if signed:
+        return dict(colormap=SIGNED_COLORMAP, contrast_limits=(-top, top), blending="additive", opacity=0.8)
+    low = float(nonzero.min()) if nonzero.size else 0.0
+    return dict(colormap=UNSIGNED_COLORMAP, contrast_limits=(min(low, top * 0.5), top), blending="additive",
+                opacity=0.8)
+
+
+def anatomy_layer(subject: Subject) -> LayerData | None:
+    if subject.anat is None:
+        return None
+    anat = subject.anat
+    lo, hi = np.percentile(anat[anat > 0], [1, 99.5]) if np.any(anat > 0) else (0.0, 1.0)
+    return volume_layer(anat, subject.anat_affine, f"{subject.name} anatomy", subject=subject.name,
+                        role="anatomy", colormap="gray", contrast_limits=(float(lo), float(hi)))
+
+
+def mask_layer(subject: Subject) -> LayerData:
+    return volume_layer(subject.mask.astype(np.uint8), subject.affine, f"{subject.name} mask", "labels",
+                        subject=subject.name, role="mask", contour=1, opacity=0.6)
+
+
+def roi_features(atlas: RoiAtlas) -> pd.DataFrame:
+    """Label → name table, shown by napari in the status bar when hovering a region."""
+    labels = [0, *sorted(atlas.names)]
+    return pd.DataFrame({"index": labels, "name": ["none"] + [atlas.names[k] for k in labels[1:]]})
+
+
+def roi_layers(subject: Subject) -> list[LayerData]:
+    out = []
+    for rname, atlas in subject.rois.items():
+        out.append(volume_layer(atlas.labels, subject.affine, f"{subject.name} {rname}", "labels",
+                                subject=subject.name, role="roi", contour=1, opacity=0.9,
+                                features=roi_features(atlas)))
+    return out
+
+
+def values_map_layer(subject: Subject, values: np.ndarray, name: str, signed: bool | None = None,
+                     role: str = "map") -> LayerData:
+    """Per-voxel values (n_voxels,) of ``subject`` → a map layer on the subject's grid."""
+    volume = subject.to_volume(np.asarray(values, dtype=np.float32))
+    return volume_layer(volume, subject.affine, f"{subject.name} {name}", subject=subject.name, role=role,
+                        **map_kwargs(values, signed))
+
+
+def region_layer(subject: Subject, regions: dict[str, np.ndarray], name: str = "planted regions") -> LayerData:
+    """Several boolean volumes as one labels layer with names (e.g. the synthetic study's planted truth)."""
+    labels = np.zeros(subject.mask.shape, dtype=np.int32)
+    names = {}
+    for i, (cname, vol) in enumerate(regions.items(), start=1):
+        labels[np.asarray(vol, dtype=bool) & (labels == 0)] = i
+        names[i] = cname
+    return volume_layer(labels, subject.affine, f"{subject.name} {name}", "labels", subject=subject.name,
+                        role="truth", contour=1, opacity=0.9, features=roi_features(RoiAtlas(labels, names)))
+
+
+def study_layers(study: Study, subject_name: str | None = None, maps: dict[str, np.ndarray] | None = None
+                 ) -> list[LayerData]:
+    """Anatomy, mask outline, ROIs, planted regions (synthetic) and ``maps`` of one subject."""
+    subject = study.subject(subject_name)
+    layers: list[LayerData] = []
+    anat = anatomy_layer(subject)
+    if anat is not None:
+        layers.append(anat)
+    for name, values in (maps or {}).items():
+        layers.append(values_map_layer(subject, values, name))
+    layers.append(mask_layer(subject))
+    layers.extend(roi_layers(subject))
+    truth = (study.truth or {}).get("regions", {}).get(subject.name)
+    if truth:
+        layers.append(region_layer(subject, truth))
+    return layers
+
+
+def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "map",
+                     name: str | None = None) -> LayerData:
+    """A NIfTI file → layer data: integer volumes become labels, float volumes images with a map colormap."""
+    from ..core.io.volumes import load_nifti
+
+    path = Path(path)
+    img = load_nifti(path, what="volume")
+    raw = np.asanyarray(img.dataobj)
+    base = name or path.name.removesuffix(".gz").removesuffix(".nii")
+    metadata = plugin_tag(subject, role)
+    if np.issubdtype(raw.dtype, np.integer) and role != "map":
+        data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
+        kwargs.update(opacity=0.7)
+        if role in ("mask", "roi"):
+            kwargs.update(contour=1)
+        return data, kwargs, "labels"
+    data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
+    if data.ndim == 3:
+        kwargs.update(map_kwargs(data))
+    return data, kwargs, "image"
+
+
+def results_layers(results_root: str | Path, subject: str) -> list[LayerData]:
+    """Maps, masks and shared overlap counts of ``subject`` from a results store."""
+    from ..core.io.results import ResultsStore
+
+    store = ResultsStore.open(results_root)
+    layers = [nifti_file_layer(p, subject, "map", f"{subject} {n}") for n, p in store.maps(subject).items()]
+    layers += [nifti_file_layer(p, subject, "mask", f"{subject} mask {n}") for n, p in store.masks(subject).items()]
+    for n, p in store.shared_maps().items():
+        data, kwargs, _ = nifti_file_layer(p, None, "map", f"shared {n}")
+        kwargs.update(colormap="viridis", contrast_limits=(0, max(1.0, float(np.max(data)))))
+        layers.append((data, kwargs, "image"))
+    return layers

@@ -1,0 +1,180 @@
+"""Study dock widget: open a study folder, a results folder or the synthetic study; switch participant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import workers
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..core.study import Study
+
+
+def _tag(layer) -> dict | None:
+    return layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
+
+
+class StudyWidget(QWidget):
+    """Loads a study and shows one participant at a time, aligned in millimetres.
+
+    Layers of a participant: anatomy, analysed-mask outline, ROI outlines with names, planted regions
+    (synthetic study), and the maps and masks of a results folder when one is open. Switching participant
+    swaps these layers and keeps the camera and the current slice.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.study: Study | None = None
+        self.results: Path | None = None
+        self.subject: str | None = None
+        self._worker = None
+
+        self.open_button = QPushButton("Open study folder…")
+        self.results_button = QPushButton("Open results…")
+        self.sample_button = QPushButton("Synthetic study")
+        self.subject_box = QComboBox()
+        self.subject_box.setEnabled(False)
+        self.status = QLabel("No study loaded.")
+        self.status.setWordWrap(True)
+
+        buttons = QHBoxLayout()
+        for b in (self.open_button, self.results_button, self.sample_button):
+            buttons.addWidget(b)
+        form = QFormLayout()
+        form.addRow("Participant", self.subject_box)
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addLayout(form)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.open_button.clicked.connect(self._choose_study)
+        self.results_button.clicked.connect(self._choose_results)
+        self.sample_button.clicked.connect(lambda: self.load_synthetic())
+        self.subject_box.currentTextChanged.connect(self._on_subject_chosen)
+
+    # -- actions (also the widget's API for scripts and tests) -----------------------------------------
+    def open_study(self, path: str | Path):
+        """Read a study folder in the background, then show its first participant."""
+        from ..core.io.study_folder import read_study
+
+        self.status.setText(f"Reading {path} …")
+        return self._start(read_study, Path(path))
+
+    def load_synthetic(self, size: str = "tiny", seed: int = 0):
+        from ..core.synthetic import make_synthetic_study
+
+        self.status.setText("Building the synthetic study …")
+        return self._start(make_synthetic_study, seed=seed, size=size)
+
+    def open_results(self, path: str | Path):
+        """Show the maps and masks of a results folder over the current study."""
+        from ..core.io.results import ResultsStore
+
+        ResultsStore.open(path)  # validates before anything changes
+        self.results = Path(path)
+        if self.study is None:
+            study_path = self._study_of_results(self.results)
+            if study_path is None:
+                return self.load_synthetic(*self._synthetic_of_results(self.results))
+            return self.open_study(study_path)
+        self.show_subject(self.subject)
+        return None
+
+    def set_study(self, study: Study) -> None:
+        """Show ``study`` (already in memory)."""
+        self.study = study
+        names = study.subject_names
+        self.subject_box.blockSignals(True)
+        self.subject_box.clear()
+        self.subject_box.addItems(names)
+        self.subject_box.setEnabled(True)
+        self.subject_box.blockSignals(False)
+        self.subject = None
+        self.show_subject(names[0])
+        self.viewer.reset_view()
+        n_stim = len(study.stimuli)
+        self.status.setText(f"{study.name}: {len(names)} participants, {n_stim} stimuli.")
+
+    def show_subject(self, name: str | None) -> None:
+        """Swap this widget's layers to participant ``name``, keeping camera and slice."""
+        from .layers import results_layers, study_layers
+
+        if self.study is None or name is None:
+            return
+        camera = (tuple(self.viewer.camera.center), self.viewer.camera.zoom)
+        point = tuple(self.viewer.dims.point)
+        had_layers = any(_tag(layer) for layer in self.viewer.layers)
+        for layer in [layer for layer in self.viewer.layers if _tag(layer)]:
+            self.viewer.layers.remove(layer)
+        layer_data = study_layers(self.study, name)
+        if self.results is not None:
+            # maps go between anatomy and outlines
+            layer_data[1:1] = results_layers(self.results, name)
+        for data, kwargs, layer_type in layer_data:
+            getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
+        if had_layers:
+            self.viewer.camera.center = camera[0]
+            self.viewer.camera.zoom = camera[1]
+            self.viewer.dims.point = point
+        self.subject = name
+        if self.subject_box.currentText() != name:
+            self.subject_box.blockSignals(True)
+            self.subject_box.setCurrentText(name)
+            self.subject_box.blockSignals(False)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _start(self, function, *args, **kwargs):
+        self._worker = workers.start(function, *args, on_return=self.set_study, on_error=self._failed,
+                                     **kwargs)
+        return self._worker
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText("Could not load: see the notification.")
+        workers.notify_error(exc)
+
+    def _on_subject_chosen(self, name: str) -> None:
+        if name and name != self.subject:
+            self.show_subject(name)
+
+    def _choose_study(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open study folder")
+        if path:
+            self.open_study(path)
+
+    def _choose_results(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open results folder")
+        if path:
+            try:
+                self.open_results(path)
+            except Exception as exc:  # noqa: BLE001 - one notification with the core's message
+                workers.notify_error(exc)
+
+    @staticmethod
+    def _study_of_results(results: Path) -> Path | None:
+        from ..core.io.results import ResultsStore
+
+        path = ResultsStore.open(results).manifest.get("study_path")
+        return Path(path) if path and Path(path).is_dir() else None
+
+    @staticmethod
+    def _synthetic_of_results(results: Path) -> tuple[str, int]:
+        from ..core.io.results import ResultsStore
+
+        m = ResultsStore.open(results).manifest
+        return m.get("synthetic_size", "default"), int(m.get("synthetic_seed", 0))

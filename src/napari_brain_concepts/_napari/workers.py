@@ -1,0 +1,77 @@
+"""Run core generators in napari workers; the only place widgets start background work.
+
+Layers are only touched from the callbacks, which napari runs on the main thread. Errors from the core reach
+the user as one notification carrying the core's message. ``SYNCHRONOUS`` is the seam that lets tests run a
+step in the calling thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error, show_info
+
+#: when True, steps run in the calling thread (tests that want no event-loop waiting)
+SYNCHRONOUS = False
+
+
+def _error_message(exc: BaseException) -> str:
+    from ..core.errors import BrainConceptsError
+
+    return str(exc) if isinstance(exc, BrainConceptsError) else f"{type(exc).__name__}: {exc}"
+
+
+def notify_error(exc: BaseException) -> None:
+    show_error(_error_message(exc))
+
+
+def start(function: Callable[..., Any], *args: Any, on_yield: Callable | None = None,
+          on_return: Callable | None = None, on_error: Callable | None = None,
+          on_finish: Callable | None = None, progress: dict | None = None, **kwargs: Any):
+    """Start ``function(*args, **kwargs)`` (a generator function or a plain one) in a napari worker.
+
+    Returns the worker (``worker.quit()`` stops a generator at its next yield). With ``SYNCHRONOUS`` the
+    function runs here and ``None`` is returned after the callbacks ran.
+    """
+    if SYNCHRONOUS:
+        return _run_here(function, args, kwargs, on_yield, on_return, on_error, on_finish)
+    worker = create_worker(function, *args, _progress=progress, **kwargs)
+    if on_yield is not None and isinstance(worker, GeneratorWorker):
+        worker.yielded.connect(on_yield)
+    if on_return is not None:
+        worker.returned.connect(on_return)
+    worker.errored.connect(on_error or notify_error)
+    if on_finish is not None:
+        worker.finished.connect(on_finish)
+    worker.start()
+    return worker
+
+
+def _run_here(function, args, kwargs, on_yield, on_return, on_error, on_finish):
+    import inspect
+
+    try:
+        result = function(*args, **kwargs)
+        if inspect.isgenerator(result):
+            gen = result
+            while True:
+                try:
+                    item = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if on_yield is not None:
+                    on_yield(item)
+        if on_return is not None:
+            on_return(result)
+    except Exception as exc:  # noqa: BLE001 - every error becomes one notification
+        (on_error or notify_error)(exc)
+    finally:
+        if on_finish is not None:
+            on_finish()
+    return None
+
+
+__all__ = ["SYNCHRONOUS", "notify_error", "show_info", "start"]

@@ -1,0 +1,214 @@
+"""``brain-concepts``: the command line (demo, run, view, and one verb per analysis step)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .core.errors import BrainConceptsError, InputError
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["decode.decoder=contrastive", "masks.n_steps=300"]`` → ``{"decode": {...}, "masks": {...}}``."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        step, dot, name = key.partition(".")
+        if not sep or not dot or not step or not name:
+            raise InputError(f"--param {item}", "is not of the form STEP.NAME=VALUE",
+                             "write e.g. --param decode.decoder=contrastive")
+        params.setdefault(step, {})[name] = _parse_value(value)
+    return params
+
+
+def load_study(study: str | None, nsd: str | None = None, subject: list[int] | None = None,
+               sessions: list[int] | None = None, size: str = "default", seed: int = 0):
+    """A study folder, an NSD root (``nsd``), or the synthetic study when ``study`` is ``None``."""
+    if nsd is not None:
+        from .core.io.nsd import read_nsd
+
+        if not subject:
+            raise InputError("--subject", "is required with --nsd", "add e.g. --subject 1")
+        return read_nsd(nsd, subjects=subject, sessions=sessions)
+    if study is None:
+        from .core.synthetic import make_synthetic_study
+
+        return make_synthetic_study(seed=seed, size=size)
+    from .core.io.study_folder import read_study
+
+    return read_study(study)
+
+
+class _Printer:
+    """Progress to stderr: one line per step message, percentage at most twice a second."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self._last = 0.0
+        self._step = None
+
+    def __call__(self, p) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if p.step != self._step or p.done >= p.total or now - self._last > 0.5:
+            self._step = p.step
+            self._last = now
+            pct = f"{100 * p.fraction:5.1f}%" if p.total else "      "
+            print(f"[{p.step:>12}] {pct} {p.message}", file=sys.stderr, flush=True)
+
+
+def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace) -> Any:
+    from .core.context import AnalysisContext
+    from .core.io.results import ResultsStore
+    from .core.pipeline import run_analysis, with_requirements
+    from .core.progress import run_to_end
+
+    params = parse_params(getattr(args, "param", None))
+    store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
+                                study=study.name, resume=getattr(args, "resume", False))
+    ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed, device=args.device)
+    order = with_requirements(steps) if steps else None
+    t0 = time.monotonic()
+    run_to_end(run_analysis(ctx, order), _Printer(args.quiet))
+    ctx.state["elapsed_s"] = time.monotonic() - t0
+    return ctx
+
+
+def _summary(ctx) -> str:
+    from .core.summary import format_summary
+
+    return format_summary(ctx)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .core.synthetic import make_synthetic_study
+
+    t0 = time.monotonic()
+    study = make_synthetic_study(seed=args.seed, size=args.size)
+    if args.write:
+        from .core.io.study_folder import write_study
+
+        write_study(study, args.write)
+        print(f"wrote the synthetic study to {args.write}")
+    if args.write_only:
+        return 0
+    ctx = _run(study, args.out, args.steps, args)
+    print(_summary(ctx))
+    print(f"\nresults in {Path(args.out).resolve()}  ({time.monotonic() - t0:.0f} s in all)")
+    print(f"open them in napari:  brain-concepts view {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.nsd, args.subject, args.sessions)
+    ctx = _run(study, args.out, args.steps, args)
+    print(_summary(ctx))
+    print(f"\nresults in {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.nsd, args.subject, args.sessions, size=args.size, seed=args.seed)
+    ctx = _run(study, args.out, [args.command], args)
+    print(_summary(ctx))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from ._napari.launch import launch_viewer
+
+    launch_viewer(args.path, screenshot=args.screenshot, block=not args.screenshot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .core.pipeline import STEPS
+
+    parser = argparse.ArgumentParser(prog="brain-concepts", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
+        p.add_argument("--out", default=out_default, required=out_default is None,
+                       help="results folder (created; one folder per analysis)")
+        p.add_argument("--seed", type=int, default=0, help="random_state of the analysis (default 0)")
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+        p.add_argument("--param", action="append", metavar="STEP.NAME=VALUE",
+                       help="set a step parameter, e.g. decode.decoder=contrastive (repeatable)")
+        p.add_argument("--resume", action="store_true", help="continue an analysis in --out")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    def study_args(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("study", nargs=None if required else "?", help="study folder (DESIGN §2 layout)")
+        p.add_argument("--nsd", metavar="ROOT", help="read the Natural Scenes Dataset at ROOT instead")
+        p.add_argument("--subject", type=int, action="append", help="NSD subject number (repeatable)")
+        p.add_argument("--sessions", type=int, nargs="+", help="NSD sessions to read (default all)")
+
+    p = sub.add_parser("demo", help="run the whole analysis on the built-in synthetic study")
+    common(p, "demo_results")
+    p.add_argument("--write", metavar="STUDY", help="also write the synthetic study as a study folder")
+    p.add_argument("--write-only", action="store_true", help="with --write: write the study, run nothing")
+    p.add_argument("--size", default="default", choices=["tiny", "small", "default"])
+    p.add_argument("--steps", nargs="+", help="run only these steps (and what they need)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run the whole analysis on a study folder or NSD")
+    study_args(p, required=False)
+    common(p)
+    p.add_argument("--steps", nargs="+", help="run only these steps (and what they need)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("view", help="open napari with a study or results folder loaded")
+    p.add_argument("path", nargs="?", help="study folder or results folder (default: the synthetic study)")
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the viewer and exit")
+    p.set_defaults(func=cmd_view)
+
+    for name, spec in STEPS.items():
+        p = sub.add_parser(name, help=spec.help + " (runs the steps it needs too)")
+        study_args(p, required=False)
+        common(p)
+        p.add_argument("--size", default="default", choices=["tiny", "small", "default"],
+                       help="synthetic study size when no study is given")
+        p.set_defaults(func=cmd_step)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"brain-concepts {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and args.study is None and args.nsd is None:
+        parser.error("run needs a STUDY folder or --nsd ROOT --subject N")
+    try:
+        return int(args.func(args) or 0)
+    except BrainConceptsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped; finished steps are kept (rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

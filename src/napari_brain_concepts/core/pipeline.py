@@ -1,0 +1,85 @@
+"""The steps of a full analysis, in order, each a generator that yields Progress and can be stopped.
+
+A step is ``fn(ctx: AnalysisContext) -> Generator[Progress, None, None]``. It reads the study and what earlier
+steps left in ``ctx.state``, writes its results to ``ctx.store`` (atomically) and marks itself done there.
+Steps live beside the science they run (``decoding/steps.py``, ``concepts/steps.py`` …); this module only
+knows their order and dependencies, so the CLI, the Python API and the widgets run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+
+from .context import AnalysisContext
+from .errors import InputError
+from .progress import Progress
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    target: str  # "module:function", imported when the step runs
+    requires: tuple[str, ...] = ()
+    help: str = ""
+
+    def function(self) -> Callable[[AnalysisContext], Generator[Progress, None, None]]:
+        module, func = self.target.split(":")
+        return getattr(importlib.import_module(module, __package__), func)
+
+
+_STEP_LIST = [
+    StepSpec("decode", ".decoding.steps:decode_step", (),
+             "fit a brain→embedding decoder per subject; retrieval scores"),
+    StepSpec("maps", ".concepts.category_maps:maps_step", ("decode",),
+             "per-concept brain maps and their overlap with known regions"),
+    StepSpec("concepts", ".concepts.steps:concepts_step", ("decode",),
+             "concept basis of the decodable embedding directions, with names"),
+    StepSpec("masks", ".concepts.steps:masks_step", ("decode", "concepts"),
+             "voxel masks per subject and concept"),
+    StepSpec("shared", ".concepts.shared_steps:shared_step", ("decode",),
+             "concepts shared across participants; localizer validation"),
+    StepSpec("embed", ".alignment.steps:embed_step", (),
+             "caption embeddings and word-level control embeddings"),
+    StepSpec("rsa", ".alignment.steps:rsa_step", ("embed",),
+             "RSA of every model with every ROI, and searchlight maps"),
+    StepSpec("encode", ".alignment.steps:encode_step", ("embed",),
+             "encoding models embedding→voxels: r maps"),
+    StepSpec("captions", ".alignment.image_steps:captions_step", (),
+             "caption reconstruction from brain activity"),
+    StepSpec("image-models", ".alignment.image_steps:image_models_step", ("embed",),
+             "image→caption-embedding networks vs other image models"),
+]
+STEPS: dict[str, StepSpec] = {s.name: s for s in _STEP_LIST}
+STEP_ORDER: list[str] = [s.name for s in _STEP_LIST]
+
+
+def with_requirements(steps: Iterable[str]) -> list[str]:
+    """``steps`` and every step they depend on, in pipeline order."""
+    wanted: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in STEPS:
+            raise InputError("steps", f"unknown step {name!r}", f"choose from {', '.join(STEP_ORDER)}")
+        if name in wanted:
+            return
+        wanted.add(name)
+        for req in STEPS[name].requires:
+            add(req)
+
+    for s in steps:
+        add(s)
+    return [s for s in STEP_ORDER if s in wanted]
+
+
+def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None
+                 ) -> Generator[Progress, None, AnalysisContext]:
+    """Run ``steps`` (default: all) with their requirements; yields Progress from every step."""
+    order = with_requirements(STEP_ORDER if steps is None else steps)
+    ctx.store.update(planned_steps=order)
+    for i, name in enumerate(order):
+        yield Progress("analysis", i, len(order), f"step {name}")
+        yield from STEPS[name].function()(ctx)
+    yield Progress("analysis", len(order), len(order), "done")
+    return ctx
