@@ -101,7 +101,7 @@ class Stimuli:
         if len(self.categories) != n:
             raise InputError(where, f"{len(self.categories)} category lists for {n} stimuli",
                              "give one category list per stimulus (empty allowed)")
-        self.categories = [[str(c) for c in cats] for cats in self.categories]
+        self.categories = [[str(c).strip() for c in cats if str(c).strip()] for cats in self.categories]
         if not self.image_paths:
             self.image_paths = [None] * n
         if len(self.image_paths) != n:

@@ -14,11 +14,12 @@ from ..errors import InputError
 from .atomic import write_atomic
 
 
-def load_nifti(path: str | os.PathLike, *, ndim: int | None = None, what: str = "volume") -> nib.Nifti1Image:
-    """Load a NIfTI image and check it can be read and has ``ndim`` dimensions.
+def read_nifti(path: str | os.PathLike, *, ndim: int | None = None,
+               what: str = "volume") -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a NIfTI file once and return ``(data, image)``, checked like :func:`load_nifti`.
 
-    The data are read once here so that a truncated or corrupt file fails now, with its name, not later
-    in the middle of an analysis.
+    Use it where the data are needed right away (large 4D responses), so a compressed file is
+    decompressed once, not twice.
     """
     path = Path(path)
     if not path.is_file():
@@ -32,13 +33,23 @@ def load_nifti(path: str | os.PathLike, *, ndim: int | None = None, what: str = 
                          "re-export the file; it may be truncated or not a NIfTI image") from err
     if ndim is not None and data.ndim != ndim:
         if ndim == 3 and data.ndim == 4 and data.shape[3] == 1:
-            img = nib.Nifti1Image(data[..., 0], img.affine, img.header)
+            data = data[..., 0]
+            img = nib.Nifti1Image(data, img.affine, img.header)
         else:
             raise InputError(path, f"{what} has {data.ndim} dimensions {data.shape}, expected {ndim}",
                              f"give a {ndim}D {what}")
     if not np.all(np.isfinite(img.affine)):
         raise InputError(path, "affine contains NaN or Inf", "fix the header's sform/qform")
-    return img
+    return data, img
+
+
+def load_nifti(path: str | os.PathLike, *, ndim: int | None = None, what: str = "volume") -> nib.Nifti1Image:
+    """Load a NIfTI image and check it can be read and has ``ndim`` dimensions.
+
+    The data are read once here so that a truncated or corrupt file fails now, with its name, not later
+    in the middle of an analysis.
+    """
+    return read_nifti(path, ndim=ndim, what=what)[1]
 
 
 def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
