@@ -75,11 +75,20 @@ def with_requirements(steps: Iterable[str]) -> list[str]:
 
 def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None
                  ) -> Generator[Progress, None, AnalysisContext]:
-    """Run ``steps`` (default: all) with their requirements; yields Progress from every step."""
-    order = with_requirements(STEP_ORDER if steps is None else steps)
-    ctx.store.update(planned_steps=order)
+    """Run ``steps`` (default: all) and the steps they need; yields Progress from every step.
+
+    A required step that already finished in this context (its fitted objects are in ``ctx.state``) is not
+    run again; the requested steps always run. Each step writes into a staging folder that reaches the results
+    folder only when the step finishes, so a cancelled or failed step leaves no partial result.
+    """
+    requested = list(STEP_ORDER if steps is None else steps)
+    finished = ctx.state.setdefault("finished_steps", [])
+    order = [s for s in with_requirements(requested) if s in requested or s not in finished]
     for i, name in enumerate(order):
         yield Progress("analysis", i, len(order), f"step {name}")
-        yield from STEPS[name].function()(ctx)
+        with ctx.store.staged(name):
+            yield from STEPS[name].function()(ctx)
+        if name not in finished:
+            finished.append(name)
     yield Progress("analysis", len(order), len(order), "done")
     return ctx

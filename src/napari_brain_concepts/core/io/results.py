@@ -12,11 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata as _md
 import json
 import os
 import platform
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,8 @@ class ResultsStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._manifest: dict[str, Any] | None = None
+        self._stage: Path | None = None
+        self._pending: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
@@ -133,10 +138,43 @@ class ResultsStore:
         return step in self.manifest.get("steps", {})
 
     def mark_done(self, step: str, **info: Any) -> None:
-        """Record that ``step`` finished (all its files are already in place)."""
-        self.manifest.setdefault("steps", {})[step] = {
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **_jsonable(info)}
+        """Record that ``step`` finished (inside :meth:`staged`, once its files are moved in place)."""
+        entry = {"finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **_jsonable(info)}
+        if self._stage is not None:
+            self._pending[step] = entry
+            return
+        self.manifest.setdefault("steps", {})[step] = entry
         self._save_manifest()
+
+    @contextlib.contextmanager
+    def staged(self, step: str) -> Iterator[ResultsStore]:
+        """Write everything of ``step`` to a staging folder; move it in place only when the step finishes.
+
+        A step that raises, is cancelled (its generator closed) or is killed leaves the results folder as it
+        was before the step: earlier results intact, nothing half-written, the step not marked done.
+        """
+        stage = self.root / ".staging" / step
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        self._stage, self._pending = stage, {}
+        try:
+            yield self
+        except BaseException:
+            self._stage, self._pending = None, {}
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        self._stage = None
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = self.root / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.root / ".staging").rmdir()
+        pending, self._pending = self._pending, {}
+        if pending:
+            self.manifest.setdefault("steps", {}).update(pending)
+            self._save_manifest()
 
     def update(self, **fields: Any) -> None:
         self.manifest.update(_jsonable(fields))
@@ -147,20 +185,31 @@ class ResultsStore:
         return list(self.manifest.get("steps", {}))
 
     # -- paths -------------------------------------------------------------------------------------
+    @property
+    def base(self) -> Path:
+        """Where files are written now: the staging folder of the running step, or the root."""
+        return self._stage if self._stage is not None else self.root
+
+    def _find(self, rel: str | Path) -> Path:
+        """A file to read: the running step's staged copy first, then the finished one."""
+        if self._stage is not None and (self._stage / rel).exists():
+            return self._stage / rel
+        return self.root / rel
+
     def map_path(self, subject: str, name: str) -> Path:
-        return self.root / "subjects" / subject / "maps" / f"{name}.nii.gz"
+        return self.base / "subjects" / subject / "maps" / f"{name}.nii.gz"
 
     def mask_path(self, subject: str, concept: str) -> Path:
-        return self.root / "subjects" / subject / "masks" / f"{concept}.nii.gz"
+        return self.base / "subjects" / subject / "masks" / f"{concept}.nii.gz"
 
     def table_path(self, name: str) -> Path:
-        return self.root / "tables" / f"{name}.tsv"
+        return self.base / "tables" / f"{name}.tsv"
 
     def figure_path(self, name: str) -> Path:
-        return self.root / "figures" / f"{name}.png"
+        return self.base / "figures" / f"{name}.png"
 
     def array_path(self, name: str, ext: str = ".npy") -> Path:
-        return self.root / "arrays" / f"{name}{ext}"
+        return self.base / "arrays" / f"{name}{ext}"
 
     # -- writers -----------------------------------------------------------------------------------
     def write_map(self, subject: str, name: str, volume: np.ndarray, affine: np.ndarray) -> Path:
@@ -170,7 +219,7 @@ class ResultsStore:
         return save_nifti(np.asarray(volume).astype(np.uint8), affine, self.mask_path(subject, concept))
 
     def write_shared(self, concept: str, counts: np.ndarray, affine: np.ndarray) -> Path:
-        return save_nifti(np.asarray(counts).astype(np.int16), affine, self.root / "shared" / f"{concept}.nii.gz")
+        return save_nifti(np.asarray(counts).astype(np.int16), affine, self.base / "shared" / f"{concept}.nii.gz")
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
         return write_atomic(self.table_path(name),
@@ -188,23 +237,23 @@ class ResultsStore:
                             lambda p: np.savez(p, **{k: np.asarray(v) for k, v in arrays.items()}))
 
     def write_json(self, relpath: str, obj: Any) -> Path:
-        return write_text_atomic(self.root / relpath, json.dumps(_jsonable(obj), indent=2) + "\n")
+        return write_text_atomic(self.base / relpath, json.dumps(_jsonable(obj), indent=2) + "\n")
 
     # -- readers -----------------------------------------------------------------------------------
     def read_table(self, name: str) -> pd.DataFrame:
-        path = self.table_path(name)
+        path = self._find(Path("tables") / f"{name}.tsv")
         if not path.is_file():
             raise InputError(path, "table is missing", "run the step that writes it")
         return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
 
     def read_array(self, name: str) -> np.ndarray:
-        path = self.array_path(name)
+        path = self._find(Path("arrays") / f"{name}.npy")
         if not path.is_file():
             raise InputError(path, "array is missing", "run the step that writes it")
         return np.load(path, allow_pickle=False)
 
     def read_arrays(self, name: str) -> dict[str, np.ndarray]:
-        path = self.array_path(name, ".npz")
+        path = self._find(Path("arrays") / f"{name}.npz")
         if not path.is_file():
             raise InputError(path, "array file is missing", "run the step that writes it")
         with np.load(path, allow_pickle=False) as z:

@@ -1,0 +1,81 @@
+"""One analysis session per viewer, shared by the dock widgets.
+
+The session holds the study, the participant on show and the :class:`AnalysisContext` (results store and the
+fitted objects of finished steps). Widgets read it and listen to its signals; none of them computes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from psygnal import Signal
+
+if TYPE_CHECKING:
+    from ..core.context import AnalysisContext
+    from ..core.study import Study
+
+
+class AnalysisSession:
+    """Study + participant + analysis context of one viewer."""
+
+    study_changed = Signal(object)
+    subject_changed = Signal(str)
+    step_finished = Signal(str)
+
+    def __init__(self):
+        self.study: Study | None = None
+        self.subject: str | None = None
+        self.context: AnalysisContext | None = None
+        self.results_dir: Path | None = None
+        self.random_state: int = 0
+        self.device: str = "auto"
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def set_study(self, study: Study, results_dir: str | Path | None = None) -> None:
+        self.study = study
+        self.context = None
+        self.results_dir = Path(results_dir) if results_dir else None
+        self.subject = study.subject_names[0]
+        self.study_changed.emit(study)
+
+    def set_subject(self, name: str) -> None:
+        if name != self.subject:
+            self.subject = name
+            self.subject_changed.emit(name)
+
+    def ensure_context(self, params: dict[str, Any] | None = None) -> AnalysisContext:
+        """The analysis context, created on first use with a results folder (a temporary one by default)."""
+        from ..core.context import AnalysisContext
+        from ..core.errors import InputError
+        from ..core.io.results import ResultsStore
+
+        if self.study is None:
+            raise InputError("Study widget", "no study is loaded", "open a study folder or the synthetic study first")
+        if self.context is None:
+            if self.results_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="brain-concepts-")
+                self.results_dir = Path(self._tmp.name) / "results"
+            store = ResultsStore.create(self.results_dir, parameters={}, study=self.study.name)
+            self.context = AnalysisContext(study=self.study, store=store, params={},
+                                           random_state=self.random_state, device=self.device)
+        if params:
+            self.context.params.update(params)
+        return self.context
+
+    def done(self, step: str) -> bool:
+        return self.context is not None and self.context.store.is_done(step)
+
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_session(viewer) -> AnalysisSession:
+    """The session of ``viewer`` (created on first use)."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = AnalysisSession()
+        _SESSIONS[viewer] = session
+    return session

@@ -1,0 +1,132 @@
+"""Base of the dock widgets that run an analysis step: parameters, Run, Cancel, progress, result hook.
+
+A subclass names its steps and builds its parameter form; running a step starts the core generator
+(:func:`napari_brain_concepts.core.pipeline.run_analysis`) in a napari worker, mirrors its
+:class:`~napari_brain_concepts.core.progress.Progress` in a napari progress bar, and on the main thread hands
+the finished context to :meth:`StepWidget.on_finished`. Cancel closes the generator: the step stops at its next
+yield, and nothing it had staged reaches the results folder.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from . import workers
+from .session import get_session
+
+if TYPE_CHECKING:
+    import napari
+
+
+class StepWidget(QWidget):
+    """Run ``steps`` of the pipeline for the session's study from a dock widget."""
+
+    steps: tuple[str, ...] = ()
+    run_label = "Run"
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.worker = None
+        self._progress = None
+        self.run_button = QPushButton(self.run_label)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.form = QVBoxLayout()
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        self.body = QVBoxLayout()
+        layout.addLayout(self.body)
+        layout.addStretch(1)
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.session.study_changed.connect(self._on_study_changed)
+        self.session.subject_changed.connect(self._on_subject_changed)
+
+    # -- for subclasses ----------------------------------------------------------------------------
+    def parameters(self) -> dict[str, Any]:
+        """Step parameters from the form: ``{step: {name: value}}``."""
+        return {}
+
+    def on_finished(self, ctx) -> None:
+        """Main thread, after the steps finished: show their results."""
+
+    def on_subject_changed(self, name: str) -> None:
+        """Main thread: the participant on show changed."""
+
+    def on_study_changed(self, study) -> None:
+        """Main thread: a new study was loaded."""
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, steps: tuple[str, ...] | None = None):
+        from ..core.pipeline import run_analysis
+
+        try:
+            ctx = self.session.ensure_context(self.parameters())
+        except Exception as exc:  # noqa: BLE001 - shown as one notification
+            workers.notify_error(exc)
+            return None
+        todo = list(steps or self.steps)
+        self._set_running(True, f"Running {', '.join(todo)} …")
+        from napari.utils import progress
+
+        self._progress = progress(total=0, desc=", ".join(todo))
+        self.worker = workers.start(run_analysis, ctx, todo, on_yield=self._on_progress,
+                                    on_return=self._on_return, on_error=self._on_error,
+                                    on_finish=self._on_finish)
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("Cancelling …")
+
+    def _on_progress(self, p) -> None:
+        if self._progress is not None:
+            if p.total and self._progress.total != p.total:
+                self._progress.total = p.total
+            self._progress.n = p.done
+            self._progress.set_description(f"{p.step}: {p.message}"[:80])
+            self._progress.refresh()
+        self.status.setText(f"{p.step}: {p.message}")
+
+    def _on_return(self, ctx) -> None:
+        self.status.setText("Done.")
+        for s in self.steps:
+            self.session.step_finished.emit(s)
+        self.on_finished(ctx)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.setText("Stopped with an error (see the notification).")
+        workers.notify_error(exc)
+
+    def _on_finish(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        if self.worker is not None and getattr(self.worker, "abort_requested", False):
+            self.status.setText("Cancelled; nothing of the step was written.")
+        self.worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool, message: str | None = None) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if message:
+            self.status.setText(message)
+
+    def _on_study_changed(self, study) -> None:
+        self.on_study_changed(study)
+
+    def _on_subject_changed(self, name: str) -> None:
+        self.on_subject_changed(name)
