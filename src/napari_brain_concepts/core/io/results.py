@@ -162,6 +162,8 @@ class ResultsStore:
         except BaseException:
             self._stage, self._pending = None, {}
             shutil.rmtree(stage, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.root / ".staging").rmdir()
             raise
         self._stage = None
         for path in sorted(p for p in stage.rglob("*") if p.is_file()):
