@@ -1,0 +1,438 @@
+"""Ridge regression with one regularisation strength per target, chosen by cross-validation.
+
+Every alpha of the grid is scored for every target from a single eigendecomposition, so a grid of alphas
+costs little more than one fit:
+
+- **kernel form** (``n_samples < n_features``, the usual fMRI decoding case): the centred kernel
+  ``K = Xc Xcᵀ`` of all training samples is decomposed once. With ``I − H(α) = Σ_j α/(s_j+α) u_j u_jᵀ``
+  (the residual-maker of ridge with an intercept), the held-out residuals of a fold ``V`` are the
+  exact leave-group-out formula ``r_V = [(I − H)_VV]⁻¹ [(I − H) y]_V`` — the same numbers a refit without
+  the fold gives, but from one decomposition for all folds. The constant direction is removed exactly
+  (Householder deflation) rather than by picking the eigenvector closest to it.
+- **primal form** (``n_samples ≥ n_features``, e.g. encoding models embedding → voxels): the Gram matrix
+  of each fold's training rows is the full Gram matrix minus the fold's rows, decomposed once per fold.
+
+Leave-one-out (``loo=True``) uses the diagonal of ``I − H`` from the same decomposition. Targets are
+processed in batches of ``target_batch_size`` so memory stays bounded however many targets there are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..context import resolve_device
+from ..errors import InputError
+from ..progress import Progress, run_to_end
+
+DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(0, 8))
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _as_matrix(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.ndim == 1 and name == "Y":
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InputError(f"parameter {name}", f"has {arr.ndim} dimensions, expected 2 (n_samples, n_columns)",
+                         f"pass {name} as a 2D array")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"parameter {name}", f"has dtype {arr.dtype}", f"pass {name} as a float array")
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise InputError(f"parameter {name}", f"contains NaN or Inf (first at row {bad[0]}, column {bad[1]})",
+                         "remove or fill those values before fitting")
+    return arr
+
+
+def check_xy(X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a pair of design (n, p) and target (n, t) matrices: 2D, finite, the same rows."""
+    X = _as_matrix(X, "X")
+    Y = _as_matrix(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise InputError("parameters X and Y", f"have {X.shape[0]} and {Y.shape[0]} rows",
+                         "give one row of Y (embedding) per row of X (responses), in the same order")
+    if X.shape[0] < 2 or X.shape[1] < 1 or Y.shape[1] < 1:
+        raise InputError("parameters X and Y", f"shapes {X.shape} and {Y.shape} are too small",
+                         "give at least 2 samples, 1 feature and 1 target")
+    return X, Y
+
+
+def make_folds(n_samples: int, cv: Any, groups: Any = None, random_state: int | None = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation folds as (train, validation) index arrays.
+
+    ``cv`` is a number of folds (``KFold``, shuffled when ``random_state`` is given, or ``GroupKFold``
+    when ``groups`` is given so that repeats of one stimulus never straddle train and validation), a
+    scikit-learn splitter, or an explicit list of (train, validation) pairs.
+    """
+    from sklearn.model_selection import GroupKFold, KFold
+
+    if isinstance(cv, (int, np.integer)):
+        cv = int(cv)
+        if cv < 2:
+            raise InputError("parameter cv", f"{cv} folds", "use cv >= 2 (or loo=True for leave-one-out)")
+        n_units = n_samples if groups is None else len(np.unique(np.asarray(groups)))
+        if n_units < cv:
+            what = "samples" if groups is None else "distinct groups (stimuli)"
+            raise InputError("parameter cv", f"{cv} folds for only {n_units} {what}",
+                             f"use cv <= {n_units} or give more samples")
+        if groups is not None:
+            splits = GroupKFold(n_splits=cv).split(np.zeros(n_samples), groups=np.asarray(groups))
+        elif random_state is None:
+            splits = KFold(n_splits=cv).split(np.zeros(n_samples))
+        else:
+            splits = KFold(n_splits=cv, shuffle=True, random_state=random_state).split(np.zeros(n_samples))
+    elif hasattr(cv, "split"):
+        splits = cv.split(np.zeros(n_samples), groups=groups)
+    else:
+        splits = cv
+    folds = [(np.asarray(tr, dtype=np.int64), np.asarray(va, dtype=np.int64)) for tr, va in splits]
+    if not folds:
+        raise InputError("parameter cv", "gives no folds", "pass a number of folds or (train, test) pairs")
+    for tr, va in folds:
+        if len(tr) < 2 or len(va) < 1 or np.intersect1d(tr, va).size:
+            raise InputError("parameter cv", "a fold has fewer than 2 training or no validation samples, "
+                             "or overlapping train and validation rows", "check the folds")
+    return folds
+
+
+def _gram_rows(A: torch.Tensor) -> torch.Tensor:
+    """``A Aᵀ`` computing only the upper block triangle (about half the flops of a plain product)."""
+    n = A.shape[0]
+    K = torch.empty(n, n, dtype=A.dtype, device=A.device)
+    bs = max(256, math.ceil(n / 8))
+    for i in range(0, n, bs):
+        blk = A[i:i + bs] @ A[i:].T
+        K[i:i + bs, i:] = blk
+        K[i:, i:i + bs] = blk.T
+    return K
+
+
+def _householder_to_constant(n: int, dtype, device) -> torch.Tensor:
+    """Unit vector w with (I − 2wwᵀ) e₁ = 1/√n: its columns 2..n span the complement of the constant."""
+    w = torch.full((n,), -1.0 / math.sqrt(n), dtype=torch.float64)
+    w[0] += 1.0
+    w /= torch.linalg.vector_norm(w)
+    return w.to(dtype=dtype, device=device)
+
+
+def _deflated_eigh(K: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a centred kernel restricted to the complement of the constant vector (when ``centre``).
+
+    Returns ``s`` (m,) ≥ 0 and ``U`` (n, m) with orthonormal columns, m = n − 1 (or n without centring).
+    """
+    if not centre:
+        s, U = torch.linalg.eigh(K)
+        return s.clamp_min(0), U
+    n = K.shape[0]
+    w = _householder_to_constant(n, K.dtype, K.device)
+    Kw = K @ w
+    wKw = w @ Kw
+    # (I − 2wwᵀ) K (I − 2wwᵀ) without forming the reflector
+    Kr = K - 2 * torch.outer(w, Kw) - 2 * torch.outer(Kw, w) + 4 * wKw * torch.outer(w, w)
+    sub = Kr[1:, 1:]
+    sub = (sub + sub.T) / 2
+    s, V = torch.linalg.eigh(sub)
+    U = torch.zeros(n, n - 1, dtype=K.dtype, device=K.device)
+    U[1:] = V
+    U -= 2 * torch.outer(w, w[1:] @ V)
+    return s.clamp_min(0), U
+
+
+def _r2(resid_ss: torch.Tensor, total_ss: torch.Tensor) -> torch.Tensor:
+    tiny = torch.finfo(total_ss.dtype).tiny
+    return 1.0 - resid_ss / total_ss.clamp_min(tiny)
+
+
+class RidgeDecoder:
+    """Multi-target ridge regression with the regularisation chosen per target by cross-validation.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        Regularisation strengths tried for every target (all scored from one decomposition).
+    cv : int, scikit-learn splitter or list of (train, test) index pairs
+        Folds for choosing alpha (default 5-fold; ``GroupKFold`` when ``fit`` receives ``groups``).
+    solver : {"auto", "kernel", "primal"}
+        ``"kernel"`` decomposes the n×n sample kernel (fast when n_samples < n_features), ``"primal"``
+        the p×p feature Gram matrix; ``"auto"`` picks the smaller.
+    loo : bool
+        Choose alpha by efficient leave-one-out instead of K-fold (ignores ``cv``).
+    fit_intercept : bool
+        Fit an unpenalised intercept per target (centring X and Y).
+    dtype : {"float32", "float64"}
+        Working precision; float32 is about twice as fast and is the default for fMRI-sized problems.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:i]"``.
+    random_state : int or None
+        Shuffles the K folds when given; ``None`` keeps contiguous folds (deterministic).
+    target_batch_size : int
+        Targets processed together; bounds memory for thousands of targets (encoding models).
+    scoring : {"r2", "mse"}
+        Cross-validation score per target (R² averaged over folds, or minus the mean squared error).
+
+    Attributes
+    ----------
+    coef_ : ndarray (n_targets, n_features)
+        Weights in feature (voxel) space at each target's chosen alpha.
+    intercept_ : ndarray (n_targets,)
+    best_alphas_ : ndarray (n_targets,)
+    cv_scores_ : ndarray (n_alphas, n_targets)
+        Mean cross-validated score of every alpha for every target.
+    solver_ : str
+        The solver actually used.
+    """
+
+    def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: Any = 5, solver: str = "auto",
+                 loo: bool = False, fit_intercept: bool = True, dtype: str = "float32", device: str = "auto",
+                 random_state: int | None = None, target_batch_size: int = 1024, scoring: str = "r2"):
+        self.alphas = alphas
+        self.cv = cv
+        self.solver = solver
+        self.loo = loo
+        self.fit_intercept = fit_intercept
+        self.dtype = dtype
+        self.device = device
+        self.random_state = random_state
+        self.target_batch_size = target_batch_size
+        self.scoring = scoring
+
+    # -- parameters ------------------------------------------------------------------------------
+    def _check_params(self) -> np.ndarray:
+        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
+            raise InputError("parameter alphas", f"{self.alphas!r} is not a list of positive numbers",
+                             "give positive regularisation strengths, e.g. np.logspace(0, 7, 8)")
+        if self.solver not in ("auto", "kernel", "primal"):
+            raise InputError("parameter solver", f"{self.solver!r} is unknown", "use 'auto', 'kernel' or 'primal'")
+        if self.dtype not in _DTYPES:
+            raise InputError("parameter dtype", f"{self.dtype!r} is unknown", "use 'float32' or 'float64'")
+        if self.scoring not in ("r2", "mse"):
+            raise InputError("parameter scoring", f"{self.scoring!r} is unknown", "use 'r2' or 'mse'")
+        if int(self.target_batch_size) < 1:
+            raise InputError("parameter target_batch_size", f"{self.target_batch_size!r}", "use a positive integer")
+        return alphas
+
+    # -- fitting ---------------------------------------------------------------------------------
+    def fit(self, X: Any, Y: Any, groups: Any = None) -> RidgeDecoder:
+        """Fit on responses ``X`` (n_samples, n_features) → targets ``Y`` (n_samples, n_targets).
+
+        ``groups`` (optional, one label per sample, e.g. the stimulus of each trial) keeps all samples of
+        a group in one fold.
+        """
+        return run_to_end(self.fit_iter(X, Y, groups=groups))
+
+    def fit_iter(self, X: Any, Y: Any, groups: Any = None) -> Generator[Progress, None, RidgeDecoder]:
+        """:meth:`fit` as a generator yielding :class:`Progress`; closing it stops the fit."""
+        alphas = self._check_params()
+        X, Y = check_xy(X, Y)
+        n, p = X.shape
+        t = Y.shape[1]
+        if groups is not None and len(np.asarray(groups)) != n:
+            raise InputError("parameter groups", f"{len(np.asarray(groups))} labels for {n} samples",
+                             "give one group label per sample")
+        device = resolve_device(self.device)
+        dtype = _DTYPES[self.dtype]
+        folds = None if self.loo else make_folds(n, self.cv, groups, self.random_state)
+        solver = self.solver if self.solver != "auto" else ("kernel" if n < p else "primal")
+
+        Xt = torch.as_tensor(X, device=device).to(dtype)
+        Yt = torch.as_tensor(Y, device=device).to(dtype)
+        if self.fit_intercept:
+            x_mean = Xt.to(torch.float64).mean(0)
+            y_mean = Yt.to(torch.float64).mean(0)
+            Xt = Xt - x_mean.to(dtype)
+            Yt = Yt - y_mean.to(dtype)
+        else:
+            x_mean = torch.zeros(p, dtype=torch.float64, device=device)
+            y_mean = torch.zeros(t, dtype=torch.float64, device=device)
+        alphas_t = torch.as_tensor(alphas, dtype=dtype, device=device)
+        bs = int(self.target_batch_size)
+        batches = [slice(i, min(t, i + bs)) for i in range(0, t, bs)]
+
+        step = "ridge"
+        scores = torch.zeros(len(alphas), t, dtype=torch.float64, device=device)
+        if solver == "kernel":
+            yield Progress(step, 0, 4, f"kernel {n}×{n}")
+            K = _gram_rows(Xt)
+            yield Progress(step, 1, 4, "eigendecomposition")
+            s, U = _deflated_eigh(K, self.fit_intercept)
+            del K
+            yield Progress(step, 2, 4, f"scoring {len(alphas)} alphas")
+            yield from self._kernel_scores(U, s, Yt, alphas_t, folds, batches, scores, n)
+            yield Progress(step, 3, 4, "final fit")
+            best = scores.argmax(0)
+            coef = torch.empty(t, p, dtype=dtype, device=device)
+            for sl in batches:
+                UtY = U.T @ Yt[:, sl]
+                for a in torch.unique(best[sl]).tolist():
+                    idx = torch.nonzero(best[sl] == a).ravel()
+                    dual = U @ (UtY[:, idx] / (s + alphas_t[a])[:, None])
+                    coef[sl][idx] = (dual.T @ Xt)
+        else:
+            total = (len(folds) if folds else 1) + 2
+            yield Progress(step, 0, total, f"Gram {p}×{p}")
+            G = Xt.T @ Xt
+            if self.loo:
+                s, W = torch.linalg.eigh(G)
+                s = s.clamp_min(0)
+                yield Progress(step, 1, total, "leave-one-out scores")
+                self._primal_loo_scores(Xt, Yt, s, W, alphas_t, batches, scores, n)
+            else:
+                for k, (tr, va) in enumerate(folds):
+                    yield Progress(step, 1 + k, total, f"fold {k + 1}/{len(folds)}")
+                    self._primal_fold_scores(Xt, Yt, G, tr, va, alphas_t, batches, scores)
+                scores /= len(folds)
+            yield Progress(step, total - 1, total, "final fit")
+            s, W = torch.linalg.eigh(G)
+            s = s.clamp_min(0)
+            best = scores.argmax(0)
+            coef = torch.empty(t, p, dtype=dtype, device=device)
+            for sl in batches:
+                WtXtY = W.T @ (Xt.T @ Yt[:, sl])
+                for a in torch.unique(best[sl]).tolist():
+                    idx = torch.nonzero(best[sl] == a).ravel()
+                    coef[sl][idx] = (W @ (WtXtY[:, idx] / (s + alphas_t[a])[:, None])).T
+
+        intercept = y_mean - coef.to(torch.float64) @ x_mean
+        self.solver_ = solver
+        self.cv_scores_ = scores.cpu().numpy()
+        self.best_alphas_ = alphas[best.cpu().numpy()]
+        self.alphas_ = alphas
+        self.coef_ = coef.cpu().numpy()
+        self.intercept_ = intercept.to(dtype).cpu().numpy()
+        self.n_features_in_ = p
+        self.n_targets_ = t
+        yield Progress(step, 4, 4, "done")
+        return self
+
+    def _kernel_scores(self, U, s, Yt, alphas_t, folds, batches, scores, n):
+        """CV scores of every alpha (rows of ``scores``) from one eigendecomposition of the full kernel."""
+        ones_ss = None
+        cache: dict[tuple[int, int], torch.Tensor] = {}
+        U_sq = U * U if self.loo else None
+        for sl in batches:
+            Yb = Yt[:, sl]
+            UtY = U.T @ Yb
+            if self.loo:
+                ones_ss = ((Yb.to(torch.float64)) ** 2).sum(0)
+            for a, alpha in enumerate(alphas_t):
+                d = alpha / (s + alpha)
+                resid = U @ (d[:, None] * UtY)  # (I − H) y
+                if self.loo:
+                    diag = U_sq @ d
+                    r = resid.to(torch.float64) / diag.to(torch.float64)[:, None]
+                    sse = (r ** 2).sum(0)
+                    scores[a, sl] = _r2(sse, ones_ss) if self.scoring == "r2" else -sse / n
+                    continue
+                for k, (_tr, va) in enumerate(folds):
+                    chol = cache.get((a, k))
+                    if chol is None:
+                        Uv = U[va]
+                        M = (Uv * d) @ Uv.T
+                        chol = torch.linalg.cholesky((M + M.T).to(torch.float64) / 2)
+                        if len(batches) > 1:  # reused by the next target batch
+                            cache[(a, k)] = chol
+                    r = torch.cholesky_solve(resid[va].to(torch.float64), chol)
+                    scores[a, sl] += self._fold_score(r, Yb[va])
+                yield Progress("ridge", 2, 4, f"alpha {a + 1}/{len(alphas_t)}")
+        if not self.loo:
+            scores /= len(folds)
+
+    def _fold_score(self, resid: torch.Tensor, y_val: torch.Tensor) -> torch.Tensor:
+        sse = (resid.to(torch.float64) ** 2).sum(0)
+        if self.scoring == "mse":
+            return -sse / resid.shape[0]
+        yv = y_val.to(torch.float64)
+        sst = ((yv - yv.mean(0)) ** 2).sum(0)
+        return _r2(sse, sst)
+
+    def _primal_fold_scores(self, Xt, Yt, G, tr, va, alphas_t, batches, scores):
+        """Add the scores of one fold: exact refit on the training rows (downdated Gram matrix)."""
+        dev = Xt.device
+        tr_t = torch.as_tensor(tr, device=dev)
+        va_t = torch.as_tensor(va, device=dev)
+        Xv = Xt[va_t]
+        Xtr = Xt[tr_t]
+        Gtr = G - Xv.T @ Xv
+        if self.fit_intercept:
+            m = Xtr.mean(0)
+            Gtr = Gtr - len(tr) * torch.outer(m, m)
+        else:
+            m = torch.zeros(Xt.shape[1], dtype=Xt.dtype, device=dev)
+        s, W = torch.linalg.eigh((Gtr + Gtr.T) / 2)
+        s = s.clamp_min(0)
+        A = (Xv - m) @ W
+        for sl in batches:
+            Ytr = Yt[tr_t, sl]
+            my = Ytr.mean(0) if self.fit_intercept else torch.zeros_like(Ytr[0])
+            B = W.T @ ((Xtr - m).T @ (Ytr - my))
+            Yv = Yt[va_t, sl]
+            for a, alpha in enumerate(alphas_t):
+                pred = A @ (B / (s + alpha)[:, None]) + my
+                scores[a, sl] += self._fold_score(Yv - pred, Yv)
+
+    def _primal_loo_scores(self, Xt, Yt, s, W, alphas_t, batches, scores, n):
+        A = Xt @ W
+        A_sq = A * A
+        for sl in batches:
+            Yb = Yt[:, sl]
+            B = W.T @ (Xt.T @ Yb)
+            sst = (Yb.to(torch.float64) ** 2).sum(0)
+            for a, alpha in enumerate(alphas_t):
+                w = 1.0 / (s + alpha)
+                resid = (Yb - A @ (B * w[:, None])).to(torch.float64)
+                h = (A_sq @ w).to(torch.float64) + (1.0 / n if self.fit_intercept else 0.0)
+                r = resid / (1.0 - h)[:, None]
+                sse = (r ** 2).sum(0)
+                scores[a, sl] = _r2(sse, sst) if self.scoring == "r2" else -sse / n
+
+    # -- using the fit ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise InputError("RidgeDecoder", "is not fitted yet", "call fit(X, Y) first")
+
+    def _check_X(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        X = _as_matrix(X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise InputError("parameter X", f"has {X.shape[1]} features, the decoder was fitted on "
+                             f"{self.n_features_in_}", "give responses of the same voxels as in fit")
+        return X
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets (n_samples, n_targets) for responses ``X``."""
+        X = self._check_X(X)
+        dtype = self.coef_.dtype
+        return np.asarray(X, dtype=dtype) @ self.coef_.T + self.intercept_
+
+    def score(self, X: Any, Y: Any) -> float:
+        """R² averaged uniformly over targets (as scikit-learn's ``Ridge.score``)."""
+        from sklearn.metrics import r2_score
+
+        X, Y = check_xy(X, Y)
+        return float(r2_score(Y, self.predict(X)))
+
+    def torch_forward(self, X: torch.Tensor) -> torch.Tensor:
+        """Differentiable prediction ``X coefᵀ + intercept`` on ``X``'s device and dtype."""
+        self._check_fitted()
+        W = torch.as_tensor(self.coef_, device=X.device, dtype=X.dtype)
+        b = torch.as_tensor(self.intercept_, device=X.device, dtype=X.dtype)
+        return X @ W.T + b
+
+    def to_torch_module(self) -> torch.nn.Module:
+        """A frozen ``torch.nn.Linear`` holding the fitted weights."""
+        self._check_fitted()
+        lin = torch.nn.Linear(self.n_features_in_, self.n_targets_)
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(self.coef_, dtype=torch.float32))
+            lin.bias.copy_(torch.as_tensor(self.intercept_, dtype=torch.float32))
+        lin.requires_grad_(False)
+        return lin
