@@ -7,7 +7,7 @@ dtypes and raises :class:`~napari_brain_concepts.core.errors.InputError` naming 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ class Stimuli:
     Images are either held in memory (``pixels``: uint8 (n, H, W, 3)) or given as paths relative to
     ``root`` (``image_paths``; ``None`` for a stimulus without an image file). ``test`` (optional, bool per
     stimulus) marks a test set shared by all subjects (NSD's shared1000; column ``test`` in stimuli.tsv).
+    ``image_source`` (optional) reads images lazily: called with a stimulus row ``i`` it returns uint8
+    (H, W, 3) pixels (e.g. :class:`~napari_brain_concepts.core.io.nsd.NsdImages` on NSD's 40 GB brick);
+    it is used when ``pixels`` is ``None``.
     """
 
     ids: np.ndarray
@@ -78,6 +81,7 @@ class Stimuli:
     root: Path | None = None
     embeddings: dict[str, Embedding] = field(default_factory=dict)
     test: np.ndarray | None = None
+    image_source: Callable[[int], np.ndarray] | None = None
 
     def __post_init__(self):
         ids = np.asarray([str(i) for i in self.ids], dtype=object)
@@ -133,7 +137,8 @@ class Stimuli:
 
     @property
     def has_images(self) -> bool:
-        return self.pixels is not None or any(p is not None for p in self.image_paths)
+        return (self.pixels is not None or self.image_source is not None
+                or any(p is not None for p in self.image_paths))
 
     def image(self, i: int):
         """Stimulus ``i`` as an RGB PIL image (from memory or from disk)."""
@@ -141,6 +146,8 @@ class Stimuli:
 
         if self.pixels is not None:
             return Image.fromarray(np.asarray(self.pixels[i]))
+        if self.image_source is not None:
+            return Image.fromarray(np.asarray(self.image_source(i), dtype=np.uint8)).convert("RGB")
         rel = self.image_paths[i]
         if rel is None:
             raise InputError(f"stimulus {self.ids[i]}", "has no image", "add an image column to stimuli.tsv")
