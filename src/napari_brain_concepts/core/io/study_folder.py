@@ -36,6 +36,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,14 @@ def _read_tsv(path: Path, what: str, required: Iterable[str], fix_missing: str) 
     if not path.is_file():
         raise InputError(path, f"{what} is missing", fix_missing)
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
+        with warnings.catch_warnings():
+            # a row with more fields than the header would otherwise lose data silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
+                                index_col=False)
     except pd.errors.EmptyDataError as err:
         raise InputError(path, "is empty", f"write a header row ({', '.join(required)}) and one row per entry") from err
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError) as err:
         raise InputError(path, f"cannot be parsed as a tab-separated table ({err})",
                          "separate columns with tabs and give every row as many fields as the header") from err
     table.columns = [str(c).strip() for c in table.columns]
