@@ -1,0 +1,261 @@
+"""Word-level and category controls for the caption embedding (Doerig et al.'s model comparison).
+
+Each control keeps the sentence model and the stimuli but removes one thing captions carry:
+
+- ``words_all``: mean of the embeddings of the caption's words, each embedded alone (no syntax, no context);
+- ``words_nouns`` / ``words_verbs``: the same over nouns only / verbs only;
+- ``captions_scrambled``: the captions with their word order shuffled (same words, broken syntax);
+- ``category_sentence``: one sentence naming the stimulus' category labels ("dog, frisbee, person");
+- ``categories_multihot``: a binary vector of the category labels (no language model at all).
+
+Word-level controls are averaged over a stimulus' captions, as the caption embedding is.
+
+Parts of speech come from the English lexicon that the ``lemminflect`` package ships (offline): a word's
+possible universal POS tags. Words the lexicon lists as both noun and verb are resolved by their neighbours
+(after a determiner, number or adjective: noun; after an auxiliary, "to" or a noun subject when inflected
+as a verb: verb). Auxiliaries (be, have, do, modals) are function words, not content verbs. This is a
+lexicon tagger, not a statistical one: it is exact for the words the lexicon knows unambiguously and
+deterministic everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import Progress
+
+CONTROL_NAMES = ("words_all", "words_nouns", "words_verbs", "captions_scrambled", "category_sentence",
+                 "categories_multihot")
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_DETERMINERS = frozenset(
+    "a an the this that these those some many several each every his her its their our my your no another "
+    "other any both all few".split())
+_NUMBERS = frozenset("one two three four five six seven eight nine ten eleven twelve dozen".split())
+_AUXILIARIES = frozenset(
+    "be is are was were been being am 's 're have has had having do does did can could will would shall "
+    "should may might must".split())
+_FUNCTION = frozenset(
+    "and or but nor so yet of in on at by for with from to into onto over under above below between behind "
+    "near next beside besides through across along around against among up down off out about as than "
+    "while who whom whose which what where when there here it he she they we you i me him them us not very "
+    "also".split()) | _DETERMINERS | _AUXILIARIES
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words of ``text`` (letters and inner apostrophes; digits and punctuation dropped)."""
+    return _WORD.findall(str(text).lower())
+
+
+def _lexicon(word: str) -> set[str]:
+    from lemminflect import getAllLemmas
+
+    return set(getAllLemmas(word))
+
+
+def _nounlike(word: str) -> bool:
+    cands = _lexicon(word)
+    return not cands or bool(cands & {"NOUN", "PROPN"})
+
+
+def _plural(word: str) -> bool:
+    from lemminflect import getAllLemmas
+
+    lemmas = getAllLemmas(word).get("NOUN", ())
+    return bool(lemmas) and word not in lemmas
+
+
+def pos_tags(words: Sequence[str]) -> list[str]:
+    """Coarse part of speech of each word in a sentence: ``"NOUN"``, ``"VERB"`` or ``"OTHER"``.
+
+    Parameters
+    ----------
+    words : sequence of str
+        The words of one sentence, in order (see :func:`tokenize`).
+    """
+    tags: list[str] = []
+    words = [w.lower() for w in words]
+    for k, word in enumerate(words):
+        prev = words[k - 1] if k > 0 else ""
+        prev_tag = tags[-1] if tags else ""
+        nxt = words[k + 1] if k + 1 < len(words) else ""
+        if word in _FUNCTION or word in _NUMBERS:
+            tags.append("OTHER")
+            continue
+        cands = _lexicon(word)
+        noun = bool(cands & {"NOUN", "PROPN"})
+        verb = "VERB" in cands
+        if not cands:
+            tags.append("VERB" if word.endswith(("ing", "ed")) and len(word) > 4 else "NOUN")
+            continue
+        if "ADJ" in cands and nxt and nxt not in _FUNCTION and _nounlike(nxt):
+            tags.append("OTHER")                       # attributive adjective: "red car", "two dogs"
+            continue
+        if noun and not verb:
+            tags.append("NOUN")
+            continue
+        if verb and not noun:
+            tags.append("VERB")
+            continue
+        if not (noun or verb):
+            tags.append("OTHER")
+            continue
+        # noun/verb ambiguity: decide from the neighbours
+        if prev in _DETERMINERS or prev in _NUMBERS or prev_tag == "OTHER" and prev not in _FUNCTION:
+            tags.append("NOUN")
+        elif prev in _AUXILIARIES or prev == "to":
+            tags.append("VERB")
+        elif prev_tag == "NOUN" and (word.endswith(("ing", "ed")) or _plural(prev) != word.endswith("s")):
+            tags.append("VERB")                        # subject-verb agreement: "man holds", "dogs play"
+        elif word.endswith("ing") and not prev_tag:
+            tags.append("VERB")
+        else:
+            tags.append("NOUN")
+    return tags
+
+
+def select_words(caption: str, pos: str | None = None) -> list[str]:
+    """Words of ``caption``: all content-bearing words (``pos=None``), or only ``"NOUN"`` / ``"VERB"``."""
+    words = tokenize(caption)
+    if pos is None:
+        return words
+    if pos not in ("NOUN", "VERB"):
+        raise InputError("parameter pos", f"{pos!r} is not a part of speech here", "use 'NOUN', 'VERB' or None")
+    return [w for w, t in zip(words, pos_tags(words)) if t == pos]
+
+
+def _check_captions(captions: Sequence[Sequence[str]]) -> None:
+    empty = [i for i, caps in enumerate(captions) if not any(str(c).strip() for c in caps)]
+    if empty:
+        raise InputError("stimuli captions", f"{len(empty)} stimuli have no caption (first: row {empty[0]})",
+                         "give every stimulus at least one caption in stimuli.tsv")
+
+
+def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | None = None
+                    ) -> Generator[Progress, None, tuple[np.ndarray, int]]:
+    """Mean word embedding per stimulus (a generator yielding progress).
+
+    Every distinct word is embedded once, alone, with ``encoder`` (a
+    :class:`~napari_brain_concepts.core.embeddings.text.SentenceEncoder`); a caption is the mean of its
+    selected words and a stimulus the mean of its captions. A caption without a selected word is skipped;
+    a stimulus none of whose captions has one falls back to all its words (counted in the second return
+    value, so the caller can report it).
+
+    Returns
+    -------
+    (ndarray (n_stimuli, d) float32, n_fallback)
+    """
+    _check_captions(captions)
+    per_caption = [[select_words(c, pos) for c in caps] for caps in captions]
+    fallback = 0
+    for i, caps in enumerate(per_caption):
+        if not any(caps):
+            fallback += 1
+            per_caption[i] = [select_words(c) for c in captions[i]]
+            if not any(per_caption[i]):
+                raise InputError("stimuli captions", f"captions of stimulus row {i} contain no words",
+                                 "give every stimulus a caption with words")
+    vocab = sorted({w for caps in per_caption for ws in caps for w in ws})
+    table = yield from encoder.iter_encode(vocab, step=f"embed {(pos or 'all').lower()} words")
+    table = np.asarray(table, dtype=np.float64)
+    index = {w: k for k, w in enumerate(vocab)}
+    out = np.zeros((len(captions), table.shape[1]))
+    for i, caps in enumerate(per_caption):
+        means = [table[[index[w] for w in ws]].mean(axis=0) for ws in caps if ws]
+        out[i] = np.mean(means, axis=0)
+    return out.astype(np.float32), fallback
+
+
+def caption_mean(captions: Sequence[Sequence[str]], encoder: Any, step: str = "embed captions"
+                 ) -> Generator[Progress, None, np.ndarray]:
+    """Mean over each stimulus' captions of their sentence embeddings (the caption model's definition)."""
+    _check_captions(captions)
+    unique = sorted({c for caps in captions for c in caps})
+    vectors = yield from encoder.iter_encode(unique, step=step)
+    row = {c: k for k, c in enumerate(unique)}
+    return np.stack([np.asarray(vectors)[[row[c] for c in caps]].mean(axis=0) for caps in captions]
+                    ).astype(np.float32)
+
+
+def scrambled_captions(captions: Sequence[Sequence[str]], random_state: int | np.random.Generator | None = 0
+                       ) -> list[list[str]]:
+    """The captions with their words in a random order (seeded; every caption shuffled independently)."""
+    _check_captions(captions)
+    rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+    out = []
+    for caps in captions:
+        row = []
+        for c in caps:
+            words = tokenize(c)
+            row.append(" ".join(words[k] for k in rng.permutation(len(words))))
+        out.append(row)
+    return out
+
+
+def category_sentences(categories: Sequence[Sequence[str]]) -> list[str]:
+    """One sentence per stimulus naming its category labels, e.g. ``"dog, frisbee, person"``."""
+    if not any(categories):
+        raise InputError("stimuli categories", "no stimulus has category labels",
+                         "add a categories column to stimuli.tsv, or leave out the category controls")
+    out = []
+    for i, cats in enumerate(categories):
+        names = [str(c).replace("_", " ").strip() for c in cats if str(c).strip()]
+        if not names:
+            raise InputError("stimuli categories", f"stimulus row {i} has no category label",
+                             "give every stimulus at least one category, or leave out the category controls")
+        out.append(", ".join(names))
+    return out
+
+
+def multi_hot(categories: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
+    """Binary category matrix (n_stimuli, n_categories) float32 and its column names (sorted)."""
+    category_sentences(categories)  # same checks
+    names = sorted({str(c).strip() for cats in categories for c in cats if str(c).strip()})
+    col = {c: k for k, c in enumerate(names)}
+    out = np.zeros((len(categories), len(names)), dtype=np.float32)
+    for i, cats in enumerate(categories):
+        for c in cats:
+            if str(c).strip():
+                out[i, col[str(c).strip()]] = 1.0
+    return out, names
+
+
+def control_embeddings(captions: Sequence[Sequence[str]], categories: Sequence[Sequence[str]], encoder: Any,
+                       names: Sequence[str] = CONTROL_NAMES, random_state: int | np.random.Generator | None = 0
+                       ) -> Generator[Progress, None, dict[str, tuple[np.ndarray, str]]]:
+    """Every control of ``names`` (see the module docstring) for the given stimuli (a generator).
+
+    Returns
+    -------
+    {name: (values (n_stimuli, d) float32, note)}
+        ``note`` says how the control was made (and how many stimuli fell back to all words).
+    """
+    unknown = sorted(set(names) - set(CONTROL_NAMES))
+    if unknown:
+        raise InputError("parameter controls", f"unknown controls {unknown}", f"use some of {', '.join(CONTROL_NAMES)}")
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    pos_of = {"words_all": None, "words_nouns": "NOUN", "words_verbs": "VERB"}
+    for name in names:
+        if name in pos_of:
+            values, fallback = yield from word_embeddings(captions, encoder, pos_of[name])
+            note = f"mean of single-word embeddings ({(pos_of[name] or 'all words').lower()})"
+            if fallback:
+                note += f"; {fallback} stimuli had none and use all their words"
+            out[name] = (values, note)
+        elif name == "captions_scrambled":
+            values = yield from caption_mean(scrambled_captions(captions, random_state), encoder,
+                                             step="embed scrambled captions")
+            out[name] = (values, "caption-mean of captions with shuffled word order")
+        elif name == "category_sentence":
+            sentences = category_sentences(categories)
+            values = yield from encoder.iter_encode(sentences, step="embed category sentences")
+            out[name] = (np.asarray(values, dtype=np.float32), "sentence embedding of the category names")
+        else:
+            values, columns = multi_hot(categories)
+            out[name] = (values, f"multi-hot over {len(columns)} categories")
+    return out

@@ -1,0 +1,121 @@
+"""RSA: RDMs and RDM comparisons equal rsatoolbox's; subsets, noise ceiling, group statistics."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from napari_brain_concepts.core.alignment import rsa
+from napari_brain_concepts.core.errors import InputError
+
+rsatoolbox = pytest.importorskip("rsatoolbox")
+
+
+def _rsatoolbox_rdm(patterns):
+    ds = rsatoolbox.data.Dataset(patterns)
+    return rsatoolbox.rdm.calc_rdm(ds, method="correlation")
+
+
+def test_rdm_equals_rsatoolbox_correlation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 57))
+    ours = rsa.correlation_rdm(x)
+    theirs = _rsatoolbox_rdm(x)
+    np.testing.assert_allclose(ours, theirs.get_matrices()[0], atol=1e-10)
+    np.testing.assert_allclose(rsa.upper_triangle(ours), theirs.dissimilarities[0], atol=1e-10)
+
+
+def _two_hot(rng, n, k):
+    out = np.zeros((n, k))
+    for row in out:
+        row[rng.choice(k, 2, replace=False)] = 1.0
+    return out
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [("pearson", "corr"), ("spearman", "spearman")])
+def test_comparison_equals_rsatoolbox(ours, theirs):
+    rng = np.random.default_rng(1)
+    shared = rng.normal(size=(30, 20))
+    brains = [shared + rng.normal(scale=s, size=shared.shape) for s in (0.5, 1.0, 2.0)]
+    models = [shared @ rng.normal(size=(20, 8)), rng.normal(size=(30, 5)),
+              _two_hot(rng, 30, 6)]  # multi-hot categories: many tied distances
+    b = np.stack([rsa.upper_triangle(rsa.correlation_rdm(x)) for x in brains])
+    m = np.stack([rsa.upper_triangle(rsa.correlation_rdm(x)) for x in models])
+    got = rsa.compare_rdms(b, m, ours)
+    rb = rsatoolbox.rdm.concat([_rsatoolbox_rdm(x) for x in brains])
+    rm = rsatoolbox.rdm.concat([_rsatoolbox_rdm(x) for x in models[:2]])
+    want = rsatoolbox.rdm.compare(rb, rm, method=theirs)
+    np.testing.assert_allclose(got[:, :2], want, atol=1e-6)
+    # Tied model distances: equal in exact arithmetic, so compare on the same (tie-exact) vectors;
+    # rsatoolbox on its own float-noisy multi-hot RDM would order the ties arbitrarily.
+    tied = rsatoolbox.rdm.RDMs(np.round(m[2:], rsa.TIE_DECIMALS))
+    np.testing.assert_allclose(got[:, 2:], rsatoolbox.rdm.compare(rb, tied, method=theirs), atol=1e-6)
+    assert np.all(np.abs(got) <= 1 + 1e-12)
+    assert got[0, 0] > got[2, 0]  # less noise, closer to the shared structure
+
+
+def test_spearman_equals_scipy_with_ties():
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 4, size=45).astype(float)
+    b = rng.normal(size=45)
+    assert rsa.compare_rdms(a, b, "spearman")[0, 0] == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_subsets_are_disjoint_and_seeded():
+    subsets = rsa.stimulus_subsets(350, 100, random_state=3)
+    assert [len(s) for s in subsets] == [100, 100, 100]
+    together = np.concatenate(subsets)
+    assert len(np.unique(together)) == 300
+    again = rsa.stimulus_subsets(350, 100, random_state=3)
+    assert all(np.array_equal(a, b) for a, b in zip(subsets, again))
+    assert len(rsa.stimulus_subsets(50, 100)) == 1
+    assert len(rsa.stimulus_subsets(1000, 100, n_subsets=2)) == 2
+
+
+def test_subset_scores_use_the_same_subsets_for_every_model():
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(200, 10))
+    brain = feats @ rng.normal(size=(10, 50)) + rng.normal(size=(200, 50))
+    subsets = rsa.stimulus_subsets(200, 100, random_state=0)
+    scores = rsa.subset_scores(brain, {"true": feats, "copy": feats.copy(), "noise": rng.normal(size=(200, 10))},
+                               subsets)
+    np.testing.assert_array_equal(scores["true"], scores["copy"])
+    assert scores["true"].mean() > scores["noise"].mean() + 0.2
+    for k, s in enumerate(subsets):
+        want = stats.pearsonr(rsa.upper_triangle(rsa.correlation_rdm(brain[s])),
+                              rsa.upper_triangle(rsa.correlation_rdm(feats[s]))).statistic
+        assert scores["true"][k] == pytest.approx(want, abs=1e-10)
+
+
+def test_noise_ceiling_is_each_subject_against_the_mean_of_the_others():
+    rng = np.random.default_rng(5)
+    truth = rng.normal(size=190)
+    vecs = np.stack([truth + rng.normal(scale=s, size=190) for s in (0.3, 0.3, 3.0)])
+    nc = rsa.noise_ceiling(vecs)
+    for i in range(3):
+        others = np.delete(vecs, i, axis=0).mean(axis=0)
+        assert nc[i] == pytest.approx(stats.pearsonr(vecs[i], others).statistic, abs=1e-12)
+    assert nc[0] > nc[2]
+    with pytest.raises(InputError, match="at least 2 subjects"):
+        rsa.noise_ceiling(vecs[:1])
+
+
+def test_group_ttest_fdr_matches_scipy():
+    rng = np.random.default_rng(6)
+    scores = np.column_stack([rng.normal(0.3, 0.1, 8), rng.normal(0.0, 0.1, 8), rng.normal(0.05, 0.1, 8)])
+    res = rsa.group_ttest(scores)
+    want = stats.ttest_1samp(scores, 0.0, alternative="greater")
+    np.testing.assert_allclose(res.t, want.statistic)
+    np.testing.assert_allclose(res.q, stats.false_discovery_control(want.pvalue, method="bh"))
+    assert res.significant[0] and not res.significant[1]
+
+
+def test_constant_pattern_is_refused_with_its_row():
+    x = np.random.default_rng(7).normal(size=(5, 4))
+    x[3] = 1.0
+    with pytest.raises(InputError, match="row 3 is constant"):
+        rsa.correlation_rdm(x, name="model categories")
+
+
+def test_bad_method_is_refused():
+    with pytest.raises(InputError, match="parameter method"):
+        rsa.compare_rdms(np.ones(3), np.arange(3.0), "kendall")
