@@ -1,0 +1,141 @@
+"""Image→caption-embedding network: training, recurrence, seeds, progress, checkpoints."""
+
+import numpy as np
+import pytest
+
+from napari_brain_concepts.core.alignment.image_networks import ImageToTextNetwork, train_networks
+from napari_brain_concepts.core.errors import InputError
+
+torch = pytest.importorskip("torch")
+
+
+def _toy(n=48, size=24, seed=0):
+    """Images whose target depends on which half is bright: learnable from pixels."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, n)
+    images[labels == 1, : size // 2] += 150
+    images[labels == 0, size // 2:] += 150
+    basis = np.eye(4, dtype=np.float32)
+    targets = basis[labels] + 0.05 * rng.normal(size=(n, 4)).astype(np.float32)
+    return images, targets, labels
+
+
+SMALL = dict(channels=(8, 16), image_size=24, batch_size=16, lr=3e-3, device="cpu")
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_training_lowers_the_cosine_loss_and_learns_the_target(recurrent):
+    images, targets, labels = _toy()
+    net = ImageToTextNetwork(recurrent=recurrent, n_steps=3, epochs=12, **SMALL).fit(images, targets)
+    assert net.history_[-1] < 0.5 * net.history_[0]
+    pred = net.predict(images)
+    np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1, rtol=1e-5)
+    assert np.mean(pred[:, :2].argmax(axis=1) == labels) > 0.9
+    untrained = ImageToTextNetwork(recurrent=recurrent, **SMALL).init(4)
+    assert np.mean(untrained.predict(images)[:, :2].argmax(axis=1) == labels) < 0.8
+
+
+def test_recurrent_variant_has_lateral_and_top_down_weights_and_unrolls():
+    net = ImageToTextNetwork(recurrent=True, n_steps=4, **SMALL).init(4)
+    names = [n for n, _ in net.module_.named_parameters()]
+    assert any(n.startswith("lateral.") for n in names) and any(n.startswith("top_down.") for n in names)
+    images, _, _ = _toy(n=4)
+    one_step = ImageToTextNetwork(recurrent=True, n_steps=1, **SMALL).init(4)
+    one_step.module_.load_state_dict(net.module_.state_dict())
+    # same weights, different number of unrolled steps: lateral/top-down input changes the output
+    assert not np.allclose(net.transform(images, "pool"), one_step.transform(images, "pool"))
+    feed_forward = ImageToTextNetwork(recurrent=False, **SMALL).init(4)
+    assert not any("lateral" in n for n, _ in feed_forward.module_.named_parameters())
+
+
+def test_seeds_are_deterministic_and_differ():
+    images, targets, _ = _toy(n=24)
+    a = ImageToTextNetwork(epochs=2, random_state=3, **SMALL).fit(images, targets)
+    b = ImageToTextNetwork(epochs=2, random_state=3, **SMALL).fit(images, targets)
+    c = ImageToTextNetwork(epochs=2, random_state=4, **SMALL).fit(images, targets)
+    np.testing.assert_array_equal(a.predict(images), b.predict(images))
+    assert not np.allclose(a.predict(images), c.predict(images))
+
+
+def test_category_control_uses_the_same_architecture_with_multi_hot_targets():
+    images, _, labels = _toy()
+    multi_hot = np.stack([labels == 0, labels == 1, np.ones_like(labels, bool)], axis=1).astype(np.float32)
+    net = ImageToTextNetwork(target="categories", epochs=12, **SMALL).fit(images, multi_hot)
+    prob = net.predict(images)
+    assert prob.min() >= 0 and prob.max() <= 1
+    assert np.mean((prob[:, 1] > 0.5) == (labels == 1)) > 0.9
+    caption = ImageToTextNetwork(**SMALL).init(3)
+    assert ({k: v.shape for k, v in net.module_.state_dict().items()}
+            == {k: v.shape for k, v in caption.module_.state_dict().items()})
+    with pytest.raises(InputError, match="not multi-hot"):
+        ImageToTextNetwork(target="categories", epochs=1, **SMALL).fit(images, multi_hot + 0.5)
+
+
+def test_fit_iter_reports_each_epoch_and_stops_cleanly_when_closed():
+    images, targets, _ = _toy(n=16)
+    net = ImageToTextNetwork(epochs=5, **SMALL)
+    gen = net.fit_iter(images, targets)
+    first = next(gen)
+    assert (first.done, first.total) == (1, 5) and "loss" in first.message
+    next(gen)
+    gen.close()
+    assert len(net.history_) == 2
+    assert not net.module_.training  # left in eval mode, usable
+    assert net.transform(images).shape == (16, 16 * 4)
+    assert net.transform(images, "conv2").shape == (16, 16)
+
+
+def test_checkpoint_round_trip_and_wrong_architecture(tmp_path):
+    images, targets, _ = _toy(n=16)
+    net = ImageToTextNetwork(recurrent=True, n_steps=2, epochs=1, **SMALL).fit(images, targets)
+    path = net.save_checkpoint(tmp_path / "net.pt")
+    again = ImageToTextNetwork.from_checkpoint(path, device="cpu")
+    np.testing.assert_array_equal(again.predict(images), net.predict(images))
+    assert again.recurrent and again.n_steps == 2 and again.history_ == net.history_
+    same = ImageToTextNetwork(recurrent=True, n_steps=2, **SMALL).load_checkpoint(path)
+    np.testing.assert_array_equal(same.transform(images, "conv1"), net.transform(images, "conv1"))
+
+    with pytest.raises(InputError, match=r"another architecture \(channels: checkpoint \[8, 16\] vs network "
+                                         r"\[8, 32\]\)"):
+        ImageToTextNetwork(recurrent=True, n_steps=2, **{**SMALL, "channels": (8, 32)}).load_checkpoint(path)
+    with pytest.raises(InputError, match="recurrent: checkpoint True vs network False"):
+        ImageToTextNetwork(**SMALL).load_checkpoint(path)
+    with pytest.raises(InputError, match="target: checkpoint 'embedding' vs network 'categories'"):
+        ImageToTextNetwork(target="categories", recurrent=True, n_steps=2, **SMALL).load_checkpoint(path)
+    other = tmp_path / "resnet_like.pt"
+    torch.save({"conv1.weight": torch.zeros(3)}, other)
+    with pytest.raises(InputError, match="not an image-network checkpoint"):
+        ImageToTextNetwork.from_checkpoint(other)
+    with pytest.raises(InputError, match="checkpoint file is missing"):
+        ImageToTextNetwork.from_checkpoint(tmp_path / "absent.pt")
+
+
+def test_bad_parameters_and_inputs():
+    images, targets, _ = _toy(n=8)
+    with pytest.raises(InputError, match="parameter target"):
+        ImageToTextNetwork(target="words", **SMALL).fit(images, targets)
+    with pytest.raises(InputError, match="targets: have shape"):
+        ImageToTextNetwork(epochs=1, **SMALL).fit(images, targets[:5])
+    with pytest.raises(InputError, match="not initialised"):
+        ImageToTextNetwork(**SMALL).transform(images)
+    with pytest.raises(InputError, match="'fc' is not a layer"):
+        ImageToTextNetwork(**SMALL).init(4).transform(images, layer="fc")
+
+
+def test_train_networks_gives_trained_untrained_and_category_nets_per_seed():
+    images, targets, labels = _toy(n=16)
+    cats = np.stack([labels == 0, labels == 1], axis=1).astype(np.float32)
+    gen = train_networks(images, targets, cats, seeds=(0, 1), network=dict(SMALL, epochs=2), device="cpu")
+    reports = []
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as stop:
+            nets = stop.value
+            break
+    assert set(nets) == {"caption", "untrained", "categories"}
+    assert all(len(v) == 2 for v in nets.values())
+    assert reports[-1].done == reports[-1].total == 8
+    assert nets["untrained"][0].history_ == [] and len(nets["caption"][1].history_) == 2
+    assert nets["categories"][0].target == "categories"
