@@ -1,0 +1,613 @@
+"""Read the Natural Scenes Dataset (NSD) straight from its folder tree into a :class:`Study`.
+
+The reader streams the single-trial betas one session at a time: it reads only the voxels inside the
+analysis mask from each session file (hdf5: only the chunks of the mask's bounding box in each slice;
+NIfTI: blocks of trials), converts int16 to percent signal change (÷ 300) and z-scores every voxel
+within its session, then writes the block into one preallocated float32 array. No whole-brain array of
+all sessions (and no float array of one whole-brain session) is ever held, so a 40-session subject fits
+in a desktop's memory (see ``benchmarks/nsd_memory.py``).
+
+Layout (paths relative to the NSD root)::
+
+    nsddata/experiments/nsd/nsd_expdesign.mat          masterordering, subjectim (8 × 10000, 1-based)
+    nsddata/experiments/nsd/nsd_stim_info_merged.csv   cocoId, cocoSplit, nsdId, shared1000, subjectK_repR
+    nsddata_betas/ppdata/subjXX/func1pt8mm/BETAS/betas_sessionNN.hdf5 (or .nii.gz), ncsnr.nii.gz
+    nsddata/ppdata/subjXX/func1pt8mm/brainmask.nii.gz, T1_to_func1pt8mm.nii.gz, roi/NAME.nii.gz
+    nsddata/freesurfer/subjXX/label/NAME.mgz.ctab       names of the ROI labels
+    nsddata_stimuli/stimuli/nsd/annotations/captions_{train,val}2017.json
+    nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5       imgBrick (73000 × 425 × 425 × 3 uint8)
+
+Trial ``t`` (0-based over the whole experiment; session ``s`` holds trials ``(s-1)·T … s·T-1`` with
+``T = 750``) of subject ``k`` shows image ``nsdId = subjectim[k-1, masterordering[t]-1] - 1``; stimulus ids
+in the :class:`Study` are ``"nsd-%05d" % nsdId`` (0-based, as in NSD's own image file names).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import warnings
+import zlib
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import Progress, run_to_end
+from ..study import RoiAtlas, Stimuli, Study, Subject
+from .volumes import load_nifti
+
+__all__ = ["NSD_ROIS", "NsdImages", "NsdLayout", "load_nsd", "nsd_sessions", "nsd_stimulus_id", "read_nsd"]
+
+BETAS_SCALE = 300.0
+DEFAULT_BETAS = "betas_fithrf_GLMdenoise_RR"
+NSD_ROIS = ("nsdgeneral", "floc-faces", "floc-bodies", "floc-places", "floc-words", "prf-visualrois",
+            "streams")
+_SESSION_RE = re.compile(r"^betas_session(\d+)\.(hdf5|nii\.gz|nii)$")
+_NIFTI_TRIAL_BLOCK = 50
+
+
+def nsd_stimulus_id(nsd_id: int) -> str:
+    """Stimulus id used in the :class:`Study` for the 0-based NSD image index ``nsd_id``."""
+    return f"nsd-{int(nsd_id):05d}"
+
+
+@dataclass(frozen=True)
+class NsdLayout:
+    """Where each NSD file lives under ``root``."""
+
+    root: Path
+    betas: str = DEFAULT_BETAS
+
+    @property
+    def expdesign(self) -> Path:
+        return self.root / "nsddata" / "experiments" / "nsd" / "nsd_expdesign.mat"
+
+    @property
+    def stim_info(self) -> Path:
+        return self.root / "nsddata" / "experiments" / "nsd" / "nsd_stim_info_merged.csv"
+
+    @property
+    def stimuli_dir(self) -> Path:
+        return self.root / "nsddata_stimuli" / "stimuli" / "nsd"
+
+    @property
+    def images(self) -> Path:
+        return self.stimuli_dir / "nsd_stimuli.hdf5"
+
+    def captions(self, split: str, annotations: Path | None = None) -> Path:
+        folder = self.stimuli_dir / "annotations" if annotations is None else Path(annotations)
+        return folder / f"captions_{split}.json"
+
+    def betas_dir(self, subject: int) -> Path:
+        return self.root / "nsddata_betas" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm" / self.betas
+
+    def func_dir(self, subject: int) -> Path:
+        return self.root / "nsddata" / "ppdata" / f"subj{subject:02d}" / "func1pt8mm"
+
+    def roi(self, subject: int, name: str) -> Path:
+        return self.func_dir(subject) / "roi" / f"{name}.nii.gz"
+
+    def ctab(self, subject: int, name: str) -> Path:
+        return self.root / "nsddata" / "freesurfer" / f"subj{subject:02d}" / "label" / f"{name}.mgz.ctab"
+
+
+# --------------------------------------------------------------------------------------------------
+# lazy images
+
+
+class NsdImages:
+    """Lazy access to NSD images in ``nsd_stimuli.hdf5`` (``imgBrick``), one stimulus row at a time.
+
+    Call with a stimulus row ``i`` to get that image as uint8 (H, W, 3). The hdf5 file is opened on
+    first use and reopened after pickling (e.g. in a dask worker), so nothing of the 40 GB brick is held.
+    """
+
+    def __init__(self, path: str | os.PathLike, nsd_ids: Sequence[int]):
+        self.path = Path(path)
+        self.nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
+        self._file = None
+        try:
+            import h5py
+
+            with h5py.File(self.path, "r") as f:
+                if "imgBrick" not in f:
+                    raise InputError(self.path, "has no dataset 'imgBrick'", "use NSD's nsd_stimuli.hdf5")
+                shape = f["imgBrick"].shape
+        except OSError as err:
+            raise InputError(self.path, f"cannot be read as hdf5 ({err})",
+                             "re-download nsd_stimuli.hdf5; it may be truncated") from err
+        if len(shape) != 4 or shape[-1] != 3:
+            raise InputError(self.path, f"imgBrick has shape {shape}", "expected (n_images, H, W, 3)")
+        if len(self.nsd_ids) and self.nsd_ids.max() >= shape[0]:
+            raise InputError(self.path, f"imgBrick holds {shape[0]} images but nsdId {self.nsd_ids.max()} "
+                             "is asked for", "use the nsd_stimuli.hdf5 that belongs to this NSD copy")
+        self.shape = tuple(int(s) for s in shape)
+        st = self.path.stat()
+        self.fingerprint = f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+    def __len__(self) -> int:
+        return len(self.nsd_ids)
+
+    def __call__(self, i: int) -> np.ndarray:
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.path, "r")
+        try:
+            return np.asarray(self._file["imgBrick"][int(self.nsd_ids[i])], dtype=np.uint8)
+        except OSError as err:
+            raise InputError(self.path, f"image {self.nsd_ids[i]} cannot be read ({err})",
+                             "re-download nsd_stimuli.hdf5; it may be truncated") from err
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+
+# --------------------------------------------------------------------------------------------------
+# design and stimulus information
+
+
+def _load_expdesign(layout: NsdLayout) -> tuple[np.ndarray, np.ndarray]:
+    import scipy.io
+
+    path = layout.expdesign
+    if not path.is_file():
+        raise InputError(path, "NSD experimental design file is missing",
+                         "point the reader at the NSD root (the folder holding nsddata/ and nsddata_betas/)")
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["masterordering", "subjectim"])
+    except (OSError, ValueError, TypeError, zlib.error) as err:
+        raise InputError(path, f"cannot be read as a MATLAB file ({err})",
+                         "re-download nsd_expdesign.mat") from err
+    for key in ("masterordering", "subjectim"):
+        if key not in mat:
+            raise InputError(path, f"has no variable {key!r}", "use NSD's nsd_expdesign.mat")
+    order = np.asarray(mat["masterordering"]).ravel()
+    subjectim = np.asarray(mat["subjectim"])
+    if subjectim.ndim != 2 or order.size == 0:
+        raise InputError(path, f"subjectim has shape {subjectim.shape}", "use NSD's nsd_expdesign.mat")
+    if np.any(order < 1) or np.any(order > subjectim.shape[1]):
+        raise InputError(path, "masterordering holds values outside 1..subjectim columns",
+                         "use NSD's nsd_expdesign.mat (1-based indices)")
+    return order.astype(np.int64), subjectim.astype(np.int64)
+
+
+def _load_stim_info(layout: NsdLayout, subjects: Sequence[int]):
+    import pandas as pd
+
+    path = layout.stim_info
+    if not path.is_file():
+        raise InputError(path, "NSD stimulus information file is missing",
+                         "put nsd_stim_info_merged.csv in nsddata/experiments/nsd/")
+    wanted = {"cocoId", "cocoSplit", "nsdId", "shared1000"} | {
+        f"subject{k}_rep{r}" for k in subjects for r in range(3)}
+    try:
+        info = pd.read_csv(path, usecols=lambda c: c in wanted)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise InputError(path, f"cannot be read as CSV ({err})", "re-download nsd_stim_info_merged.csv") from err
+    missing = {"cocoId", "cocoSplit", "nsdId", "shared1000"} - set(info.columns)
+    if missing:
+        raise InputError(path, f"lacks columns {sorted(missing)}", "use NSD's nsd_stim_info_merged.csv")
+    info = info.set_index("nsdId", drop=False).sort_index()
+    return info
+
+
+def _as_bool(values) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iuf":
+        return arr != 0
+    return np.asarray([str(v).strip().lower() in ("true", "1", "yes") for v in arr], dtype=bool)
+
+
+def _check_against_stim_info(info, subject: int, trials: np.ndarray, nsd_ids: np.ndarray,
+                             layout: NsdLayout) -> None:
+    """The CSV's ``subjectK_repR`` (1-based trial numbers) must name the same images as the .mat design."""
+    cols = [f"subject{subject}_rep{r}" for r in range(3)]
+    if not all(c in info.columns for c in cols):
+        return
+    reps = info[cols].to_numpy(dtype=np.int64)
+    rows, r = np.nonzero(reps > 0)
+    numbers = reps[rows, r] - 1
+    owner = dict(zip(numbers.tolist(), info["nsdId"].to_numpy()[rows].tolist()))
+    expected = np.array([owner.get(int(t), -1) for t in trials])
+    bad = np.flatnonzero(expected != nsd_ids)
+    if bad.size:
+        t = int(trials[bad[0]])
+        raise InputError(layout.stim_info, f"subject{subject}_rep columns say trial {t + 1} showed nsdId "
+                         f"{expected[bad[0]]}, nsd_expdesign.mat says {nsd_ids[bad[0]]} "
+                         f"({bad.size} trials disagree)",
+                         "use nsd_expdesign.mat and nsd_stim_info_merged.csv from the same NSD release")
+
+
+def _read_captions(layout: NsdLayout, info, nsd_ids: np.ndarray,
+                   annotations: Path | None) -> list[list[str]]:
+    coco = info.loc[nsd_ids, "cocoId"].to_numpy(dtype=np.int64)
+    splits = info.loc[nsd_ids, "cocoSplit"].astype(str).to_numpy()
+    by_coco: dict[int, list[str]] = {int(c): [] for c in coco}
+    for split in sorted(set(splits)):
+        path = layout.captions(split, annotations)
+        if not path.is_file():
+            raise InputError(path, f"COCO caption file for {split} is missing",
+                             "put COCO's captions_train2017.json and captions_val2017.json there "
+                             "(NSD ships them in nsddata_stimuli/stimuli/nsd/annotations), or pass captions=False")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            anns = data["annotations"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(path, f"cannot be read as COCO caption annotations ({err})",
+                             "re-download the COCO 2017 caption annotations") from err
+        for a in anns:
+            caps = by_coco.get(a.get("image_id"))
+            if caps is not None:
+                caps.append(str(a.get("caption", "")).strip())
+        del data, anns
+    return [by_coco[int(c)] for c in coco]
+
+
+# --------------------------------------------------------------------------------------------------
+# volumes
+
+
+def _volume(path: Path, what: str, shape=None) -> tuple[np.ndarray, np.ndarray]:
+    img = load_nifti(path, ndim=3, what=what)
+    data = np.asanyarray(img.dataobj)
+    if shape is not None and data.shape != tuple(shape):
+        raise InputError(path, f"{what} has shape {data.shape}, the subject's grid is {tuple(shape)}",
+                         "use the func1pt8mm files of the same subject")
+    return data, img.affine
+
+
+def _read_ctab(path: Path) -> dict[int, str]:
+    names = {}
+    if not path.is_file():
+        return names
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].lstrip("-").isdigit() and int(parts[0]) > 0:
+            names[int(parts[0])] = parts[1]
+    return names
+
+
+def nsd_sessions(root: str | os.PathLike, subject: int, betas: str = DEFAULT_BETAS) -> list[int]:
+    """Session numbers (1-based) with a betas file (hdf5 or NIfTI) for ``subject`` under ``root``."""
+    folder = NsdLayout(Path(root), betas).betas_dir(subject)
+    if not folder.is_dir():
+        return []
+    found = {int(m.group(1)) for p in folder.iterdir() if (m := _SESSION_RE.match(p.name))}
+    return sorted(found)
+
+
+def _session_file(layout: NsdLayout, subject: int, session: int) -> Path:
+    folder = layout.betas_dir(subject)
+    for ext in ("hdf5", "nii.gz", "nii"):
+        path = folder / f"betas_session{session:02d}.{ext}"
+        if path.is_file():
+            return path
+    raise InputError(folder / f"betas_session{session:02d}.hdf5", f"session {session} of subj{subject:02d} "
+                     "is missing (neither .hdf5 nor .nii.gz)",
+                     "download that session's betas or leave it out of `sessions`")
+
+
+class _Session:
+    """One betas file: checks its header, then reads only the masked voxels as int16 (n_trials, n_voxels)."""
+
+    def __init__(self, path: Path, mask: np.ndarray):
+        self.path = path
+        self.mask = mask
+        self.hdf5 = path.suffix == ".hdf5"
+        self.n_trials = self._check()
+
+    def _fail(self, err: Exception):
+        return InputError(self.path, f"cannot be read ({type(err).__name__}: {err})",
+                          "re-download this session's betas file; it may be truncated")
+
+    def _check(self) -> int:
+        grid = self.mask.shape
+        if self.hdf5:
+            import h5py
+
+            try:
+                with h5py.File(self.path, "r") as f:
+                    if "betas" not in f:
+                        raise InputError(self.path, "has no dataset 'betas'", "use NSD's betas_sessionNN.hdf5")
+                    shape, dtype = f["betas"].shape, f["betas"].dtype
+            except OSError as err:
+                raise self._fail(err) from err
+            if len(shape) != 4 or tuple(shape[1:]) != grid[::-1]:
+                raise InputError(self.path, f"betas have shape {shape}; expected (n_trials,) + {grid[::-1]} "
+                                 "(hdf5 axes are reversed relative to NIfTI)",
+                                 "use the func1pt8mm betas of the same subject as the mask")
+        else:
+            import nibabel as nib
+
+            try:
+                img = nib.load(str(self.path))
+            except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
+                    nib.filebasedimages.ImageFileError) as err:
+                raise self._fail(err) from err
+            shape, dtype = img.shape, img.get_data_dtype()
+            if len(shape) != 4 or tuple(shape[:3]) != grid:
+                raise InputError(self.path, f"betas have shape {shape}; expected {grid} + (n_trials,)",
+                                 "use the func1pt8mm betas of the same subject as the mask")
+            shape = (shape[3],)
+        if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise InputError(self.path, f"betas have dtype {dtype}", "use NSD's int16 betas")
+        return int(shape[0])
+
+    def read(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Masked voxels of every trial into ``out`` (float32 (n_trials, n_voxels), made when None)."""
+        if out is None:
+            out = np.empty((self.n_trials, int(self.mask.sum())), dtype=np.float32)
+        try:
+            return self._read_hdf5(out) if self.hdf5 else self._read_nifti(out)
+        except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as err:
+            raise self._fail(err) from err
+
+    def _read_hdf5(self, out: np.ndarray) -> np.ndarray:
+        import h5py
+
+        mask = self.mask
+        cols = np.full(mask.shape, -1, dtype=np.int64)
+        cols[mask] = np.arange(int(mask.sum()))
+        with h5py.File(self.path, "r") as f:
+            ds = f["betas"]
+            for z in range(mask.shape[2]):
+                plane = mask[:, :, z].T                    # (y, x), as stored
+                if not plane.any():
+                    continue
+                ys, xs = np.nonzero(plane)
+                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                sel = plane[y0:y1, x0:x1]
+                slab = ds[:, z, y0:y1, x0:x1]              # only the chunks of the bounding box
+                out[:, cols[:, :, z].T[y0:y1, x0:x1][sel]] = slab[:, sel]
+        return out
+
+    def _read_nifti(self, out: np.ndarray) -> np.ndarray:
+        import nibabel as nib
+
+        img = nib.load(str(self.path), keep_file_open=True)
+        try:
+            for t0 in range(0, self.n_trials, _NIFTI_TRIAL_BLOCK):
+                t1 = min(t0 + _NIFTI_TRIAL_BLOCK, self.n_trials)
+                block = np.asanyarray(img.dataobj[..., t0:t1])   # (x, y, z, block) read sequentially
+                out[t0:t1] = block[self.mask].T
+                del block
+        finally:
+            img.uncache()
+            if hasattr(img.dataobj, "_opener") and img.dataobj._opener is not None:
+                img.dataobj._opener.close_if_mine()
+        return out
+
+
+def _standardize(block: np.ndarray, zscore: bool) -> None:
+    """In place: ÷ 300 (percent signal change), then z-score each voxel over the session's trials."""
+    block *= np.float32(1.0 / BETAS_SCALE)
+    if not zscore:
+        return
+    mean = block.mean(axis=0, dtype=np.float64)
+    block -= mean.astype(np.float32)
+    sd = np.sqrt(np.square(block).mean(axis=0, dtype=np.float64))
+    constant = sd <= 1e-8 * np.maximum(1.0, np.abs(mean))
+    block /= np.where(constant, 1.0, sd).astype(np.float32)
+    block[:, constant] = 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# the reader
+
+
+def _resolve_subjects(subject, n_rows: int, layout: NsdLayout) -> list[int]:
+    subjects = [subject] if np.isscalar(subject) else list(subject)
+    if not subjects:
+        raise InputError("parameter subject", "no subject given", "give a subject number 1..8")
+    out = []
+    for s in subjects:
+        try:
+            k = int(str(s).lower().removeprefix("subj"))
+        except ValueError:
+            raise InputError("parameter subject", f"{s!r} is not a subject number",
+                             f"give a number 1..{n_rows}") from None
+        if not 1 <= k <= n_rows:
+            raise InputError("parameter subject", f"{s!r} is outside 1..{n_rows}",
+                             f"NSD has subjects 1..{n_rows}; give one of them")
+        out.append(k)
+    return out
+
+
+def _subject_mask(layout: NsdLayout, subject: int, mask) -> tuple[np.ndarray, np.ndarray, str]:
+    if isinstance(mask, np.ndarray):
+        ref = layout.roi(subject, "nsdgeneral")
+        if not ref.is_file():
+            ref = layout.func_dir(subject) / "brainmask.nii.gz"
+        _, affine = _volume(ref, "reference volume", mask.shape)
+        return mask.astype(bool), affine, "array"
+    mask = str(mask)
+    if mask == "brainmask":
+        path = layout.func_dir(subject) / "brainmask.nii.gz"
+    elif mask.endswith((".nii", ".nii.gz")):
+        path = Path(mask)
+    else:
+        path = layout.roi(subject, mask)
+    data, affine = _volume(path, "mask")
+    sel = np.asarray(data) > 0
+    if not sel.any():
+        raise InputError(path, "mask has no voxel > 0", "choose another mask (e.g. 'nsdgeneral' or 'brainmask')")
+    return sel, affine, mask
+
+
+def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions: Sequence[int] | None = None,
+             *, mask: str | os.PathLike | np.ndarray = "nsdgeneral", betas: str = DEFAULT_BETAS,
+             zscore: bool = True, average_repeats: bool = False, rois: Sequence[str] = NSD_ROIS,
+             anat: bool = True, captions: bool = True, annotations: str | os.PathLike | None = None,
+             images: bool = True, name: str = "NSD") -> Generator[Progress, None, Study]:
+    """Read NSD subjects into a :class:`Study`, yielding one :class:`Progress` per session read.
+
+    Parameters
+    ----------
+    root : path
+        The NSD root: the folder holding ``nsddata/``, ``nsddata_betas/`` and ``nsddata_stimuli/``.
+    subject : int or sequence of int
+        Subject number(s), 1..8 (``"subj01"`` works too). Subjects keep their own native grids.
+    sessions : sequence of int, optional
+        1-based session numbers to read (same for every subject); default all sessions on disk.
+    mask : str, path or bool array
+        Voxels to keep: an ROI name in ``roi/`` (default ``"nsdgeneral"``: label 1), ``"brainmask"``,
+        a NIfTI path on the subject's grid, or a boolean volume.
+    betas : str
+        Betas version folder, e.g. ``"betas_fithrf_GLMdenoise_RR"`` (default) or ``"betas_fithrf"``.
+    zscore : bool
+        z-score each voxel within each session (after ÷ 300); ``False`` keeps percent signal change.
+    average_repeats : bool
+        Average the (z-scored) repeats of each image over the sessions read (MindEye protocol; one row
+        per image, ``sessions`` holds the session of its first showing); default keeps single trials (SDC).
+    rois : sequence of str
+        ROI volumes to attach (missing files are skipped); names come from the FreeSurfer ``.ctab`` files.
+    anat : bool
+        Attach ``T1_to_func1pt8mm`` as anatomy.
+    captions : bool
+        Read the COCO captions of the shown images (from ``annotations``, default NSD's copy).
+    images : bool
+        Give the stimuli a lazy image source on ``nsd_stimuli.hdf5`` when that file exists.
+    name : str
+        Name of the study.
+
+    Returns
+    -------
+    Study
+        Stimuli = every image any of the read subjects saw in the read sessions (sorted by nsdId),
+        ``stimuli.test`` = NSD's shared1000; per subject single-trial (or repeat-averaged) responses.
+    """
+    root = Path(root)
+    layout = NsdLayout(root, betas)
+    if not root.is_dir():
+        raise InputError(root, "NSD root folder does not exist", "give the folder holding nsddata/")
+    order, subjectim = _load_expdesign(layout)
+    subjects = _resolve_subjects(subject, subjectim.shape[0], layout)
+    info = _load_stim_info(layout, subjects)
+
+    # Plan every subject (files, shapes, trials) before reading any betas, so bad input fails at once.
+    plans = []
+    for k in subjects:
+        on_disk = nsd_sessions(root, k, betas)
+        chosen = on_disk if sessions is None else sorted({int(s) for s in sessions})
+        if not chosen:
+            raise InputError(layout.betas_dir(k), f"no betas_sessionNN.hdf5 or .nii.gz for subj{k:02d}",
+                             "download the betas of at least one session")
+        for s in chosen:
+            if s < 1:
+                raise InputError("parameter sessions", f"session {s} is below 1", "sessions are numbered from 1")
+        sel, affine, mask_name = _subject_mask(layout, k, mask)
+        files = [_Session(_session_file(layout, k, s), sel) for s in chosen]
+        n_trials = {f.n_trials for f in files}
+        if len(n_trials) != 1:
+            raise InputError(layout.betas_dir(k), f"sessions hold different numbers of trials {sorted(n_trials)}",
+                             "re-download the truncated session file(s); every NSD session has 750 trials")
+        tps = n_trials.pop()
+        trials = np.concatenate([np.arange((s - 1) * tps, s * tps) for s in chosen])
+        if trials.max() >= order.size:
+            raise InputError("parameter sessions", f"session {max(chosen)} lies beyond the {order.size // tps} "
+                             f"sessions of nsd_expdesign.mat", "choose sessions the design covers")
+        nsd_ids = subjectim[k - 1, order[trials] - 1] - 1
+        if nsd_ids.min() < 0 or nsd_ids.max() > int(info["nsdId"].max()):
+            raise InputError(layout.expdesign, f"subjectim of subject {k} names images outside the stimulus table",
+                             "use nsd_expdesign.mat and nsd_stim_info_merged.csv from the same release")
+        _check_against_stim_info(info, k, trials, nsd_ids, layout)
+        plans.append((k, chosen, files, sel, affine, trials, nsd_ids, tps))
+
+    total = sum(len(p[1]) for p in plans) + 1
+    done = 0
+    subjects_out: dict[str, Subject] = {}
+    for k, chosen, files, sel, affine, trials, nsd_ids, tps in plans:
+        label = f"subj{k:02d}"
+        n_vox = int(sel.sum())
+        session_of_trial = np.repeat(np.asarray(chosen), tps)
+        if average_repeats:
+            uniq, first, inverse = np.unique(nsd_ids, return_index=True, return_inverse=True)
+            responses = np.zeros((len(uniq), n_vox), dtype=np.float32)
+            counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float32)
+        else:
+            responses = np.empty((len(trials), n_vox), dtype=np.float32)
+        for i, sess in enumerate(files):
+            yield Progress("load", done, total, f"{label} session {chosen[i]} ({i + 1}/{len(files)})")
+            rows = slice(i * tps, (i + 1) * tps)
+            if average_repeats:
+                block = sess.read()
+                _standardize(block, zscore)
+                np.add.at(responses, inverse[rows], block)
+                del block
+            else:
+                _standardize(sess.read(responses[rows]), zscore)
+            done += 1
+        if average_repeats:
+            responses /= counts[:, None]
+            stim_ids, sess_out = uniq, session_of_trial[first]
+        else:
+            stim_ids, sess_out = nsd_ids, session_of_trial
+        subjects_out[label] = _make_subject(layout, k, label, responses, sel, affine, stim_ids, sess_out,
+                                            rois, anat, mask_name)
+        del responses
+
+    yield Progress("load", done, total, "stimuli and captions")
+    shown = np.unique(np.concatenate([np.asarray([int(s[4:]) for s in subj.stimulus_ids])
+                                      for subj in subjects_out.values()]))
+    caps = _read_captions(layout, info, shown, None if annotations is None else Path(annotations)) \
+        if captions else [[] for _ in shown]
+    source = None
+    if images and layout.images.is_file():
+        source = NsdImages(layout.images, shown)
+    elif images:
+        warnings.warn(f"{layout.images} is missing; stimuli have no images", stacklevel=2)
+    stimuli = Stimuli(ids=[nsd_stimulus_id(i) for i in shown], captions=caps,
+                      test=_as_bool(info.loc[shown, "shared1000"].to_numpy()), root=root, image_source=source)
+    yield Progress("load", total, total, "done")
+    return Study(name=name, stimuli=stimuli, subjects=subjects_out, space="native", path=root)
+
+
+def _make_subject(layout, k, label, responses, sel, affine, nsd_ids, sessions, rois, anat, mask_name):
+    shape = sel.shape
+    atlases = {}
+    for rname in rois:
+        path = layout.roi(k, rname)
+        if not path.is_file():
+            continue
+        data, _ = _volume(path, f"ROI {rname}", shape)
+        labels = np.where(np.asarray(data) > 0, np.rint(data), 0).astype(np.int32)
+        names = _read_ctab(layout.ctab(k, rname)) or ({1: rname} if labels.max() <= 1 else {})
+        atlases[rname] = RoiAtlas(labels=labels, names=names)
+    ncsnr = None
+    ncsnr_path = layout.betas_dir(k) / "ncsnr.nii.gz"
+    if ncsnr_path.is_file():
+        data, _ = _volume(ncsnr_path, "ncsnr", shape)
+        ncsnr = np.asarray(data, dtype=np.float32)[sel]
+    t1, t1_affine = None, None
+    t1_path = layout.func_dir(k) / "T1_to_func1pt8mm.nii.gz"
+    if anat and t1_path.is_file():
+        t1, t1_affine = _volume(t1_path, "anatomy", shape)
+    return Subject(name=label, responses=responses, mask=sel, affine=affine,
+                   stimulus_ids=[nsd_stimulus_id(i) for i in nsd_ids], sessions=sessions,
+                   anat=None if t1 is None else np.asarray(t1, dtype=np.float32), anat_affine=t1_affine,
+                   rois=atlases, ncsnr=ncsnr)
+
+
+def read_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions: Sequence[int] | None = None,
+             progress: Callable[[Progress], None] | None = None, **kwargs) -> Study:
+    """Read NSD subjects into a :class:`Study` (see :func:`load_nsd` for the parameters).
+
+    ``progress`` (optional) receives every :class:`Progress` report.
+    """
+    return run_to_end(load_nsd(root, subject, sessions, **kwargs), progress)
