@@ -166,10 +166,14 @@ class SharedConceptClustering:
         nn = NearestNeighbors(radius=radius, metric="cosine", algorithm="brute", n_jobs=self.n_jobs)
         nn.fit(self.points_[valid])
         dist, ind = nn.radius_neighbors(self.points_[valid], radius=radius, return_distance=True)
+        index = np.int32 if self.points_.shape[0] < np.iinfo(np.int32).max else np.int64
+        valid = valid.astype(index)
         counts = np.fromiter((len(i) for i in ind), dtype=np.int64, count=len(ind))
+        if not counts.sum():
+            return np.empty(0, index), np.empty(0, index), np.empty(0)
         rows = np.repeat(valid, counts)
-        cols = valid[np.concatenate(ind).astype(np.int64)] if counts.sum() else np.empty(0, np.int64)
-        dists = np.concatenate(dist) if counts.sum() else np.empty(0)
+        cols = valid[np.concatenate(ind)]
+        dists = np.concatenate(dist)
         return rows, cols, dists
 
     def _cluster(self, edges, eps: float, expand_eps: float) -> dict[str, Any]:
@@ -182,7 +186,7 @@ class SharedConceptClustering:
 
         # core: at least min_participants other participants with a neighbour within eps
         cross = groups[r] != groups[c]
-        pairs = np.unique(r[cross] * n_groups + groups[c[cross]])
+        pairs = np.unique(r[cross].astype(np.int64) * n_groups + groups[c[cross]])
         n_other = np.bincount(pairs // n_groups, minlength=n)
         core = (n_other >= self.min_participants) & self._valid
 
