@@ -48,6 +48,16 @@ def test_round_trip_of_a_read_study_copies_its_images(tmp_path):
     assert all((tmp_path / "b" / p).is_file() for p in second.stimuli.image_paths)
 
 
+def test_images_of_a_lazy_image_source_are_written(tmp_path):
+    study = small_study()
+    pixels = study.stimuli.pixels
+    study.stimuli.pixels = None
+    study.stimuli.image_source = lambda i: pixels[i]
+    back = read_study(write_study(study, tmp_path / "study"))
+    for i in range(len(pixels)):
+        np.testing.assert_array_equal(np.asarray(back.stimuli.image(i)), pixels[i])
+
+
 def test_round_trip_without_optional_parts(tmp_path):
     rng = np.random.default_rng(1)
     mask = np.ones((2, 3, 2), dtype=bool)

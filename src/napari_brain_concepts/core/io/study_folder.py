@@ -566,7 +566,8 @@ def write_study(study: Study, path: str | os.PathLike, *, overwrite: bool = Fals
     Parameters
     ----------
     study : Study
-        In-memory pixels are saved as images/ID.png; image files are copied into images/.
+        In-memory pixels (and images of a lazy ``image_source``) are saved as images/ID.png; image files
+        are copied into images/.
     path : path-like
         The folder to write. It must not exist or be empty unless ``overwrite`` is true.
     overwrite : bool
@@ -659,15 +660,13 @@ def _write_stimuli(stimuli: Stimuli, root: Path) -> None:
     n = len(stimuli)
     table: dict[str, list[str]] = {"stimulus_id": [str(s) for s in stimuli.ids]}
     if stimuli.has_images:
-        from PIL import Image
-
         files = _image_names(stimuli.ids)
         column: list[str] = []
         for i in range(n):
-            if stimuli.pixels is not None:
+            if stimuli.pixels is not None or stimuli.image_source is not None:
                 rel = f"images/{files[i]}.png"
-                pixels = np.asarray(stimuli.pixels[i])
-                write_atomic(root / rel, lambda p, px=pixels: Image.fromarray(px).save(p, format="PNG"))
+                image = stimuli.image(i)
+                write_atomic(root / rel, lambda p, im=image: im.save(p, format="PNG"))
             elif stimuli.image_paths[i] is None:
                 rel = ""
             else:
