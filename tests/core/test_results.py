@@ -1,0 +1,205 @@
+"""Results store (DESIGN §1): atomic writes, manifest steps, versions, disk-full errors, read-back."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_brain_concepts.core.errors import InputError
+from napari_brain_concepts.core.io.atomic import atomic_path, write_atomic, write_text_atomic
+from napari_brain_concepts.core.io.results import STORE_VERSION, ResultsStore
+from napari_brain_concepts.core.io.volumes import save_nifti
+
+AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# atomic writes
+# ------------------------------------------------------------------------------------------------
+def test_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "table.tsv"
+    write_text_atomic(target, "old\n")
+
+    def writer(path):
+        path.write_text("half of the new cont")
+        raise RuntimeError("writer crashed")
+
+    with pytest.raises(RuntimeError, match="writer crashed"):
+        write_atomic(target, writer)
+    assert target.read_text() == "old\n"
+    assert _listing(tmp_path) == ["table.tsv"]
+
+
+def test_interrupted_write_leaves_no_file_when_there_was_none(tmp_path):
+    def writer(path):
+        path.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "sub" / "x.npy", writer)
+    assert _listing(tmp_path / "sub") == []
+
+
+def test_disk_full_becomes_one_clear_error(tmp_path):
+    target = tmp_path / "maps" / "r.nii.gz"
+    save_nifti(np.ones((2, 2, 2), np.float32), AFFINE, target)
+    before = target.read_bytes()
+
+    def writer(path):
+        path.write_bytes(b"\x00" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InputError) as info:
+        write_atomic(target, writer)
+    assert info.value.where == str(target)
+    assert "disk is full" in info.value.problem and "free space" in info.value.fix
+    assert target.read_bytes() == before
+    assert _listing(target.parent) == ["r.nii.gz"]
+
+
+def test_other_os_errors_are_not_disguised(tmp_path):
+    def writer(path):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        write_atomic(tmp_path / "x.txt", writer)
+    assert _listing(tmp_path) == []
+
+
+def test_temporary_name_keeps_the_suffixes(tmp_path):
+    with atomic_path(tmp_path / "map.nii.gz") as tmp:
+        assert tmp.name.endswith(".nii.gz") and tmp.parent == tmp_path
+        nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), AFFINE), tmp)
+    assert _listing(tmp_path) == ["map.nii.gz"]
+    assert nib.load(tmp_path / "map.nii.gz").shape == (2, 2, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# manifest
+# ------------------------------------------------------------------------------------------------
+def test_manifest_records_parameters_versions_and_steps(tmp_path):
+    params = {"decode": {"alphas": np.array([0.1, 1.0]), "seed": np.int64(3)}, "subjects": ("s1", "s2")}
+    store = ResultsStore.create(tmp_path / "res", parameters=params, study="demo")
+    manifest = json.loads((tmp_path / "res" / "manifest.json").read_text())
+    assert manifest["version"] == STORE_VERSION and manifest["study"] == "demo"
+    assert manifest["parameters"] == {"decode": {"alphas": [0.1, 1.0], "seed": 3}, "subjects": ["s1", "s2"]}
+    assert "numpy" in manifest["versions"] and "python" in manifest["versions"]
+    assert manifest["steps"] == {}
+    assert not store.is_done("decode")
+    store.mark_done("decode", score=np.float32(0.5), n=np.int64(4))
+    store.mark_done("maps")
+    reopened = ResultsStore.open(tmp_path / "res")
+    assert reopened.is_done("decode") and reopened.is_done("maps") and not reopened.is_done("concepts")
+    assert reopened.finished_steps == ["decode", "maps"]
+    assert reopened.manifest["steps"]["decode"]["score"] == 0.5
+    assert "finished" in reopened.manifest["steps"]["decode"]
+    assert ResultsStore.is_results(tmp_path / "res") and not ResultsStore.is_results(tmp_path)
+
+
+def test_resume_keeps_finished_steps_and_refuses_other_parameters(tmp_path):
+    store = ResultsStore.create(tmp_path / "res", parameters={"k": 128})
+    store.mark_done("basis")
+    resumed = ResultsStore.create(tmp_path / "res", parameters={"k": 128}, resume=True)
+    assert resumed.is_done("basis")
+    with pytest.raises(InputError, match="other parameters"):
+        ResultsStore.create(tmp_path / "res", parameters={"k": 64}, resume=True)
+    with pytest.raises(InputError, match="already holds results"):
+        ResultsStore.create(tmp_path / "res", overwrite=False)
+    fresh = ResultsStore.create(tmp_path / "res", parameters={"k": 64})
+    assert fresh.finished_steps == []
+
+
+def test_newer_manifest_version_is_refused(tmp_path):
+    store = ResultsStore.create(tmp_path / "res")
+    manifest = json.loads((store.root / "manifest.json").read_text())
+    manifest["version"] = STORE_VERSION + 1
+    (store.root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="newer version of the format") as info:
+        ResultsStore.open(tmp_path / "res")
+    assert info.value.where.endswith("manifest.json") and "upgrade" in info.value.fix
+    with pytest.raises(InputError, match="newer version"):
+        ResultsStore.create(tmp_path / "res", resume=True)
+
+
+@pytest.mark.parametrize("content, match", [
+    ("{not json", "is not valid JSON"),
+    (None, "is not a results folder"),
+])
+def test_unreadable_results_folder(tmp_path, content, match):
+    (tmp_path / "res").mkdir()
+    if content is not None:
+        (tmp_path / "res" / "manifest.json").write_text(content)
+    with pytest.raises(InputError, match=match):
+        ResultsStore.open(tmp_path / "res")
+
+
+def test_results_path_that_is_a_file(tmp_path):
+    (tmp_path / "res").write_text("x")
+    with pytest.raises(InputError, match="is not a folder"):
+        ResultsStore.create(tmp_path / "res")
+
+
+# ------------------------------------------------------------------------------------------------
+# writers and readers
+# ------------------------------------------------------------------------------------------------
+def test_every_kind_of_result_reads_back(tmp_path):
+    store = ResultsStore.create(tmp_path / "res")
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(3, 4, 5))
+    store.write_map("sub-01", "r_captions", vol, AFFINE)
+    store.write_mask("sub-01", "face", vol > 0, AFFINE)
+    store.write_shared("face", (vol > 0).astype(int) * 3, AFFINE)
+    table = pd.DataFrame({"concept": ["face", "place"], "dice": [0.5, np.nan], "n": [3, 4]})
+    store.write_table("validation", table)
+    store.write_array("weights", rng.normal(size=(4, 6)).astype(np.float32))
+    store.write_arrays("decoder", coef=np.ones((2, 3)), alphas=np.array([1.0, 10.0]))
+    store.write_json("tables/summary.json", {"top1": np.float64(0.25)})
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    store.write_figure("summary", fig)
+    plt.close(fig)
+
+    img = store.read_map(store.maps("sub-01")["r_captions"])
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), vol.astype(np.float32))
+    np.testing.assert_array_equal(img.affine, AFFINE)
+    mask = nib.load(store.masks("sub-01")["face"])
+    assert mask.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asanyarray(mask.dataobj), (vol > 0).astype(np.uint8))
+    shared = nib.load(store.shared_maps()["face"])
+    np.testing.assert_array_equal(np.asanyarray(shared.dataobj), (vol > 0) * 3)
+    pd.testing.assert_frame_equal(store.read_table("validation"), table)
+    np.testing.assert_array_equal(store.read_array("weights"), np.load(store.array_path("weights")))
+    arrays = store.read_arrays("decoder")
+    assert sorted(arrays) == ["alphas", "coef"]
+    assert json.loads((store.root / "tables" / "summary.json").read_text()) == {"top1": 0.25}
+    assert store.figure_path("summary").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert store.subjects() == ["sub-01"]
+    leftovers = [p for p in store.root.rglob(".*")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("read, match", [
+    (lambda s: s.read_table("nothing"), "table is missing"),
+    (lambda s: s.read_array("nothing"), "array is missing"),
+    (lambda s: s.read_arrays("nothing"), "array file is missing"),
+    (lambda s: s.read_map(s.map_path("sub-01", "nothing")), "map file is missing"),
+])
+def test_missing_results_name_the_step_to_run(tmp_path, read, match):
+    store = ResultsStore.create(tmp_path / "res")
+    with pytest.raises(InputError, match=match):
+        read(store)
+
+
+def test_empty_store_lists_nothing(tmp_path):
+    store = ResultsStore.create(tmp_path / "res")
+    assert store.subjects() == [] and store.maps("sub-01") == {} and store.shared_maps() == {}
