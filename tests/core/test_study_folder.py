@@ -198,6 +198,15 @@ def _truncate(path, keep=0.5):
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+def _uncompressed_truncated(path):
+    """Rewrite path (.nii.gz) as an uncompressed .nii cut off inside its data."""
+    img = nib.load(path)
+    plain = path.with_name(path.name[:-3])
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), plain)
+    path.unlink()
+    _truncate(plain, 0.8)
+
+
 def _set_cell(column, row, value):
     def edit(table):
         table.loc[row, column] = value
@@ -296,6 +305,8 @@ BAD_INPUTS = [
      "cannot be read as NIfTI"),
     ("mask-truncated", lambda r: _truncate(r / SUB / "mask.nii.gz"), SUB / "mask.nii.gz",
      "cannot be read as NIfTI"),
+    ("mask-truncated-nii", lambda r: _uncompressed_truncated(r / SUB / "mask.nii.gz"), SUB / "mask.nii",
+     "cannot be read as NIfTI"),
     ("responses-missing", lambda r: (r / SUB / "responses.npy").unlink(), SUB / "responses.nii.gz",
      "responses are missing"),
     ("responses-both", lambda r: _nifti(r, SUB / "responses.nii.gz", _responses_nifti(r)) or
@@ -311,11 +322,11 @@ BAD_INPUTS = [
     ("responses-nifti-inf", _resp_nifti_with(lambda v, a: (np.where(np.arange(9) == 4, np.inf, v), a)),
      SUB / "responses.nii.gz", "first at trial 4"),
     ("responses-nifti-grid", _resp_nifti_with(lambda v, a: (v[:-1], a)), SUB / "responses.nii.gz",
-     "grid (4, 6, 4) differs from mask.nii.gz (5, 6, 4)"),
+     "grid (4, 6, 4) differs from mask.nii.gz's (5, 6, 4)"),
     ("responses-nifti-affine", _resp_nifti_with(lambda v, a: (v, _shifted(a))), SUB / "responses.nii.gz",
      "affine differs from mask.nii.gz's (max difference 2 mm)"),
     ("responses-nifti-3d", _resp_nifti_with(lambda v, a: (v[..., 0], a)), SUB / "responses.nii.gz",
-     "responses has 3 dimensions (5, 6, 4), expected 4"),
+     "responses volume has 3 dimensions (5, 6, 4), expected 4"),
     ("responses-nifti-truncated", lambda r: _resp_nifti_with(lambda v, a: (v, a))(r) or
      _truncate(r / SUB / "responses.nii.gz", 0.6), SUB / "responses.nii.gz", "cannot be read as NIfTI"),
     # trials.tsv
@@ -336,10 +347,10 @@ BAD_INPUTS = [
     ("anat-nan", lambda r: _nifti(r, SUB / "anat.nii.gz", np.full((3, 3, 3), np.nan, np.float32)),
      SUB / "anat.nii.gz", "anatomy contains NaN or Inf"),
     ("roi-grid", lambda r: _nifti(r, SUB / "rois" / "floc-faces.nii.gz", np.zeros((5, 6, 5), np.int16)),
-     SUB / "rois" / "floc-faces.nii.gz", "differs from mask.nii.gz's (5, 6, 4)"),
+     SUB / "rois" / "floc-faces.nii.gz", "grid (5, 6, 5) differs from mask.nii.gz's (5, 6, 4)"),
     ("roi-affine", lambda r: _nifti(r, SUB / "rois" / "floc-faces.nii.gz", _mask(r),
                                     _shifted(nib.load(r / SUB / "mask.nii.gz").affine)),
-     SUB / "rois" / "floc-faces.nii.gz", "differs from mask.nii.gz's"),
+     SUB / "rois" / "floc-faces.nii.gz", "affine differs from mask.nii.gz's (max difference 2 mm)"),
     ("roi-fractional", lambda r: _nifti(r, SUB / "rois" / "floc-faces.nii.gz", _mask(r) * np.float32(0.5)),
      SUB / "rois" / "floc-faces.nii.gz", "holds non-integer labels"),
     ("roi-negative", lambda r: _nifti(r, SUB / "rois" / "floc-faces.nii.gz", -_mask(r).astype(np.int16)),
@@ -354,6 +365,8 @@ BAD_INPUTS = [
      "cannot be read as a 4x4 matrix"),
     ("ncsnr-length", lambda r: (r / SUB / "ncsnr.nii.gz").unlink() or _npy(r, SUB / "ncsnr.npy", np.ones(3)),
      SUB / "ncsnr.npy", "has 3 values for 36 mask voxels"),
+    ("ncsnr-grid", lambda r: _nifti(r, SUB / "ncsnr.nii.gz", np.ones((5, 6, 3), np.float32)), SUB / "ncsnr.nii.gz",
+     "grid (5, 6, 3) differs from mask.nii.gz's (5, 6, 4)"),
     ("ncsnr-nan", lambda r: _nifti(r, SUB / "ncsnr.nii.gz", np.full((5, 6, 4), np.nan, np.float32)),
      SUB / "ncsnr.nii.gz", "ncsnr contains NaN or Inf inside the mask"),
     # truth

@@ -95,7 +95,7 @@ def _read_tsv(path: Path, what: str, required: Iterable[str], fix_missing: str) 
     except pd.errors.EmptyDataError as err:
         raise InputError(path, "is empty", f"write a header row ({', '.join(required)}) and one row per entry") from err
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError) as err:
-        raise InputError(path, f"cannot be parsed as a tab-separated table ({err})",
+        raise InputError(path, f"cannot be parsed as a tab-separated table ({' '.join(str(err).split())})",
                          "separate columns with tabs and give every row as many fields as the header") from err
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
@@ -136,6 +136,17 @@ def _nifti_stem(path: Path) -> str | None:
 
 def _same_grid(img: nib.spatialimages.SpatialImage, shape: tuple[int, ...], affine: np.ndarray) -> bool:
     return tuple(img.shape[:3]) == tuple(shape) and np.allclose(img.affine, affine, atol=AFFINE_TOLERANCE)
+
+
+def _grid_problem(img: nib.spatialimages.SpatialImage, shape: tuple[int, ...], affine: np.ndarray,
+                  mask_path: Path) -> str | None:
+    """How the grid of ``img`` differs from the mask's (None when it does not)."""
+    if tuple(img.shape[:3]) != tuple(shape):
+        return f"grid {tuple(img.shape[:3])} differs from {mask_path.name}'s {tuple(shape)}"
+    diff = float(np.abs(np.asarray(img.affine) - affine).max())
+    if diff > AFFINE_TOLERANCE:
+        return f"affine differs from {mask_path.name}'s (max difference {diff:.4g} mm)"
+    return None
 
 
 def _ordered(names: Iterable[str], order: list[str] | None) -> list[str]:
@@ -376,14 +387,10 @@ def _read_responses(folder: Path, mask: np.ndarray, mask_path: Path,
                          "(n_trials, n_voxels in mask order)")
     n_vox = int(mask.sum())
     if nii is not None:
-        data, img = read_nifti(nii, ndim=4, what="responses")
-        if tuple(data.shape[:3]) != mask.shape:
-            raise InputError(nii, f"grid {data.shape[:3]} differs from {mask_path.name} {mask.shape}",
-                             "resample the responses or the mask so both share one grid")
-        if not np.allclose(img.affine, affine, atol=AFFINE_TOLERANCE):
-            raise InputError(nii, f"affine differs from {mask_path.name}'s (max difference "
-                             f"{np.abs(img.affine - affine).max():.4g} mm)",
-                             "save the responses and the mask with the same affine (same space)")
+        data, img = read_nifti(nii, ndim=4, what="responses volume")
+        problem = _grid_problem(img, mask.shape, affine, mask_path)
+        if problem:
+            raise InputError(nii, problem, "save the responses and the mask on one grid (same shape and affine)")
         if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
             raise InputError(nii, f"has dtype {data.dtype}", "save the responses as float32")
         responses = np.ascontiguousarray(data[mask].T, dtype=np.float32)
@@ -465,10 +472,10 @@ def _read_rois(folder: Path, shape: tuple[int, ...], affine: np.ndarray, mask_pa
     rois = {}
     for name, path in volumes.items():
         data, img = read_nifti(path, ndim=3, what="ROI volume")
-        if not _same_grid(img, shape, affine):
-            raise InputError(path, f"grid ({img.shape}, affine) differs from {mask_path.name}'s {shape}",
-                             "resample it to the mask, e.g. nilearn.image.resample_to_img(roi, mask, "
-                             "interpolation='nearest')")
+        problem = _grid_problem(img, shape, affine, mask_path)
+        if problem:
+            raise InputError(path, problem, "resample it to the mask, e.g. nilearn.image.resample_to_img(roi, "
+                             "mask, interpolation='nearest')")
         if not np.all(np.isfinite(data)) or not np.allclose(data, np.rint(data)):
             raise InputError(path, "holds non-integer labels", "save ROI volumes as integer labels (0 = none)")
         labels = np.rint(data).astype(np.int32)
@@ -503,8 +510,9 @@ def _read_ncsnr(folder: Path, mask: np.ndarray, affine: np.ndarray, mask_path: P
     npy = folder / "ncsnr.npy"
     if nii is not None:
         data, img = read_nifti(nii, ndim=3, what="ncsnr volume")
-        if not _same_grid(img, mask.shape, affine):
-            raise InputError(nii, f"grid differs from {mask_path.name}'s", "save ncsnr on the mask's grid")
+        problem = _grid_problem(img, mask.shape, affine, mask_path)
+        if problem:
+            raise InputError(nii, problem, "save ncsnr on the mask's grid")
         values, path = np.asarray(data, dtype=np.float32)[mask], nii
     elif npy.is_file():
         values, path = _load_npy(npy, "ncsnr").astype(np.float32).ravel(), npy

@@ -29,7 +29,8 @@ def read_nifti(path: str | os.PathLike, *, ndim: int | None = None,
         data = np.asanyarray(img.dataobj)
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error,
             gzip.BadGzipFile) as err:
-        raise InputError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})",
+        detail = " ".join(str(err).split())
+        raise InputError(path, f"cannot be read as NIfTI ({type(err).__name__}: {detail})",
                          "re-export the file; it may be truncated or not a NIfTI image") from err
     if ndim is not None and data.ndim != ndim:
         if ndim == 3 and data.ndim == 4 and data.shape[3] == 1:
