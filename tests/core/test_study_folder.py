@@ -162,6 +162,12 @@ def test_writer_rejects_what_the_format_cannot_hold(tmp_path, mutate, match):
     assert not (tmp_path / "study").exists()
 
 
+def test_writer_refuses_a_file_as_target(tmp_path):
+    (tmp_path / "study").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        write_study(small_study(), tmp_path / "study")
+
+
 def test_writer_rejects_an_unknown_responses_format(tmp_path):
     with pytest.raises(InputError, match="responses_format"):
         write_study(small_study(), tmp_path / "s", responses_format="hdf5")
@@ -290,6 +296,8 @@ BAD_INPUTS = [
      "\"kind\" is 'audio'"),
     ("embedding-json", lambda r: (r / "embeddings" / "captions.json").write_text("{"), "embeddings/captions.json",
      "is not valid JSON"),
+    ("embedding-listed-missing", lambda r: _json(r, "study.json", embeddings=["captions", "clip"]),
+     "embeddings/clip.npy", "embedding listed in study.json is missing"),
     ("embedding-orphan-json", lambda r: (r / "embeddings" / "captions.npy").unlink(), "embeddings/captions.json",
      "has no matching captions.npy"),
     # subjects
@@ -301,6 +309,8 @@ BAD_INPUTS = [
      "mask has 4 dimensions (5, 6, 4, 2), expected 3"),
     ("mask-empty", lambda r: _nifti(r, SUB / "mask.nii.gz", np.zeros_like(_mask(r))), SUB / "mask.nii.gz",
      "mask is empty"),
+    ("mask-nan", lambda r: _nifti(r, SUB / "mask.nii.gz", np.where(_mask(r) > 0, np.nan, 0).astype(np.float32)),
+     SUB / "mask.nii.gz", "mask contains NaN or Inf"),
     ("mask-not-nifti", lambda r: (r / SUB / "mask.nii.gz").write_text("not an image"), SUB / "mask.nii.gz",
      "cannot be read as NIfTI"),
     ("mask-truncated", lambda r: _truncate(r / SUB / "mask.nii.gz"), SUB / "mask.nii.gz",

@@ -760,5 +760,5 @@ def _pack(obj: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
         return str(obj)
     if obj is None or isinstance(obj, (str, bool, int, float)):
         return obj
-    raise InputError(where, f"holds a {type(obj).__name__}, which the study folder cannot store",
+    raise InputError(where, f"holds a value of type {type(obj).__name__}, which the study folder cannot store",
                      "keep truth to numbers, strings, lists, dicts and numpy arrays")
