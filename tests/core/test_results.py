@@ -76,6 +76,13 @@ def test_other_os_errors_are_not_disguised(tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Like a file opened for writing (umask applies), not 0600 as a mkstemp file would be."""
+    (tmp_path / "plain.txt").write_text("x")
+    write_text_atomic(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_temporary_name_keeps_the_suffixes(tmp_path):
     with atomic_path(tmp_path / "map.nii.gz") as tmp:
         assert tmp.name.endswith(".nii.gz") and tmp.parent == tmp_path

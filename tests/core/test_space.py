@@ -124,6 +124,22 @@ def test_file_header_round_trips_through_the_layer(tmp_path):
     assert int(back.header["sform_code"]) == 4
 
 
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.int16, np.int32, np.int64, np.float32, np.float64])
+def test_every_array_dtype_maps_and_writes_back(tmp_path, dtype):
+    """Masks (bool) and label volumes (int64 from numpy) map like any other volume."""
+    affine = oriented_affine((1, 0, 2), (-1, 1, 1))
+    data = (np.random.default_rng(2).random(SHAPE) * 4).astype(dtype)
+    layer, kwargs = nifti_to_layer(data, affine)
+    assert layer.dtype == np.dtype(dtype)
+    img = layer_to_nifti(layer, kwargs["metadata"])
+    nib.save(img, tmp_path / "back.nii.gz")
+    back = nib.load(tmp_path / "back.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), data)
+    np.testing.assert_array_equal(back.affine, affine)
+    if dtype is bool:
+        assert back.get_data_dtype() == np.uint8  # NIfTI has no boolean type
+
+
 def test_extra_dimensions_go_first_and_round_trip():
     affine = oriented_affine((1, 2, 0), (1, -1, 1))
     data = np.random.default_rng(1).normal(size=(*SHAPE, 3)).astype(np.float32)

@@ -162,6 +162,15 @@ def test_writer_rejects_what_the_format_cannot_hold(tmp_path, mutate, match):
     assert not (tmp_path / "study").exists()
 
 
+def test_written_study_gets_the_usual_permissions(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "file").write_text("x")
+    out = write_study(small_study(), tmp_path / "study")
+    assert out.stat().st_mode == (tmp_path / "plain").stat().st_mode
+    assert (out / "study.json").stat().st_mode == (tmp_path / "plain" / "file").stat().st_mode
+    assert (out / SUB / "mask.nii.gz").stat().st_mode == (tmp_path / "plain" / "file").stat().st_mode
+
+
 def test_writer_refuses_a_file_as_target(tmp_path):
     (tmp_path / "study").write_text("x")
     with pytest.raises(InputError, match="exists and is not a folder"):

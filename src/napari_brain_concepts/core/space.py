@@ -41,7 +41,12 @@ def _as_image(img_or_data, affine=None) -> nib.Nifti1Image:
         return img_or_data
     if affine is None:
         raise InputError("volume", "an array was given without its affine", "pass the voxel-to-mm affine too")
-    return nib.Nifti1Image(np.asarray(img_or_data), np.asarray(affine, dtype=float))
+    data = np.asarray(img_or_data)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)  # NIfTI has no boolean type; nifti_to_layer gives bool back
+    # nibabel refuses 64-bit integers unless the type is named explicitly
+    dtype = data.dtype if data.dtype in (np.int64, np.uint64) else None
+    return nib.Nifti1Image(data, np.asarray(affine, dtype=float), dtype=dtype)
 
 
 def nifti_to_layer(img_or_data, affine: np.ndarray | None = None, *, name: str | None = None,
@@ -73,6 +78,8 @@ def nifti_to_layer(img_or_data, affine: np.ndarray | None = None, *, name: str |
     # RAS (x, y, z, *extra) → (*extra, S, A, R)
     data = np.moveaxis(data, [2, 1, 0, *range(3, data.ndim)], [*range(extra, extra + 3), *range(extra)])
     data = np.ascontiguousarray(data)
+    if getattr(img_or_data, "dtype", None) == np.bool_:
+        data = data.astype(bool)
     vox = np.diag(can_aff)[:3]
     scale = tuple([1.0] * extra + [float(vox[k]) for k in _TO_LAYER])
     translate = tuple([0.0] * extra + [float(can_aff[k, 3]) for k in _TO_LAYER])
@@ -115,10 +122,15 @@ def layer_to_volume(data: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndar
 
 
 def layer_to_nifti(data: np.ndarray, metadata: dict[str, Any], dtype=None) -> nib.Nifti1Image:
-    """A NIfTI image of layer ``data`` with the affine (and header) the layer was read with."""
+    """A NIfTI image of layer ``data`` with the affine (and header) the layer was read with.
+
+    Boolean layers (masks) are written as uint8 0/1.
+    """
     vol, affine = layer_to_volume(data, metadata)
     if dtype is not None:
         vol = vol.astype(dtype)
+    if vol.dtype == np.bool_:
+        vol = vol.astype(np.uint8)  # NIfTI has no boolean type
     header = metadata.get("header")
     img = nib.Nifti1Image(vol, affine, header=header.copy() if header is not None else None)
     img.set_data_dtype(vol.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from ..errors import InputError
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename.
 
+    The caller (writer) creates the file at the temporary path.
     On any error the temporary file is removed and ``target`` keeps its earlier content. The
     temporary name keeps the target's suffixes (e.g. ``.nii.gz``) so writers that look at the
     extension behave as for the target.
@@ -24,9 +25,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # not tempfile.mkstemp: it creates the file with mode 0600, and the rename would carry that mode to
+    # the target; the writer creating the file itself gives the usual permissions (umask)
+    tmp_path = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{suffix}"
     try:
         yield tmp_path
         _fsync(tmp_path)

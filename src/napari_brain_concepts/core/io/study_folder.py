@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterable
@@ -609,7 +608,9 @@ def write_study(study: Study, path: str | os.PathLike, *, overwrite: bool = Fals
     for ename in study.stimuli.embeddings:
         _check_name(ename, "embedding")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.writing-", dir=target.parent))
+    # a plain mkdir (not tempfile.mkdtemp, whose mode 0700 would stay with the study) beside the target
+    staging = target.parent / f".{target.name}.writing-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         _write_study_files(study, staging, responses_format)
         if target.is_dir():
