@@ -115,6 +115,11 @@ def test_a_hand_written_study_with_a_4d_responses_file(tmp_path):
     (root / SUB / "trials.tsv").write_text("stimulus_id\n7\n08\n08\n7\n")
     study = read_study(root / "study.json")
     subject = study.subjects["sub-01"]
+    # the same tables saved by a spreadsheet on Windows (byte-order mark, CRLF line ends) read the same
+    for rel in ("study.json", "stimuli.tsv", SUB / "trials.tsv"):
+        text = (root / rel).read_text()
+        (root / rel).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    assert_same_study(study, read_study(root))
     np.testing.assert_array_equal(subject.responses, responses[mask.astype(bool)].T)
     assert list(study.stimuli.ids) == ["7", "08"]  # ids stay text: "08" is not the number 8
     assert study.stimuli.categories == [["animal", "pet"], []]

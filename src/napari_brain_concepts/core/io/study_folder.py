@@ -73,7 +73,7 @@ def _read_json(path: Path, what: str, fix_missing: str) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, f"{what} is missing", fix_missing)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))  # tolerate a byte-order mark
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, f"is not valid JSON ({err})", "fix the JSON syntax (e.g. with a JSON linter)") from err
     if not isinstance(obj, dict):
@@ -90,7 +90,7 @@ def _read_tsv(path: Path, what: str, required: Iterable[str], fix_missing: str) 
             # a row with more fields than the header would otherwise lose data silently
             warnings.simplefilter("error", pd.errors.ParserWarning)
             table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
-                                index_col=False)
+                                index_col=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError as err:
         raise InputError(path, "is empty", f"write a header row ({', '.join(required)}) and one row per entry") from err
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError) as err:
