@@ -122,8 +122,15 @@ def test_resume_keeps_finished_steps_and_refuses_other_parameters(tmp_path):
         ResultsStore.create(tmp_path / "res", parameters={"k": 64}, resume=True)
     with pytest.raises(InputError, match="already holds results"):
         ResultsStore.create(tmp_path / "res", overwrite=False)
+    store.write_map("sub-01", "old", np.zeros((2, 2, 2)), AFFINE)
+    store.write_table("old", pd.DataFrame({"a": [1]}))
+    (tmp_path / "res" / "notes.txt").write_text("mine")
     fresh = ResultsStore.create(tmp_path / "res", parameters={"k": 64})
-    assert fresh.finished_steps == []
+    assert fresh.finished_steps == [] and fresh.parameters == {"k": 64}
+    # results of the earlier analysis are gone; files the store did not write stay
+    assert fresh.subjects() == [] and fresh.maps("sub-01") == {} and not fresh.table_path("old").exists()
+    assert (tmp_path / "res" / "notes.txt").read_text() == "mine"
+    assert ResultsStore.open(tmp_path / "res").parameters == {"k": 64}
 
 
 def test_newer_manifest_version_is_refused(tmp_path):

@@ -31,6 +31,8 @@ from .atomic import write_atomic, write_text_atomic
 from .volumes import load_nifti, save_nifti
 
 STORE_VERSION = 1
+#: folders a store writes; a new (not resumed) analysis in an existing store removes them first
+_RESULT_FOLDERS = ("subjects", "shared", "tables", "figures", "arrays", ".staging")
 _VERSIONED = ("napari-brain-concepts", "numpy", "scipy", "torch", "nibabel", "nilearn", "scikit-learn",
               "transformers", "open_clip_torch", "pandas")
 
@@ -72,7 +74,12 @@ class ResultsStore:
     @classmethod
     def create(cls, root: str | os.PathLike, parameters: dict[str, Any] | None = None,
                study: str | None = None, resume: bool = False, overwrite: bool = True) -> ResultsStore:
-        """Start (or with ``resume=True`` continue) an analysis in ``root``."""
+        """Start (or with ``resume=True`` continue) an analysis in ``root``.
+
+        Starting a new analysis in a folder that holds results (``overwrite=True``) removes the earlier
+        results (subjects/, shared/, tables/, figures/, arrays/) so that none of them is taken for a
+        result of the new analysis; other files in the folder are left alone.
+        """
         store = cls(root)
         root = store.root
         if root.exists() and not root.is_dir():
@@ -86,6 +93,8 @@ class ResultsStore:
                 return store
             if not overwrite:
                 raise InputError(root, "already holds results", "choose another --out folder or pass --resume")
+            store._clear_results()
+            store._manifest = None
         root.mkdir(parents=True, exist_ok=True)
         store._manifest = {
             "format": "napari-brain-concepts results",
@@ -98,6 +107,11 @@ class ResultsStore:
         }
         store._save_manifest()
         return store
+
+    def _clear_results(self) -> None:
+        """Remove the results of an earlier analysis, so none of them passes for a result of the new one."""
+        for sub in _RESULT_FOLDERS:
+            shutil.rmtree(self.root / sub, ignore_errors=True)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> ResultsStore:
