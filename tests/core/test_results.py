@@ -217,3 +217,34 @@ def test_missing_results_name_the_step_to_run(tmp_path, read, match):
 def test_empty_store_lists_nothing(tmp_path):
     store = ResultsStore.create(tmp_path / "res")
     assert store.subjects() == [] and store.maps("sub-01") == {} and store.shared_maps() == {}
+
+
+# ------------------------------------------------------------------------------------------------
+# staged steps
+# ------------------------------------------------------------------------------------------------
+def test_staged_step_moves_its_files_in_place_when_it_finishes(tmp_path):
+    store = ResultsStore.create(tmp_path / "res")
+    with store.staged("decode"):
+        store.write_table("scores", pd.DataFrame({"top1": [0.5]}))
+        store.mark_done("decode", n=1)
+        assert not (store.root / "tables" / "scores.tsv").exists()  # not visible before the step ends
+        assert store.read_table("scores")["top1"].tolist() == [0.5]  # but readable by the step itself
+        assert not store.is_done("decode")
+    assert (store.root / "tables" / "scores.tsv").is_file()
+    assert ResultsStore.open(store.root).is_done("decode")
+    assert not (store.root / ".staging").exists()
+
+
+@pytest.mark.parametrize("stop", [RuntimeError("step failed"), GeneratorExit()], ids=["error", "cancelled"])
+def test_staged_step_that_stops_leaves_the_earlier_results(tmp_path, stop):
+    store = ResultsStore.create(tmp_path / "res")
+    store.write_table("scores", pd.DataFrame({"top1": [0.25]}))
+    with pytest.raises(type(stop)), store.staged("decode"):
+        store.write_table("scores", pd.DataFrame({"top1": [0.9]}))
+        store.write_array("weights", np.ones(3))
+        store.mark_done("decode")
+        raise stop
+    assert store.read_table("scores")["top1"].tolist() == [0.25]
+    assert not store.array_path("weights").exists()
+    assert not store.is_done("decode") and not ResultsStore.open(store.root).is_done("decode")
+    assert not (store.root / ".staging").exists()
