@@ -1,0 +1,123 @@
+"""Pieces on a dask LocalCluster (2 worker processes on loopback) give exactly what the serial run gives."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from napari_brain_concepts.core.distributed import map_pieces, run_pieces  # noqa: E402
+from napari_brain_concepts.core.errors import InputError  # noqa: E402
+from napari_brain_concepts.core.progress import Progress  # noqa: E402
+
+# workers unpickle the piece functions below by value (they need not import this test module)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def fit_subject_decoder(name, study):
+    """One piece: the ridge decoder of one subject (caption embedding from responses)."""
+    import torch
+
+    from napari_brain_concepts.core.decoding.ridge import RidgeDecoder
+
+    torch.set_num_threads(1)
+    subject = study.subjects[name]
+    rows = study.trial_rows(subject)
+    targets = study.stimuli.embeddings["captions"].values[rows]
+    decoder = RidgeDecoder(alphas=[1.0, 10.0, 100.0, 1000.0], cv=3, device="cpu", random_state=0)
+    decoder.fit(subject.responses, targets, groups=rows)
+    return name, decoder.coef_, decoder.best_alphas_
+
+
+def seeded_statistic(seed, matrix):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=matrix.shape[1])
+    return float(np.tanh(matrix @ w).sum()), seed
+
+
+def fail_on_three(piece):
+    if piece == 3:
+        raise InputError(f"piece {piece}", "cannot be computed", "leave it out")
+    return piece * 2
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def study():
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    return make_synthetic_study(seed=0, size="tiny", embedding="features", n_subjects=3)
+
+
+def test_subject_decoders_on_two_workers_equal_the_serial_run(cluster, study):
+    names = study.subject_names
+    serial = run_pieces(fit_subject_decoder, names, scheduler=None, shared={"study": study})
+    reports = []
+    spread = run_pieces(fit_subject_decoder, names, scheduler=cluster.scheduler_address,
+                        shared={"study": study}, step="decoders", progress=reports.append)
+    assert [r[0] for r in spread] == names                      # results in the order of the pieces
+    for (_, coef_a, alpha_a), (_, coef_b, alpha_b) in zip(serial, spread):
+        np.testing.assert_array_equal(coef_a, coef_b)
+        np.testing.assert_array_equal(alpha_a, alpha_b)
+    assert not np.allclose(serial[0][1], serial[1][1])         # the pieces did differ
+    assert [r.done for r in reports] == [0, 1, 2, 3]
+    assert reports[0].message == "3 pieces on 2 dask workers"
+
+
+def test_local_cluster_default_and_shared_arrays(cluster):
+    matrix = np.random.default_rng(0).normal(size=(40, 7))
+    seeds = [5, 1, 4, 2, 3, 0]
+    serial = run_pieces(seeded_statistic, seeds, scheduler="serial", shared={"matrix": matrix})
+    local = run_pieces(seeded_statistic, seeds, scheduler="local", n_workers=2, shared={"matrix": matrix})
+    assert local == serial
+    assert [s for _, s in local] == seeds
+
+
+def test_a_failing_piece_raises_its_own_error(cluster):
+    with pytest.raises(InputError, match="piece 3: cannot be computed"):
+        run_pieces(fail_on_three, range(5), scheduler=cluster.scheduler_address)
+    with pytest.raises(InputError, match="piece 3: cannot be computed"):
+        run_pieces(fail_on_three, range(5), scheduler=None)
+
+
+def record_call(piece, calls):
+    calls.append(piece)
+    return piece
+
+
+def test_closing_stops_the_run(cluster):
+    gen = map_pieces(seeded_statistic, range(50), scheduler=cluster.scheduler_address,
+                     shared={"matrix": np.ones((3, 2))})
+    first = next(gen)
+    assert isinstance(first, Progress) and first.done == 0 and first.total == 50
+    gen.close()                                                  # cancels the rest; the cluster lives on
+    assert run_pieces(fail_on_three, [1, 2], scheduler=cluster.scheduler_address) == [2, 4]
+    calls = []
+    gen = map_pieces(record_call, range(5), scheduler=None, shared={"calls": calls})
+    next(gen), next(gen)
+    gen.close()
+    assert calls == [0]
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    with socket.socket() as s:                                  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InputError, match=rf"parameter scheduler: no dask scheduler answers at "
+                                         rf"'tcp://127.0.0.1:{port}' within 1 s"):
+        run_pieces(fail_on_three, [1], scheduler=f"tcp://127.0.0.1:{port}", connect_timeout=1.0)
+    with pytest.raises(InputError, match="parameter scheduler"):
+        run_pieces(fail_on_three, [1], scheduler=42)
+    with pytest.raises(InputError, match="parameter n_workers"):
+        run_pieces(fail_on_three, [1], scheduler="local", n_workers=0)
