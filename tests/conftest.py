@@ -8,6 +8,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
+from napari_brain_concepts.core.compat import preload_triton  # noqa: E402
+
+# napari tests create an OpenGL context (Mesa llvmpipe under Xvfb); triton must be loaded before or beside it
+preload_triton()
+
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):

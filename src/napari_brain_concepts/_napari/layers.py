@@ -25,9 +25,13 @@ UNSIGNED_COLORMAP = "inferno"
 MASK_COLORMAP = "green"
 
 
-def plugin_tag(subject: str | None, role: str) -> dict[str, Any]:
-    """Metadata that marks a layer as ours, so the Study widget can swap a participant's layers."""
-    return {"brain_concepts": {"subject": subject, "role": role}}
+def plugin_tag(subject: str | None, role: str, **display: Any) -> dict[str, Any]:
+    """Metadata that marks a layer as ours, so the Study widget can swap a participant's layers.
+
+    ``display`` holds layer attributes that napari does not take in the constructor (e.g. ``contour`` of
+    labels); :func:`napari_brain_concepts._napari.display.add_layer_data` applies them.
+    """
+    return {"brain_concepts": {"subject": subject, "role": role, "display": display}}
 
 
 def volume_layer(volume: np.ndarray, affine: np.ndarray, name: str, layer_type: str = "image",
@@ -37,7 +41,8 @@ def volume_layer(volume: np.ndarray, affine: np.ndarray, name: str, layer_type: 
 
     img = nib.Nifti1Image(np.asarray(volume), np.asarray(affine, dtype=float), header=header)
     metadata = kwargs.pop("metadata", {}) or {}
-    metadata.update(plugin_tag(subject, role))
+    display = {k: kwargs.pop(k) for k in ("contour",) if k in kwargs}
+    metadata.update(plugin_tag(subject, role, **display))
     data, layer_kwargs = nifti_to_layer(img, name=name, metadata=metadata)
     layer_kwargs.update(kwargs)
     return data, layer_kwargs, layer_type
@@ -135,13 +140,12 @@ def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "
     img = load_nifti(path, what="volume")
     raw = np.asanyarray(img.dataobj)
     base = name or path.name.removesuffix(".gz").removesuffix(".nii")
-    metadata = plugin_tag(subject, role)
     if np.issubdtype(raw.dtype, np.integer) and role != "map":
+        metadata = plugin_tag(subject, role, **({"contour": 1} if role in ("mask", "roi") else {}))
         data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
         kwargs.update(opacity=0.7)
-        if role in ("mask", "roi"):
-            kwargs.update(contour=1)
         return data, kwargs, "labels"
+    metadata = plugin_tag(subject, role)
     data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
     if data.ndim == 3:
         kwargs.update(map_kwargs(data))

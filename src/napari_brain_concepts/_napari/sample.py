@@ -9,10 +9,12 @@ SAMPLE_SEED = 0
 
 def make_sample_study():
     """Anatomy, mask, fLoc-style ROIs, planted regions and category maps of the first synthetic subject."""
+    from ..core.compat import preload_triton
     from ..core.concepts.category_maps import category_maps
     from ..core.synthetic import make_synthetic_study
     from .layers import study_layers
 
+    preload_triton()  # the caption embedding imports transformers beside napari's OpenGL
     study = make_synthetic_study(seed=SAMPLE_SEED, size=SAMPLE_SIZE)
     subject = study.subject_names[0]
     names, maps = category_maps(study, subject)

@@ -113,6 +113,7 @@ class StudyWidget(QWidget):
 
     def show_subject(self, name: str | None) -> None:
         """Swap this widget's layers to participant ``name``, keeping camera and slice."""
+        from .display import add_layer_data
         from .layers import results_layers, study_layers
 
         if self.study is None or name is None:
@@ -126,8 +127,7 @@ class StudyWidget(QWidget):
         if self.results is not None:
             # maps go between anatomy and outlines
             layer_data[1:1] = results_layers(self.results, name)
-        for data, kwargs, layer_type in layer_data:
-            getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
+        add_layer_data(self.viewer, layer_data)
         if had_layers:
             self.viewer.camera.center = camera[0]
             self.viewer.camera.zoom = camera[1]

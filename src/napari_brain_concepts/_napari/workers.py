@@ -35,6 +35,9 @@ def start(function: Callable[..., Any], *args: Any, on_yield: Callable | None = 
     Returns the worker (``worker.quit()`` stops a generator at its next yield). With ``SYNCHRONOUS`` the
     function runs here and ``None`` is returned after the callbacks ran.
     """
+    from ..core.compat import preload_triton
+
+    preload_triton()  # before any step imports transformers/open_clip beside napari's OpenGL
     if SYNCHRONOUS:
         return _run_here(function, args, kwargs, on_yield, on_return, on_error, on_finish)
     worker = create_worker(function, *args, _progress=progress, **kwargs)

@@ -1,0 +1,39 @@
+"""Import guards for heavy libraries.
+
+triton (pulled in by transformers when installed with a CUDA build of torch) links its own LLVM. When Mesa's
+software OpenGL (llvmpipe, e.g. napari under Xvfb or on a machine without GPU drivers) is already loaded, its
+LLVM symbols win and importing triton crashes the process. Loading triton with ``RTLD_DEEPBIND`` makes it bind
+to its own copy. :func:`import_transformers` does that before importing transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+
+def preload_triton() -> None:
+    """Import triton (if installed and not yet imported) so that it binds to its own LLVM."""
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    deepbind = getattr(os, "RTLD_DEEPBIND", 0)
+    if not deepbind or not hasattr(sys, "setdlopenflags"):
+        return
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | deepbind)
+    try:
+        importlib.import_module("triton")
+    except Exception:  # noqa: BLE001 - triton is optional; transformers runs without it on the CPU
+        sys.modules.pop("triton", None)
+    finally:
+        sys.setdlopenflags(flags)
+
+
+def import_transformers():
+    """``import transformers`` safely inside a running napari viewer."""
+    preload_triton()
+    import transformers
+
+    return transformers
