@@ -70,7 +70,7 @@ class _Printer:
             print(f"[{p.step:>12}] {pct} {p.message}", file=sys.stderr, flush=True)
 
 
-def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace) -> Any:
+def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, **manifest: Any) -> Any:
     from .core.context import AnalysisContext
     from .core.io.results import ResultsStore
     from .core.pipeline import run_analysis, with_requirements
@@ -79,6 +79,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace) -> 
     params = parse_params(getattr(args, "param", None))
     store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
                                 study=study.name, resume=getattr(args, "resume", False))
+    store.update(**manifest)
     ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed, device=args.device)
     order = with_requirements(steps) if steps else None
     t0 = time.monotonic()
@@ -105,16 +106,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"wrote the synthetic study to {args.write}")
     if args.write_only:
         return 0
-    ctx = _run(study, args.out, args.steps, args)
+    ctx = _run(study, args.out, args.steps, args, synthetic_size=args.size, synthetic_seed=args.seed)
     print(_summary(ctx))
     print(f"\nresults in {Path(args.out).resolve()}  ({time.monotonic() - t0:.0f} s in all)")
     print(f"open them in napari:  brain-concepts view {args.out}")
     return 0
 
 
+def _origin(args: argparse.Namespace) -> dict[str, Any]:
+    """How to find the study again (for ``brain-concepts view RESULTS``)."""
+    if getattr(args, "nsd", None):
+        return {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": args.subject}
+    if getattr(args, "study", None):
+        return {"study_path": str(Path(args.study).resolve())}
+    return {"synthetic_size": getattr(args, "size", "default"), "synthetic_seed": args.seed}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.nsd, args.subject, args.sessions)
-    ctx = _run(study, args.out, args.steps, args)
+    ctx = _run(study, args.out, args.steps, args, **_origin(args))
     print(_summary(ctx))
     print(f"\nresults in {Path(args.out).resolve()}")
     return 0
@@ -122,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_step(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.nsd, args.subject, args.sessions, size=args.size, seed=args.seed)
-    ctx = _run(study, args.out, [args.command], args)
+    ctx = _run(study, args.out, [args.command], args, **_origin(args))
     print(_summary(ctx))
     return 0
 

@@ -8,10 +8,15 @@ needs no decoder, so it is also what the sample data shows.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Generator
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from ..context import AnalysisContext
 from ..errors import InputError
+from ..progress import Progress
 from ..study import Study, Subject
 
 
@@ -77,3 +82,69 @@ def top_voxel_dice(values: np.ndarray, region: np.ndarray) -> float:
     top = np.zeros_like(region)
     top[np.argsort(-np.asarray(values))[:k]] = True
     return float(2 * (top & region).sum() / (top.sum() + region.sum()))
+
+
+def concept_features(study: Study, min_count: int = 5) -> tuple[list[str], np.ndarray, str]:
+    """Per-stimulus concept features: the planted ones of a synthetic study, else the categories."""
+    truth = study.truth or {}
+    if "features" in truth and "concepts" in truth:
+        return list(truth["concepts"]), np.asarray(truth["features"], dtype=np.float32), "planted"
+    names, F = category_features(study, min_count)
+    return names, F, "categories"
+
+
+def concept_directions(embedding: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Direction of each concept in embedding space: the covariance of the embedding with the feature,
+    L2-normalised (k, d)."""
+    E = np.asarray(embedding, dtype=np.float64)
+    F = np.asarray(features, dtype=np.float64)
+    D = (F - F.mean(0)).T @ (E - E.mean(0)) / len(E)
+    norms = np.linalg.norm(D, axis=1, keepdims=True)
+    return (D / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+@dataclass
+class MapsParams:
+    """Parameters of the ``maps`` step."""
+
+    min_count: int = 5          # categories need at least this many stimuli
+
+
+def maps_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """Per-concept brain maps of every subject: response correlation and decoder weights on the concept.
+
+    Writes ``subjects/SUBJ/maps/corr_CONCEPT.nii.gz`` (Pearson r of each voxel's repeat-averaged response with
+    the concept's stimulus feature) and ``decoder_CONCEPT.nii.gz`` (the decoder's voxel weights projected on
+    the concept's embedding direction), and ``tables/concept_maps.tsv``: for each subject, concept and map the
+    peak value and — where the study plants the concept (synthetic truth) — the Dice between the map's top
+    voxels (as many as the planted region has) and the planted region.
+    """
+    params = ctx.step_params("maps", MapsParams)
+    study = ctx.study
+    names, F, source = concept_features(study, params.min_count)
+    emb_name = ctx.state.get("decoder_embedding", "captions")
+    directions = concept_directions(study.embedding(emb_name).values, F)
+    regions = (study.truth or {}).get("regions", {})
+    rows = []
+    subjects = list(ctx.state.get("decoders", {})) or study.subject_names
+    for i, sname in enumerate(subjects):
+        yield Progress("maps", i, len(subjects), f"concept maps of {sname}")
+        subject = study.subject(sname)
+        shown, responses = stimulus_responses(study, subject)
+        maps = {"corr": correlation_maps(responses, F[shown])}
+        decoder = ctx.state.get("decoders", {}).get(sname)
+        prepared = ctx.state.get("prepared", {}).get(sname)
+        if decoder is not None and prepared is not None and getattr(decoder, "coef_", None) is not None:
+            maps["decoder"] = prepared.voxel_values(directions @ np.asarray(decoder.coef_, dtype=np.float32))
+        for kind, values in maps.items():
+            for j, concept in enumerate(names):
+                ctx.store.write_map(sname, f"{kind}_{concept}", subject.to_volume(values[j]), subject.affine)
+                planted = regions.get(sname, {}).get(concept)
+                dice = top_voxel_dice(values[j], subject.from_volume(planted)) if planted is not None else np.nan
+                rows.append({"subject": sname, "concept": concept, "map": kind, "source": source,
+                             "peak": float(np.max(values[j])), "dice_top_vs_planted": dice})
+    table = pd.DataFrame(rows)
+    ctx.store.write_table("concept_maps", table)
+    ctx.state["concept_maps"] = table
+    ctx.store.mark_done("maps", source=source, concepts=names)
+    yield Progress("maps", len(subjects), len(subjects), "concept maps written")
