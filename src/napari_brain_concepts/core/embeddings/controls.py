@@ -52,10 +52,17 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(str(text).lower())
 
 
-def _lexicon(word: str) -> set[str]:
-    from lemminflect import getAllLemmas
+def _lemmas(word: str) -> dict[str, tuple[str, ...]]:
+    try:
+        from lemminflect import getAllLemmas
+    except ImportError as err:
+        raise InputError("part-of-speech lexicon", "the package lemminflect is not installed",
+                         "pip install lemminflect (it ships the English lexicon offline)") from err
+    return getAllLemmas(word)
 
-    return set(getAllLemmas(word))
+
+def _lexicon(word: str) -> set[str]:
+    return set(_lemmas(word))
 
 
 def _nounlike(word: str) -> bool:
@@ -64,9 +71,7 @@ def _nounlike(word: str) -> bool:
 
 
 def _plural(word: str) -> bool:
-    from lemminflect import getAllLemmas
-
-    lemmas = getAllLemmas(word).get("NOUN", ())
+    lemmas = _lemmas(word).get("NOUN", ())
     return bool(lemmas) and word not in lemmas
 
 
