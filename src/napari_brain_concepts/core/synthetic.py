@@ -85,7 +85,7 @@ CONCEPT_WORDS: dict[str, list[str]] = {
     "text": ["sign", "signs", "word", "text", "letters", "says", "reading"],
     "number": ["two", "three", "four", "five", "pair"],
     "colour": list(VIVID),
-    "relation": ["holding", "holds", "carrying", "carries", "grasping", "held"],
+    "relation": ["holding", "holds", "carrying", "carries", "carried", "grasping", "held"],
     "animal": ["dog", "dogs", "puppy", "puppies", "cat", "cats", "kitten", "kittens", "animal", "animals"],
     "vehicle": ["car", "cars", "bus", "buses", "vehicle", "vehicles"],
 }
@@ -100,13 +100,14 @@ class _Preset:
     n_sessions: int
     gm_threshold: float
     y_max: float
+    gain: float = 1.0          # tuning gain: fewer stimuli get a stronger signal so every method has its say
 
 
 PRESETS = {
-    "tiny": _Preset(n_stimuli=150, n_test=25, voxel_size=8.0, radius=10.0, n_sessions=3, gm_threshold=0.25,
-                    y_max=-38.0),
+    "tiny": _Preset(n_stimuli=150, n_test=25, voxel_size=8.0, radius=10.0, n_sessions=5, gm_threshold=0.25,
+                    y_max=-38.0, gain=1.5),
     "small": _Preset(n_stimuli=320, n_test=56, voxel_size=6.0, radius=9.0, n_sessions=6, gm_threshold=0.3,
-                     y_max=-38.0),
+                     y_max=-38.0, gain=1.2),
     "default": _Preset(n_stimuli=600, n_test=100, voxel_size=4.0, radius=8.0, n_sessions=6, gm_threshold=0.45,
                        y_max=-40.0),
 }
@@ -548,17 +549,18 @@ def _ncsnr(responses: np.ndarray, rows: np.ndarray, sessions: np.ndarray) -> np.
         sel = sessions == s
         x = responses[sel]
         z[sel] = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    from scipy import sparse
+
     uniq, inv, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    keep = counts[inv] >= 2
-    inv_k = inv[keep]
-    zk = z[keep]
-    n_per = np.bincount(inv_k, minlength=len(uniq)).astype(np.float64)
-    good = n_per >= 2
-    sums = np.zeros((len(uniq), z.shape[1]))
-    sq = np.zeros((len(uniq), z.shape[1]))
-    np.add.at(sums, inv_k, zk)
-    np.add.at(sq, inv_k, zk.astype(np.float64) ** 2)
-    var = (sq[good] - sums[good] ** 2 / n_per[good, None]) / (n_per[good, None] - 1)
+    rep = counts >= 2
+    keep = rep[inv]
+    group = sparse.csr_matrix((np.ones(int(keep.sum())), (inv[keep], np.flatnonzero(keep))),
+                              shape=(len(uniq), len(rows)))[rep]
+    n_per = counts[rep].astype(np.float64)[:, None]
+    z64 = z.astype(np.float64)
+    sums = group @ z64
+    sq = group @ (z64 * z64)
+    var = (sq - sums**2 / n_per) / (n_per - 1)
     noise_var = var.mean(0)
     signal_var = np.clip(1.0 - noise_var, 0.0, None)
     return (np.sqrt(signal_var) / np.sqrt(noise_var + 1e-12)).astype(np.float32)
@@ -609,7 +611,8 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
     n_stimuli, voxel_size : optional
         Override the preset.
     snr : float
-        Multiplies the planted tuning (1.0: NSD-like ncsnr ≈ 0.3–0.6 in the planted regions).
+        Multiplies the planted tuning (1.0: the preset's gain; "default" gives NSD-like ncsnr ≈ 0.3–0.6 in
+        the planted regions; "tiny" and "small" have 1.5× and 1.2× the gain of "default").
     image_size : int
         Side of the square RGB images (pixels).
     include_feature_embedding : bool
@@ -712,12 +715,12 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
         for c in planted_by_subject[name]:
             d = distances[name][c][mask]
             inside = np.isfinite(d)
-            gain = float(rng.uniform(0.8, 1.2)) * snr
+            gain = float(rng.uniform(0.8, 1.2)) * snr * preset.gain
             fall = np.exp(-(d[inside] ** 2) / (2 * sigma**2)) * np.exp(rng.normal(0, 0.2, inside.sum()))
             W[CONCEPTS.index(c), inside] = gain * fall
             for j, dn in enumerate(DETAIL_FEATURES):
                 if DETAIL_REGION[dn] == c:
-                    Wd[j, inside] = 0.5 * snr * fall * rng.standard_normal(inside.sum())
+                    Wd[j, inside] = 0.5 * snr * preset.gain * fall * rng.standard_normal(inside.sum())
         weights[name], detail_weights[name] = W, Wd
 
         # trials: every stimulus 3 times, in 3 different sessions
@@ -832,13 +835,18 @@ class OracleDecoder:
     """The generative-truth decoder of one subject: responses → features → embedding.
 
     Undoes the subject's known session offsets and scales, estimates each trial's features from the known
-    tuning and noise covariance (posterior mean under a Gaussian prior fitted to the training stimuli'
-    true features — the best linear estimate), and maps features to the embedding with the linear map fitted
-    on the training stimuli' true features. Decoders are judged against its retrieval accuracy.
+    tuning, and maps features to the embedding with the linear map fitted on the training stimuli' true
+    features. ``method`` sets how features are estimated:
+
+    * ``"bayes"`` — posterior mean with the true noise covariance and a Gaussian prior fitted to the
+      training features: the best linear estimate, an upper bound for any linear decoder.
+    * ``"gls"`` — generalised least squares with the true noise covariance, no prior.
+    * ``"ols"`` — ordinary least squares (noise taken as independent): knows the tuning, not the noise.
     """
 
     subject: str
     embedding: str
+    method: str
     offsets: np.ndarray
     scales: np.ndarray
     encoding: np.ndarray          # (p, n_voxels): rows of [W; W_detail]
@@ -849,21 +857,28 @@ class OracleDecoder:
     embedding_map: np.ndarray     # (p + 1, d)
 
     def features(self, responses: np.ndarray, sessions: np.ndarray) -> np.ndarray:
-        """Posterior-mean features (n_trials, p) of raw responses recorded in ``sessions``."""
+        """Estimated features (n_trials, p) of raw responses recorded in ``sessions``."""
+        sessions = np.asarray(sessions, dtype=np.int64)
         r = (np.asarray(responses, np.float64) - self.offsets[sessions]) / self.scales[sessions]
         X = self.encoding.astype(np.float64)
+        active = np.abs(X).sum(axis=1) > 0
+        Xa = X[active]
+        out = np.tile(self.prior_mean, (len(r), 1))
+        if self.method == "ols":
+            out[:, active] = np.linalg.lstsq(Xa.T, r.T, rcond=None)[0].T
+            return out
         U = self.noise_factors.astype(np.float64)
         s2 = self.noise_sd ** 2
-        # Σ⁻¹ a = (a - U (s2 I + UᵀU)... ) / s2  via Woodbury with Σ = s2 I + UᵀU
         inner = np.linalg.inv(s2 * np.eye(U.shape[0]) + U @ U.T)
-
-        def sigma_inv(a):  # a: (..., n_voxels)
-            return (a - (a @ U.T) @ inner @ U) / s2
-
-        XS = sigma_inv(X)                         # (p, V)
-        prec = X @ XS.T + np.linalg.pinv(self.prior_cov)
-        resid = r - self.prior_mean @ X
-        return self.prior_mean + np.linalg.solve(prec, XS @ resid.T).T
+        XS = (Xa - (Xa @ U.T) @ inner @ U) / s2      # rows of X Σ⁻¹ (Woodbury, Σ = s2·I + UᵀU)
+        prec = Xa @ XS.T
+        if self.method == "gls":
+            out[:, active] = np.linalg.solve(prec, XS @ r.T).T
+            return out
+        mu = self.prior_mean[active]
+        prec = prec + np.linalg.pinv(self.prior_cov[np.ix_(active, active)])
+        out[:, active] = mu + np.linalg.solve(prec, XS @ (r - mu @ Xa).T).T
+        return out
 
     def predict(self, responses: np.ndarray, sessions: np.ndarray) -> np.ndarray:
         """Predicted embedding (n_trials, d) of raw responses recorded in ``sessions``."""
@@ -872,7 +887,7 @@ class OracleDecoder:
 
 
 def oracle_decoder(study: Study, subject_name: str, embedding: str = "captions",
-                   train: np.ndarray | None = None) -> OracleDecoder:
+                   train: np.ndarray | None = None, method: str = "bayes") -> OracleDecoder:
     """The generative-truth decoder for ``subject_name`` of a synthetic study.
 
     Parameters
@@ -884,7 +899,11 @@ def oracle_decoder(study: Study, subject_name: str, embedding: str = "captions",
         Target embedding name in ``study.stimuli.embeddings``.
     train : bool array (n_stimuli,), optional
         Stimuli used to fit the prior and the feature → embedding map; default: not ``stimuli.test``.
+    method : {"bayes", "gls", "ols"}
+        How features are estimated from responses (see :class:`OracleDecoder`).
     """
+    if method not in ("bayes", "gls", "ols"):
+        raise InputError("parameter method", f"{method!r} is unknown", "use 'bayes', 'gls' or 'ols'")
     truth = study.truth
     if not truth or "weights" not in truth:
         raise InputError(f"study {study.name}", "has no synthetic truth", "use a study from make_synthetic_study")
@@ -901,7 +920,7 @@ def oracle_decoder(study: Study, subject_name: str, embedding: str = "captions",
     lam = 1e-3 * np.trace(design.T @ design) / design.shape[1]
     emap = np.linalg.solve(design.T @ design + lam * np.eye(design.shape[1]), design.T @ emb[train])
     prior_cov = np.cov(Ft, rowvar=False) + 1e-4 * np.eye(F.shape[1])
-    return OracleDecoder(subject=subject_name, embedding=embedding,
+    return OracleDecoder(subject=subject_name, embedding=embedding, method=method,
                          offsets=truth["session_offsets"][subject_name].astype(np.float64),
                          scales=truth["session_scales"][subject_name].astype(np.float64),
                          encoding=X, noise_factors=truth["noise_factors"][subject_name],
@@ -909,8 +928,9 @@ def oracle_decoder(study: Study, subject_name: str, embedding: str = "captions",
                          embedding_map=emap)
 
 
-def oracle_predictions(study: Study, subject_name: str, embedding: str = "captions") -> np.ndarray:
+def oracle_predictions(study: Study, subject_name: str, embedding: str = "captions",
+                       method: str = "bayes") -> np.ndarray:
     """Oracle-decoded embedding (n_trials, d) of every trial of ``subject_name`` (trial order)."""
-    dec = oracle_decoder(study, subject_name, embedding)
+    dec = oracle_decoder(study, subject_name, embedding, method=method)
     subj = study.subject(subject_name)
     return dec.predict(subj.responses, subj.sessions)

@@ -97,14 +97,14 @@ class SentenceEncoder:
         if int(batch_size) < 1:
             raise InputError("parameter batch_size", f"{batch_size!r} is below 1", "use a positive batch size")
         self.batch_size = int(batch_size)
+        if not (device in ("auto", "cpu") or str(device).startswith("cuda")):
+            raise InputError("parameter device", f"{device!r} is not a device", "use 'auto', 'cpu' or 'cuda'")
         if model is None:
             self.path = default_model_path()
             self.name = DEFAULT_MODEL_NAME
         else:
             self.path = Path(model).expanduser()
             self.name = self.path.name or str(self.path)
-        if not (device in ("auto", "cpu") or str(device).startswith("cuda")):
-            raise InputError("parameter device", f"{device!r} is not a device", "use 'auto', 'cpu' or 'cuda'")
         self.device_param = device
         self.device: str | None = None
         if cache is True:
@@ -166,7 +166,7 @@ class SentenceEncoder:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
+        except Exception as err:  # any loader failure (safetensors, tokenizers, config) is a bad folder
             text = str(err).strip()
             first = text.splitlines()[0] if text else type(err).__name__
             raise InputError(path, f"sentence model cannot be loaded ({first})",
