@@ -73,10 +73,14 @@ def test_round_trip_without_optional_parts(tmp_path):
 def test_round_trip_synthetic_study(tmp_path):
     synthetic = pytest.importorskip("napari_brain_concepts.core.synthetic",
                                     reason="core/synthetic.py is not there yet")
-    study = synthetic.make_synthetic_study(seed=0, size="tiny")
+    # the tiny preset cut to 2 subjects and 40 stimuli, two embeddings (the format stores any embedding
+    # the same way, so the feature-derived one spares loading the sentence model here)
+    study = synthetic.make_synthetic_study(seed=0, size="tiny", n_subjects=2, n_stimuli=40, embedding="features",
+                                           include_feature_embedding=True)
     back = read_study(write_study(study, tmp_path / "synthetic"))
     assert_same_study(study, back)
     assert set(back.truth["regions"]) == set(study.subjects)
+    assert list(back.stimuli.embeddings) == list(study.stimuli.embeddings)
 
 
 def test_anat_on_its_own_grid_is_kept_or_resampled(tmp_path):
