@@ -44,6 +44,8 @@ CTAB = {
     "streams": {1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal", 5: "ventral",
                 6: "lateral", 7: "parietal"},
 }
+COCO_CATEGORIES = [(1, "person"), (18, "dog"), (17, "cat"), (59, "pizza"), (7, "train"), (9, "boat"),
+                   (85, "clock"), (15, "bench"), (3, "car"), (25, "giraffe")]
 WORDS = ["dog", "cat", "pizza", "train", "man", "woman", "house", "boat", "clock", "bench"]
 
 
@@ -77,6 +79,7 @@ class PlantedNSD:
     root: Path
     subjects: dict[int, PlantedSubject]
     captions: dict[int, list[str]]       # nsdId → captions
+    categories: dict[int, list[str]]     # nsdId → sorted COCO category names
     shared: np.ndarray                   # bool per nsdId (shared1000 column)
     coco_ids: np.ndarray                 # cocoId per nsdId
     pixels: np.ndarray                   # imgBrick content
@@ -147,12 +150,28 @@ def make_nsd_tree(root: str | Path, *, subjects=(1, 2), shapes=None, n_sessions:
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
+    if shapes is None:
+        shapes = {s: (9 + (s % 2), 10 - (s % 3 == 0), 8) for s in range(1, 9)}
+    design = write_design(root, n_sessions_design=n_sessions_design, trials_per_session=trials_per_session,
+                          n_shared=n_shared, n_images=n_images, image_size=image_size, rng=rng)
+    planted = {}
+    for s in subjects:
+        planted[s] = _write_subject(root, s, shapes[s], design["subjectim"], design["masterordering"],
+                                    n_sessions, trials_per_session, fmt, rng)
+    return PlantedNSD(root=root, subjects=planted, captions=design["captions"],
+                      categories=design["categories"], shared=design["shared"],
+                      coco_ids=design["coco_ids"], pixels=design["pixels"],
+                      trials_per_session=trials_per_session, n_sessions_written=n_sessions,
+                      n_sessions_design=n_sessions_design)
+
+
+def write_design(root: Path, *, n_sessions_design: int, trials_per_session: int, n_shared: int,
+                 n_images: int, image_size: int, rng: np.random.Generator) -> dict:
+    """Write the files every subject shares: design .mat, stimulus table, COCO captions, image brick."""
     n_design_trials = n_sessions_design * trials_per_session
     if n_design_trials % 3:
         raise ValueError("n_sessions_design * trials_per_session must be a multiple of 3")
     per_subject = n_design_trials // 3
-    if shapes is None:
-        shapes = {s: (9 + (s % 2), 10 - (s % 3 == 0), 8) for s in range(1, 9)}
 
     # Experimental design: subjectim (8 × per_subject, 1-based nsdIds); the first n_shared columns shared.
     all_ids = rng.permutation(n_images)
@@ -189,11 +208,10 @@ def make_nsd_tree(root: str | Path, *, subjects=(1, 2), shapes=None, n_sessions:
         info[f"subject{s}"] = np.isin(np.arange(n_images), subjectim[s - 1] - 1).astype(np.int64)
     for s in range(1, 9):
         reps = np.zeros((n_images, 3), dtype=np.int64)
-        seen = np.zeros(n_images, dtype=np.int64)
-        for t, col in enumerate(masterordering):
-            nsd = subjectim[s - 1, col - 1] - 1
-            reps[nsd, seen[nsd]] = t + 1
-            seen[nsd] += 1
+        shown = subjectim[s - 1, masterordering - 1] - 1            # nsdId of every trial
+        order = np.argsort(shown, kind="stable")                     # trials of one image in time order
+        repeat = np.arange(len(shown)) - np.searchsorted(shown[order], shown[order])
+        reps[shown[order], repeat] = order + 1                       # 1-based trial numbers
         for r in range(3):
             info[f"subject{s}_rep{r}"] = reps[:, r]
     pd.DataFrame(info).to_csv(exp / "nsd_stim_info_merged.csv")
@@ -218,6 +236,23 @@ def make_nsd_tree(root: str | Path, *, subjects=(1, 2), shapes=None, n_sessions:
             {"info": {"description": "COCO 2017"}, "licenses": [], "images": images[sp],
              "annotations": ann[sp]}))
 
+    # COCO object instances: 0-3 objects per image (a category may repeat); categories = sorted names.
+    categories: dict[int, list[str]] = {}
+    inst = {"train2017": [], "val2017": []}
+    for nsd in range(n_images):
+        objs = [] if nsd % 11 == 0 else [nsd % 10, (3 * nsd) % 10, nsd % 10]
+        categories[nsd] = sorted({COCO_CATEGORIES[o][1] for o in objs})
+        for o in objs:
+            inst[split[nsd]].append({"image_id": int(coco_ids[nsd]), "category_id": COCO_CATEGORIES[o][0],
+                                     "id": ann_id, "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": 0,
+                                     "segmentation": [[0, 0, 1, 0, 1, 1]]})
+            ann_id += 1
+    for sp in ("train2017", "val2017"):
+        (annot / f"instances_{sp}.json").write_text(json.dumps(
+            {"info": {"description": "COCO 2017"}, "licenses": [], "images": images[sp],
+             "annotations": inst[sp],
+             "categories": [{"id": i, "name": n, "supercategory": "thing"} for i, n in COCO_CATEGORIES]}))
+
     # Images: imgBrick (n, H, W, 3) uint8; image k has a recognisable pattern.
     pixels = np.zeros((n_images, image_size, image_size, 3), dtype=np.uint8)
     pixels[:, :, :, 0] = (np.arange(n_images) % 256)[:, None, None]
@@ -226,13 +261,8 @@ def make_nsd_tree(root: str | Path, *, subjects=(1, 2), shapes=None, n_sessions:
     with h5py.File(root / "nsddata_stimuli" / "stimuli" / "nsd" / "nsd_stimuli.hdf5", "w") as f:
         f.create_dataset("imgBrick", data=pixels, chunks=(1, image_size, image_size, 3))
 
-    planted = {}
-    for s in subjects:
-        planted[s] = _write_subject(root, s, shapes[s], subjectim, masterordering, n_sessions,
-                                    trials_per_session, fmt, rng)
-    return PlantedNSD(root=root, subjects=planted, captions=captions, shared=shared, coco_ids=coco_ids,
-                      pixels=pixels, trials_per_session=trials_per_session, n_sessions_written=n_sessions,
-                      n_sessions_design=n_sessions_design)
+    return {"subjectim": subjectim, "masterordering": masterordering, "captions": captions, "shared": shared,
+            "coco_ids": coco_ids, "pixels": pixels, "categories": categories}
 
 
 def _write_subject(root: Path, s: int, shape, subjectim, masterordering, n_sessions, tps, fmt, rng):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_brain_concepts.core.decoding.prepare import noise_ceiling
 from napari_brain_concepts.core.errors import InputError
 from napari_brain_concepts.core.io.nsd import load_nsd, nsd_sessions, nsd_stimulus_id, read_nsd
 from napari_brain_concepts.core.progress import Progress
@@ -62,6 +63,8 @@ def test_stimulus_ids_shared_flags_and_captions(nsd, study):
     assert stimuli.test.sum() > 0 and (~stimuli.test).sum() > 0
     for row, i in enumerate(shown):
         assert stimuli.captions[row] == nsd.captions[i]
+        assert stimuli.categories[row] == nsd.categories[i]
+    assert any(c == [] for c in stimuli.categories) and any(len(c) == 2 for c in stimuli.categories)
     assert any(len(c) == 6 for c in stimuli.captions)
     # every trial row resolves, and the shared images are the ones both subjects saw
     rows1 = study.trial_rows(study.subjects["subj01"])
@@ -90,12 +93,14 @@ def test_roi_names_labels_noise_ceiling_and_anatomy(nsd, study):
         assert subj.rois["floc-faces"].region("FFA-1").sum() == (planted.rois["floc-faces"] == 2).sum()
         assert not subj.rois["floc-words"].region("mTL-words").any()      # named label without voxels
         np.testing.assert_allclose(subj.ncsnr, planted.ncsnr)
+        nc = noise_ceiling(subj.ncsnr, n_average=3)              # NSD: 100·ncsnr²/(ncsnr² + 1/3)
+        np.testing.assert_allclose(nc, 100 * planted.ncsnr**2 / (planted.ncsnr**2 + 1 / 3), rtol=1e-5)
         np.testing.assert_allclose(subj.anat, planted.anat)
 
 
 def test_sessions_subset_and_discovery(nsd):
     assert nsd_sessions(nsd.root, 1) == [1, 2, 3]
-    study = read_nsd(nsd.root, "subj02", sessions=[3, 1])
+    study = read_nsd(nsd.root, subjects=["subj02"], sessions=[3, 1])
     subj = study.subjects["subj02"]
     np.testing.assert_allclose(subj.responses, nsd.subjects[2].expected([1, 3]), atol=2e-6)
     assert list(subj.stimulus_ids) == [nsd_stimulus_id(i) for i in _planted_ids(nsd.subjects[2], [1, 3])]
@@ -156,6 +161,8 @@ def test_subject_out_of_range(nsd):
             read_nsd(nsd.root, bad)
     with pytest.raises(InputError, match="not a subject number"):
         read_nsd(nsd.root, "first")
+    with pytest.raises(InputError, match="parameters subject and subjects: both are given"):
+        read_nsd(nsd.root, 1, subjects=[2])
 
 
 def test_subject_without_betas(nsd):
@@ -190,6 +197,17 @@ def test_wrong_root_and_missing_captions(tmp_path, nsd):
         read_nsd(nsd.root, 1, sessions=[1], annotations=tmp_path)
     study = read_nsd(nsd.root, 1, sessions=[1], captions=False)
     assert all(c == [] for c in study.stimuli.captions)
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    source = nsd.root / "nsddata_stimuli/stimuli/nsd/annotations"
+    for split in ("train2017", "val2017"):
+        (folder / f"captions_{split}.json").write_bytes((source / f"captions_{split}.json").read_bytes())
+    with pytest.warns(UserWarning, match="instances_.*2017.json is missing"):
+        study = read_nsd(nsd.root, 1, sessions=[1], annotations=folder)
+    assert all(c == [] for c in study.stimuli.categories) and all(study.stimuli.captions)
+    (folder / "captions_val2017.json").write_text('{"images": []')
+    with pytest.raises(InputError, match="captions_val2017.json: cannot be read as COCO captions"):
+        read_nsd(nsd.root, 1, sessions=[1], annotations=folder, categories=False)
 
 
 def test_mask_choices(nsd):

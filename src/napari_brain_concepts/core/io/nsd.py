@@ -233,30 +233,64 @@ def _check_against_stim_info(info, subject: int, trials: np.ndarray, nsd_ids: np
                          "use nsd_expdesign.mat and nsd_stim_info_merged.csv from the same NSD release")
 
 
-def _read_captions(layout: NsdLayout, info, nsd_ids: np.ndarray,
-                   annotations: Path | None) -> list[list[str]]:
+_SUBPROCESS_JSON_BYTES = 16 * 2**20
+
+
+def _coco_by_image(path: str, coco_ids: list[int], what: str) -> dict[int, list[str]]:
+    """Captions (``what="captions"``) or category names (``"categories"``) of the given COCO images."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    wanted = {int(c): [] for c in coco_ids}
+    if what == "captions":
+        for a in data["annotations"]:
+            caps = wanted.get(a.get("image_id"))
+            if caps is not None:
+                caps.append(str(a.get("caption", "")).strip())
+        return wanted
+    names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+    for a in data["annotations"]:
+        cats = wanted.get(a.get("image_id"))
+        if cats is not None:
+            name = names.get(a.get("category_id"))
+            if name is not None and name not in cats:
+                cats.append(name)
+    return {k: sorted(v) for k, v in wanted.items()}
+
+
+def _parse_coco(path: Path, coco_ids: list[int], what: str) -> dict[int, list[str]]:
+    """Parse a COCO annotation file; large ones (train2017: 90-450 MB) in a child process, so that the
+    gigabyte of Python objects ``json.load`` makes is returned to the system when it ends."""
+    try:
+        if path.stat().st_size <= _SUBPROCESS_JSON_BYTES:
+            return _coco_by_image(str(path), coco_ids, what)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_coco_by_image, str(path), coco_ids, what).result()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InputError(path, f"cannot be read as COCO {what} annotations ({type(err).__name__}: {err})",
+                         "re-download the COCO 2017 annotations") from err
+
+
+def _read_coco(layout: NsdLayout, info, nsd_ids: np.ndarray, annotations: Path | None,
+               what: str) -> list[list[str]] | None:
+    """Per image (in ``nsd_ids`` order) its COCO captions or category names, from both 2017 splits."""
     coco = info.loc[nsd_ids, "cocoId"].to_numpy(dtype=np.int64)
     splits = info.loc[nsd_ids, "cocoSplit"].astype(str).to_numpy()
-    by_coco: dict[int, list[str]] = {int(c): [] for c in coco}
+    prefix = "captions" if what == "captions" else "instances"
+    found: dict[int, list[str]] = {}
     for split in sorted(set(splits)):
-        path = layout.captions(split, annotations)
+        path = layout.captions(split, annotations).with_name(f"{prefix}_{split}.json")
         if not path.is_file():
+            if what == "categories":
+                warnings.warn(f"{path} is missing; stimuli have no COCO categories", stacklevel=3)
+                return None
             raise InputError(path, f"COCO caption file for {split} is missing",
                              "put COCO's captions_train2017.json and captions_val2017.json there "
                              "(NSD ships them in nsddata_stimuli/stimuli/nsd/annotations), or pass captions=False")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            anns = data["annotations"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise InputError(path, f"cannot be read as COCO caption annotations ({err})",
-                             "re-download the COCO 2017 caption annotations") from err
-        for a in anns:
-            caps = by_coco.get(a.get("image_id"))
-            if caps is not None:
-                caps.append(str(a.get("caption", "")).strip())
-        del data, anns
-    return [by_coco[int(c)] for c in coco]
+        found.update(_parse_coco(path, [int(c) for c in coco[splits == split]], what))
+    return [found.get(int(c), []) for c in coco]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,8 +487,8 @@ def _subject_mask(layout: NsdLayout, subject: int, mask) -> tuple[np.ndarray, np
 def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions: Sequence[int] | None = None,
              *, mask: str | os.PathLike | np.ndarray = "nsdgeneral", betas: str = DEFAULT_BETAS,
              zscore: bool = True, average_repeats: bool = False, rois: Sequence[str] = NSD_ROIS,
-             anat: bool = True, captions: bool = True, annotations: str | os.PathLike | None = None,
-             images: bool = True, name: str = "NSD") -> Generator[Progress, None, Study]:
+             anat: bool = True, captions: bool = True, categories: bool = True,
+             annotations: str | os.PathLike | None = None, images: bool = True, name: str = "NSD") -> Generator[Progress, None, Study]:
     """Read NSD subjects into a :class:`Study`, yielding one :class:`Progress` per session read.
 
     Parameters
@@ -480,7 +514,13 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
     anat : bool
         Attach ``T1_to_func1pt8mm`` as anatomy.
     captions : bool
-        Read the COCO captions of the shown images (from ``annotations``, default NSD's copy).
+        Read the COCO captions of the shown images (``captions_{train,val}2017.json`` in
+        ``annotations``, default NSD's copy in ``nsddata_stimuli/stimuli/nsd/annotations``).
+    categories : bool
+        Read the COCO object categories of the shown images (``instances_{train,val}2017.json`` in the
+        same folder); skipped with a warning when those files are absent.
+    annotations : path, optional
+        Folder of the COCO 2017 annotation files, when not NSD's copy.
     images : bool
         Give the stimuli a lazy image source on ``nsd_stimuli.hdf5`` when that file exists.
     name : str
@@ -565,14 +605,16 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
     yield Progress("load", done, total, "stimuli and captions")
     shown = np.unique(np.concatenate([np.asarray([int(s[4:]) for s in subj.stimulus_ids])
                                       for subj in subjects_out.values()]))
-    caps = _read_captions(layout, info, shown, None if annotations is None else Path(annotations)) \
-        if captions else [[] for _ in shown]
+    ann = None if annotations is None else Path(annotations)
+    caps = _read_coco(layout, info, shown, ann, "captions") if captions else None
+    cats = _read_coco(layout, info, shown, ann, "categories") if categories else None
     source = None
     if images and layout.images.is_file():
         source = NsdImages(layout.images, shown)
     elif images:
         warnings.warn(f"{layout.images} is missing; stimuli have no images", stacklevel=2)
-    stimuli = Stimuli(ids=[nsd_stimulus_id(i) for i in shown], captions=caps,
+    stimuli = Stimuli(ids=[nsd_stimulus_id(i) for i in shown], captions=caps or [[] for _ in shown],
+                      categories=cats or [],
                       test=_as_bool(info.loc[shown, "shared1000"].to_numpy()), root=root, image_source=source)
     yield Progress("load", total, total, "done")
     return Study(name=name, stimuli=stimuli, subjects=subjects_out, space="native", path=root)
@@ -604,10 +646,15 @@ def _make_subject(layout, k, label, responses, sel, affine, nsd_ids, sessions, r
                    rois=atlases, ncsnr=ncsnr)
 
 
-def read_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions: Sequence[int] | None = None,
-             progress: Callable[[Progress], None] | None = None, **kwargs) -> Study:
+def read_nsd(root: str | os.PathLike, subject: int | Sequence[int] | None = None,
+             sessions: Sequence[int] | None = None, progress: Callable[[Progress], None] | None = None, *,
+             subjects: int | Sequence[int] | None = None, **kwargs) -> Study:
     """Read NSD subjects into a :class:`Study` (see :func:`load_nsd` for the parameters).
 
-    ``progress`` (optional) receives every :class:`Progress` report.
+    ``subjects`` is another name for ``subject`` (give one of them; default subject 1). ``progress``
+    (optional) receives every :class:`Progress` report.
     """
-    return run_to_end(load_nsd(root, subject, sessions, **kwargs), progress)
+    if subject is not None and subjects is not None:
+        raise InputError("parameters subject and subjects", "both are given", "give one of them")
+    chosen = subjects if subjects is not None else (1 if subject is None else subject)
+    return run_to_end(load_nsd(root, chosen, sessions, **kwargs), progress)
