@@ -88,30 +88,32 @@ def main() -> None:
     spheres = searchlight_spheres(mask, args.radius, args.threshold)
     times["ours spheres"] = time.perf_counter() - t
     ours = {}
-    for dtype in (torch.float64, torch.float32):
+    variants = [("sliding", torch.float64), ("sliding", torch.float32), ("gather", torch.float64)]
+    for engine, dtype in variants:
         t = time.perf_counter()
-        ours[dtype] = run_to_end(searchlight_rsa(patterns, mask, models, radius=args.radius,
-                                                 threshold=args.threshold, method=args.method,
-                                                 device=args.device, dtype=dtype, spheres=spheres))
-        times[f"ours RDMs+evaluate {str(dtype).split('.')[-1]}"] = time.perf_counter() - t
+        ours[(engine, dtype)] = run_to_end(searchlight_rsa(patterns, mask, models, radius=args.radius,
+                                                           threshold=args.threshold, method=args.method,
+                                                           device=args.device, dtype=dtype, spheres=spheres,
+                                                           engine=engine))
+        times[f"ours RDMs+evaluate {engine} {str(dtype).split('.')[-1]}"] = time.perf_counter() - t
 
     assert np.array_equal(spheres.centers, centers), "centres differ"
     rs_total = times["rsatoolbox spheres"] + times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
+    rdm_eval = times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
     print(f"\n{len(centers)} searchlight centres, up to {spheres.neighbors.shape[1]} voxels per sphere\n")
-    print(f"{'stage':<34}{'seconds':>10}")
+    print(f"{'stage':<40}{'seconds':>10}")
     for name, value in times.items():
-        print(f"{name:<34}{value:>10.2f}")
+        print(f"{name:<40}{value:>10.2f}")
     print()
-    print(f"{'ours vs rsatoolbox':<34}{'ratio':>10}{'max |Δr|':>12}")
-    print(f"{'spheres':<34}{times['rsatoolbox spheres'] / times['ours spheres']:>9.1f}×{'':>12}")
-    for dtype in (torch.float64, torch.float32):
-        label = str(dtype).split(".")[-1]
-        ours_total = times["ours spheres"] + times[f"ours RDMs+evaluate {label}"]
-        rdm_eval = times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
-        delta = np.max(np.abs(ours[dtype].scores - theirs))
-        print(f"{'RDMs + evaluate, ' + label:<34}{rdm_eval / times[f'ours RDMs+evaluate {label}']:>9.1f}×"
+    print(f"{'ours vs rsatoolbox':<40}{'ratio':>10}{'max |Δr|':>12}")
+    print(f"{'spheres':<40}{times['rsatoolbox spheres'] / times['ours spheres']:>9.1f}×{'':>12}")
+    for engine, dtype in variants:
+        label = f"{engine} {str(dtype).split('.')[-1]}"
+        ours_time = times[f"ours RDMs+evaluate {label}"]
+        delta = np.max(np.abs(ours[(engine, dtype)].scores - theirs))
+        print(f"{'RDMs + evaluate, ' + label:<40}{rdm_eval / ours_time:>9.1f}×{delta:>12.2e}")
+        print(f"{'whole searchlight, ' + label:<40}{rs_total / (times['ours spheres'] + ours_time):>9.1f}×"
               f"{delta:>12.2e}")
-        print(f"{'whole searchlight, ' + label:<34}{rs_total / ours_total:>9.1f}×{delta:>12.2e}")
 
 
 if __name__ == "__main__":

@@ -162,6 +162,61 @@ def batch_rdms(columns: torch.Tensor, neighbors: torch.Tensor, sizes: torch.Tens
     return 1.0 - gram[:, i, j] / (norm[:, i] * norm[:, j])
 
 
+def _evaluate(rdm: torch.Tensor, model_vectors: torch.Tensor, method: str) -> np.ndarray:
+    """Pearson (or Spearman) r of each RDM row with each standardised model vector: (K, B)."""
+    if method == "spearman":
+        rdm = _average_ranks(torch.round(rdm, decimals=TIE_DECIMALS))
+    return (_standardize(rdm) @ model_vectors.T).T.cpu().numpy()
+
+
+def _rdm_from_gram(gram: torch.Tensor, sums: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Upper-triangle correlation distances from raw Gram matrices (B, n, n), column sums and sphere sizes."""
+    gram = gram - sums[:, :, None] * (sums / sizes.to(gram.dtype)[:, None])[:, None, :]
+    norm = torch.sqrt(torch.diagonal(gram, dim1=1, dim2=2))
+    n = gram.shape[1]
+    i, j = torch.triu_indices(n, n, offset=1, device=gram.device)
+    return 1.0 - gram[:, i, j] / (norm[:, i] * norm[:, j])
+
+
+class _SlidingPlan:
+    """Lines of centres along the last axis, and the sphere's leading and trailing caps along it.
+
+    Moving a sphere one voxel along the last axis adds the voxels of its leading cap and drops those of its
+    trailing cap (about pi r^2 each, against 4/3 pi r^3 in the sphere), so each line's Gram matrix is built
+    once in full at its first centre and then updated voxel by voxel.
+    """
+
+    def __init__(self, mask: np.ndarray, spheres: Spheres, offsets: np.ndarray):
+        pad = int(np.abs(offsets).max()) + 1 if len(offsets) else 1
+        shape = np.array(mask.shape)
+        padded = shape + 2 * pad
+        self.n_voxels = int(mask.sum())
+        columns = np.full(tuple(padded), self.n_voxels, dtype=np.int64)
+        inner = tuple(slice(pad, pad + n) for n in shape)
+        columns[inner][mask] = np.arange(self.n_voxels)
+        self.columns = columns.ravel()
+        strides = np.array([padded[1] * padded[2], padded[2], 1])
+        members = {tuple(o) for o in offsets}
+        step = np.array([0, 0, 1])
+        lead = np.array([o for o in offsets if tuple(o + step) not in members]).reshape(-1, 3)
+        trail = np.array([o for o in offsets if tuple(o - step) not in members]).reshape(-1, 3)
+        self.delta_all = offsets @ strides
+        self.delta_lead = lead @ strides            # relative to the new centre
+        self.delta_trail = trail @ strides          # relative to the old centre
+        coords = np.array(np.unravel_index(spheres.centers, mask.shape)).T
+        line = coords[:, 0] * shape[1] + coords[:, 1]
+        starts = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])
+        ends = np.r_[starts[1:], len(line)] - 1
+        z0, z1 = coords[starts, 2], coords[ends, 2]
+        self.first = ((coords[starts] + pad) @ strides).astype(np.int64)     # padded flat index of line start
+        self.length = (z1 - z0 + 1).astype(np.int64)
+        centre_at = np.full(int(np.prod(padded)), -1, dtype=np.int64)
+        centre_at[(coords + pad) @ strides] = np.arange(len(coords))
+        self.centre_at = centre_at
+        order = np.argsort(-self.length, kind="stable")
+        self.first, self.length = self.first[order], self.length[order]
+
+
 @dataclass
 class SearchlightResult:
     """Searchlight scores: ``scores[k, c]`` is model k's r at centre c, averaged over subsets."""
@@ -185,7 +240,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
                     subsets: Sequence[np.ndarray] | None = None, *, radius: float = 6,
                     threshold: float = 0.5, method: str = "pearson", device: str = "auto",
                     dtype: torch.dtype = torch.float64, batch_size: int | None = None,
-                    memory_mb: int = 256, spheres: Spheres | None = None
+                    memory_mb: int = 256, spheres: Spheres | None = None, engine: str = "sliding"
                     ) -> Generator[Progress, None, SearchlightResult]:
     """Searchlight RSA of several models over a volume (a generator yielding progress).
 
@@ -205,9 +260,13 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
     dtype : torch dtype
         float64 (default) reproduces rsatoolbox to ~1e-12; float32 is faster on GPUs.
     batch_size : int, optional
-        Centres per batch (default from ``memory_mb``).
+        Centres (gather) or lines of centres (sliding) per batch (default from ``memory_mb``).
     spheres : Spheres, optional
         Precomputed :func:`searchlight_spheres` of ``mask`` (reused across subjects and calls).
+    engine : {"sliding", "gather"}
+        ``"sliding"`` (default) builds each line of centres' Gram matrix once and slides the sphere along
+        the last axis, adding and dropping only its caps; ``"gather"`` gathers every sphere in full. Both
+        give the same values (to rounding).
 
     Returns
     -------
@@ -228,19 +287,28 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
     if len(spheres) == 0:
         raise InputError("searchlight", f"no centre has {threshold:.0%} of its radius-{radius} sphere in the mask",
                          "lower the radius or the threshold, or use a larger mask")
+    if engine not in ("sliding", "gather"):
+        raise InputError("parameter engine", f"{engine!r} is unknown", "use 'sliding' or 'gather'")
     dev = torch.device(resolve_device(device))
     names = list(models)
     width = spheres.neighbors.shape[1]
+    largest = max(len(s) for s in subsets)
     if batch_size is None:
-        largest = max(len(s) for s in subsets)
-        bytes_per = largest * (width + 2 * largest) * torch.finfo(dtype).bits // 8
+        bytes_per = largest * (width + 3 * largest) * torch.finfo(dtype).bits // 8
         batch_size = max(1, int(memory_mb * 2 ** 20 // max(bytes_per, 1)))
     check_range("batch_size", batch_size, 1)
     scores = np.zeros((len(names), len(spheres)))
-    neighbors = torch.as_tensor(spheres.neighbors, device=dev)
     sizes = torch.as_tensor(spheres.sizes, device=dev)
     total = len(subsets) * len(spheres)
     done = 0
+    if engine == "sliding":
+        plan = _SlidingPlan(mask, spheres, sphere_offsets(radius))
+        lookup = torch.as_tensor(plan.columns, device=dev)
+        centre_at = torch.as_tensor(plan.centre_at, device=dev)
+        d_all, d_lead, d_trail = (torch.as_tensor(d, device=dev) for d in
+                                  (plan.delta_all, plan.delta_lead, plan.delta_trail))
+    else:
+        neighbors = torch.as_tensor(spheres.neighbors, device=dev)
     for s in subsets:
         s = np.asarray(s)
         model_vecs = np.stack([upper_triangle(correlation_rdm(np.asarray(models[m])[s], name=f"model {m}"))
@@ -249,14 +317,42 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
             model_vecs = rank_rows(model_vecs)
         mvec = _standardize(torch.as_tensor(model_vecs, dtype=dtype, device=dev))   # (K, m)
         columns = padded_columns(torch.as_tensor(patterns[s], dtype=dtype, device=dev))
-        for start in range(0, len(spheres), batch_size):
-            stop = min(start + batch_size, len(spheres))
-            rdm = batch_rdms(columns, neighbors[start:stop], sizes[start:stop])
-            if method == "spearman":
-                rdm = _average_ranks(torch.round(rdm, decimals=TIE_DECIMALS))
-            r = _standardize(rdm) @ mvec.T                                           # (B, K)
-            scores[:, start:stop] += r.T.cpu().numpy()
-            done += stop - start
-            yield Progress("searchlight", done, total, f"{stop}/{len(spheres)} centres")
+
+        if engine == "gather":
+            for start in range(0, len(spheres), batch_size):
+                stop = min(start + batch_size, len(spheres))
+                scores[:, start:stop] += _evaluate(batch_rdms(columns, neighbors[start:stop], sizes[start:stop]), mvec, method)
+                done += stop - start
+                yield Progress("searchlight", done, total, f"{stop}/{len(spheres)} centres")
+            continue
+        n_lines = len(plan.first)
+        for start in range(0, n_lines, batch_size):
+            stop = min(start + batch_size, n_lines)
+            first = torch.as_tensor(plan.first[start:stop], device=dev)
+            length = torch.as_tensor(plan.length[start:stop], device=dev)
+            x = columns[lookup[first[:, None] + d_all]]                                 # (B, k, n)
+            gram = torch.bmm(x.transpose(1, 2), x)
+            sums = x.sum(dim=1)
+            del x
+            for t in range(int(length.max())):
+                pos = first + torch.clamp(length - 1, max=t)
+                centre = centre_at[pos]
+                here = (centre >= 0) & (t < length)
+                if bool(here.any()):
+                    idx = centre[here]
+                    rdm = _rdm_from_gram(gram[here], sums[here], sizes[idx])
+                    scores[:, idx.cpu().numpy()] += _evaluate(rdm, mvec, method)
+                    done += int(here.sum())
+                moving = (t + 1) < length
+                if not bool(moving.any()):
+                    break
+                nxt = pos + moving.to(pos.dtype)
+                pad_row = columns.shape[0] - 1
+                add = torch.where(moving[:, None], lookup[nxt[:, None] + d_lead], pad_row)
+                drop = torch.where(moving[:, None], lookup[pos[:, None] + d_trail], pad_row)
+                xa, xd = columns[add], columns[drop]
+                gram += torch.bmm(xa.transpose(1, 2), xa) - torch.bmm(xd.transpose(1, 2), xd)
+                sums += xa.sum(dim=1) - xd.sum(dim=1)
+            yield Progress("searchlight", done, total, f"{done}/{total} centres")
     scores /= len(subsets)
     return SearchlightResult(spheres=spheres, models=names, scores=scores, method=method, n_subsets=len(subsets))
