@@ -83,6 +83,17 @@ def test_round_trip_synthetic_study(tmp_path):
     assert list(back.stimuli.embeddings) == list(study.stimuli.embeddings)
 
 
+@pytest.mark.parametrize("odd", ["tab\there", "new\nline", "carriage\rreturn", 'a "quoted" word', " padded "])
+def test_text_with_separators_round_trips(tmp_path, odd):
+    rng = np.random.default_rng(0)
+    stimuli = Stimuli(ids=np.asarray([odd, "plain"], dtype=object), captions=[[odd, "x"], [odd]],
+                      categories=[[odd.strip()], []])
+    subject = Subject("s1", rng.normal(size=(2, 2)).astype(np.float32), np.ones((1, 2, 1), bool), np.eye(4),
+                      [odd, "plain"])
+    study = Study("odd", stimuli, {"s1": subject})
+    assert_same_study(study, read_study(write_study(study, tmp_path / "s")))
+
+
 def test_anat_on_its_own_grid_is_kept_or_resampled(tmp_path):
     out = write_study(small_study(), tmp_path / "study")
     kept = read_study(out).subjects["sub-01"]
@@ -445,7 +456,7 @@ def test_bad_input_cases_cover_the_issue_list():
 # ------------------------------------------------------------------------------------------------
 # property: random valid small studies round-trip
 # ------------------------------------------------------------------------------------------------
-_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
+_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)  # tabs, CR, LF too
 _category = _text.map(lambda s: s.replace(";", ",").strip()).filter(bool)
 
 

@@ -30,6 +30,7 @@ and moves it into place at the end, so a failed write never leaves a half-writte
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -631,7 +632,11 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_tsv(path: Path, table: pd.DataFrame) -> None:
-    write_atomic(path, lambda p: table.to_csv(p, sep="\t", index=False, lineterminator="\n"))
+    # fields holding a tab, newline or quote are quoted; a carriage return is not (the csv module only
+    # looks for the line terminator "\n"), so a table holding one is written with every field quoted
+    has_cr = any(table[c].str.contains("\r", regex=False).any() for c in table.columns) if len(table) else False
+    quoting = csv.QUOTE_ALL if has_cr else csv.QUOTE_MINIMAL
+    write_atomic(path, lambda p: table.to_csv(p, sep="\t", index=False, lineterminator="\n", quoting=quoting))
 
 
 def _write_study_files(study: Study, root: Path, responses_format: str) -> None:
