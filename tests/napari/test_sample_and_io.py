@@ -3,6 +3,7 @@
 import nibabel as nib
 import numpy as np
 
+from napari_brain_concepts._napari.layers import SIGNED_COLORMAP
 from napari_brain_concepts._napari.sample import SAMPLE_SEED, SAMPLE_SIZE
 from napari_brain_concepts.core.space import world_of_voxel
 from napari_brain_concepts.core.synthetic import make_synthetic_study
@@ -24,7 +25,8 @@ def test_open_sample_layers_line_up(make_napari_viewer):
     assert f"{subject.name} mask" in names
     assert f"{subject.name} floc-faces" in names
     face_map = _layer(viewer, "face map")
-    assert face_map.colormap.name in ("coolwarm", "inferno")
+    assert face_map.colormap.name == SIGNED_COLORMAP["name"]
+    assert face_map.blending == "additive"
     np.testing.assert_allclose(face_map.scale, subject.voxel_size[::-1])
 
     # the planted face region sits at its millimetre position, and the face map peaks inside it

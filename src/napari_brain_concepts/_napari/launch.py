@@ -36,8 +36,13 @@ def launch_viewer(path: str | Path | None = None, screenshot: str | Path | None 
     finally:
         workers.SYNCHRONOUS = False
     if screenshot is not None:
+        from qtpy.QtWidgets import QApplication
+
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-        viewer.window._qt_window.resize(1400, 900)
+        viewer.window.resize(1500, 950)
+        viewer.window.show()
+        for _ in range(5):
+            QApplication.processEvents()
         viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
         if not block:
             viewer.close()

@@ -19,10 +19,18 @@ from ..core.study import RoiAtlas, Study, Subject
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
-#: colormaps: signed maps (decoder weights, t, r) diverge around 0; unsigned maps (counts, r²) are sequential.
-SIGNED_COLORMAP = "coolwarm"
+#: colormaps: signed maps (decoder weights, t, r) diverge around a black (so, with additive blending,
+#: invisible) zero; unsigned maps (counts, r²) are sequential from black.
+SIGNED_COLORMAP = {
+    "name": "signed (blue-black-red)",
+    "colors": [[0.2, 0.7, 1.0, 1.0], [0.0, 0.25, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.2, 0.0, 1.0],
+               [1.0, 0.85, 0.2, 1.0]],
+    "controls": [0.0, 0.25, 0.5, 0.75, 1.0],
+}
 UNSIGNED_COLORMAP = "inferno"
-MASK_COLORMAP = "green"
+MASK_COLORS = {None: "transparent", 1: [0.75, 0.75, 0.75, 1.0]}
+_ROI_TINTS = {"face": [1.0, 0.35, 0.35], "bod": [0.35, 1.0, 0.45], "place": [0.35, 0.6, 1.0],
+              "word": [1.0, 0.9, 0.3]}
 
 
 def plugin_tag(subject: str | None, role: str, **display: Any) -> dict[str, Any]:
@@ -70,13 +78,27 @@ def anatomy_layer(subject: Subject) -> LayerData | None:
         return None
     anat = subject.anat
     lo, hi = np.percentile(anat[anat > 0], [1, 99.5]) if np.any(anat > 0) else (0.0, 1.0)
+    # darker than full range: maps are blended additively on top and must stand out
     return volume_layer(anat, subject.anat_affine, f"{subject.name} anatomy", subject=subject.name,
-                        role="anatomy", colormap="gray", contrast_limits=(float(lo), float(hi)))
+                        role="anatomy", colormap="gray", contrast_limits=(float(lo), float(lo + 2.2 * (hi - lo))))
 
 
 def mask_layer(subject: Subject) -> LayerData:
     return volume_layer(subject.mask.astype(np.uint8), subject.affine, f"{subject.name} mask", "labels",
-                        subject=subject.name, role="mask", contour=1, opacity=0.6)
+                        subject=subject.name, role="mask", contour=1, opacity=0.35, colormap=MASK_COLORS)
+
+
+def roi_colors(name: str, atlas: RoiAtlas) -> dict | None:
+    """One tint per localizer family (faces red, bodies green, places blue, words yellow), shaded per region."""
+    tint = next((np.array(c) for key, c in _ROI_TINTS.items() if key in name.lower()), None)
+    if tint is None:
+        return None
+    labels = sorted(atlas.names)
+    colors: dict = {None: "transparent"}
+    for i, label in enumerate(labels):
+        shade = 1.0 - 0.35 * i / max(1, len(labels) - 1)
+        colors[label] = [*(tint * shade), 1.0]
+    return colors
 
 
 def roi_features(atlas: RoiAtlas) -> pd.DataFrame:
@@ -88,18 +110,19 @@ def roi_features(atlas: RoiAtlas) -> pd.DataFrame:
 def roi_layers(subject: Subject) -> list[LayerData]:
     out = []
     for rname, atlas in subject.rois.items():
+        colors = roi_colors(rname, atlas)
         out.append(volume_layer(atlas.labels, subject.affine, f"{subject.name} {rname}", "labels",
                                 subject=subject.name, role="roi", contour=1, opacity=0.9,
-                                features=roi_features(atlas)))
+                                features=roi_features(atlas), **({"colormap": colors} if colors else {})))
     return out
 
 
 def values_map_layer(subject: Subject, values: np.ndarray, name: str, signed: bool | None = None,
-                     role: str = "map") -> LayerData:
+                     role: str = "map", visible: bool = True) -> LayerData:
     """Per-voxel values (n_voxels,) of ``subject`` → a map layer on the subject's grid."""
     volume = subject.to_volume(np.asarray(values, dtype=np.float32))
     return volume_layer(volume, subject.affine, f"{subject.name} {name}", subject=subject.name, role=role,
-                        **map_kwargs(values, signed))
+                        visible=visible, **map_kwargs(values, signed))
 
 
 def region_layer(subject: Subject, regions: dict[str, np.ndarray], name: str = "planted regions") -> LayerData:
@@ -121,8 +144,8 @@ def study_layers(study: Study, subject_name: str | None = None, maps: dict[str, 
     anat = anatomy_layer(subject)
     if anat is not None:
         layers.append(anat)
-    for name, values in (maps or {}).items():
-        layers.append(values_map_layer(subject, values, name))
+    for i, (name, values) in enumerate((maps or {}).items()):
+        layers.append(values_map_layer(subject, values, name, visible=i == 0))
     layers.append(mask_layer(subject))
     layers.extend(roi_layers(subject))
     truth = (study.truth or {}).get("regions", {}).get(subject.name)
@@ -163,4 +186,10 @@ def results_layers(results_root: str | Path, subject: str) -> list[LayerData]:
         data, kwargs, _ = nifti_file_layer(p, None, "map", f"shared {n}")
         kwargs.update(colormap="viridis", contrast_limits=(0, max(1.0, float(np.max(data)))))
         layers.append((data, kwargs, "image"))
+    # one map at a time over the anatomy: the first concept map (else the first map) starts visible
+    names = [kw["name"] for _, kw, _ in layers]
+    shown = next((i for i, n in enumerate(names) if n.endswith(" corr_face")),
+                 next((i for i, n in enumerate(names) if " corr_" in n), 0))
+    for i, (_, kwargs, _) in enumerate(layers):
+        kwargs["visible"] = i == shown
     return layers

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -17,6 +18,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import workers
+from .session import get_session
 
 if TYPE_CHECKING:
     import napari
@@ -49,6 +51,7 @@ class StudyWidget(QWidget):
         self.sample_button = QPushButton("Synthetic study")
         self.subject_box = QComboBox()
         self.subject_box.setEnabled(False)
+        self.radiological = QCheckBox("Radiological view (right hemisphere on the left)")
         self.status = QLabel("No study loaded.")
         self.status.setWordWrap(True)
 
@@ -57,6 +60,7 @@ class StudyWidget(QWidget):
             buttons.addWidget(b)
         form = QFormLayout()
         form.addRow("Participant", self.subject_box)
+        form.addRow(self.radiological)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addLayout(form)
@@ -67,6 +71,8 @@ class StudyWidget(QWidget):
         self.results_button.clicked.connect(self._choose_results)
         self.sample_button.clicked.connect(lambda: self.load_synthetic())
         self.subject_box.currentTextChanged.connect(self._on_subject_chosen)
+        self.radiological.toggled.connect(self.set_radiological)
+        self.session = get_session(napari_viewer)
 
     # -- actions (also the widget's API for scripts and tests) -----------------------------------------
     def open_study(self, path: str | Path):
@@ -106,8 +112,10 @@ class StudyWidget(QWidget):
         self.subject_box.setEnabled(True)
         self.subject_box.blockSignals(False)
         self.subject = None
+        self.session.set_study(study, results_dir=self.results)
         self.show_subject(names[0])
         self.viewer.reset_view()
+        self.set_radiological(self.radiological.isChecked())
         n_stim = len(study.stimuli)
         self.status.setText(f"{study.name}: {len(names)} participants, {n_stim} stimuli.")
 
@@ -133,10 +141,17 @@ class StudyWidget(QWidget):
             self.viewer.camera.zoom = camera[1]
             self.viewer.dims.point = point
         self.subject = name
+        self.session.set_subject(name)
         if self.subject_box.currentText() != name:
             self.subject_box.blockSignals(True)
             self.subject_box.setCurrentText(name)
             self.subject_box.blockSignals(False)
+
+    def set_radiological(self, radiological: bool) -> None:
+        """Flip the camera, never the data: anterior up; the right hemisphere right (neurological) or left."""
+        self.viewer.camera.orientation2d = ("up", "left" if radiological else "right")
+        if self.radiological.isChecked() != radiological:
+            self.radiological.setChecked(radiological)
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _start(self, function, *args, **kwargs):
