@@ -237,8 +237,8 @@ def group_ttest(scores: np.ndarray, alpha: float = 0.05, alternative: str = "gre
 
 # -- study level ----------------------------------------------------------------------------------------
 
-def shared_stimulus_rows(study: Study, subjects: Sequence[str] | None = None, use_test: bool = True) -> np.ndarray:
-    """Rows (in ``study.stimuli``) of stimuli that every subject saw; the shared test set when flagged."""
+def shared_stimulus_rows(study: Study, subjects: Sequence[str] | None = None, use_test: bool = False) -> np.ndarray:
+    """Rows (in ``study.stimuli``) of stimuli that every subject saw; with ``use_test`` only the shared test set."""
     names = list(subjects or study.subject_names)
     seen = None
     for name in names:

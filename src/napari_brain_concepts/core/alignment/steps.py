@@ -214,7 +214,7 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.store.write_table("rsa_summary", summary)
     if paired is not None:
         ctx.store.write_table("rsa_paired", paired)
-    fig = comparison_figure(summary, names, f"RSA ({params.method}) with each ROI, noise-ceiling normalised")
+    fig = comparison_figure(summary, names, f"RSA ({params.method}) of each model with each ROI")
     ctx.store.write_figure("rsa_models_by_roi", fig)
     ctx.state.update(rsa_table=table, rsa_summary=summary, rsa_paired=paired)
 
@@ -317,7 +317,7 @@ def encode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.store.write_table("encoding_roi", table)
     ctx.store.write_table("encoding_summary", summary)
     ctx.store.write_figure("encoding_models_by_roi",
-                           comparison_figure(summary, names, "Encoding: held-out r per ROI, noise-ceiling normalised"))
+                           comparison_figure(summary, names, "Encoding models: mean held-out r per ROI"))
     ctx.state.update(encoding=results, encoding_models=models, encoding_table=table, encoding_summary=summary)
     ctx.store.mark_done("encode", models=names, reference=reference)
     yield Progress("encode", total, total, "done")
@@ -326,31 +326,40 @@ def encode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 # -- figure --------------------------------------------------------------------------------------------
 
 def comparison_figure(summary: pd.DataFrame, models: Sequence[str], title: str):
-    """Grouped bars: models × ROIs, noise-ceiling-normalised r (raw r where no ceiling), * where FDR-significant."""
+    """Models × ROIs: mean r with the noise ceiling (top) and r / noise ceiling (bottom); * = FDR-significant.
+
+    ROIs whose noise ceiling is not positive have no normalised bar (the ratio would be meaningless).
+    """
     from matplotlib.figure import Figure
 
     rois = list(dict.fromkeys(summary["roi"])) if len(summary) else []
-    fig = Figure(figsize=(max(6.0, 0.9 * len(rois) * max(1, len(models)) / 3 + 2), 4.2))
-    ax = fig.add_subplot(1, 1, 1)
+    fig = Figure(figsize=(min(16.0, 2.0 + 0.12 * len(rois) * max(1, len(models))), 7.0))
+    axes = fig.subplots(2, 1, sharex=True)
     width = 0.8 / max(1, len(models))
-    normalised = summary["r_norm"].notna().any() if len(summary) else False
+    base = np.arange(len(rois))
+    ceiling = summary.groupby("roi")["noise_ceiling"].mean().reindex(rois) if len(summary) else pd.Series()
     for k, model in enumerate(models):
         sub = summary[summary["model"] == model].set_index("roi").reindex(rois)
-        height = sub["r_norm"].where(sub["r_norm"].notna(), sub["r"]) if normalised else sub["r"]
-        scale = sub["noise_ceiling"].where(sub["noise_ceiling"] > 0, 1.0) if normalised else 1.0
-        err = sub["r_sem"] / scale
-        x = np.arange(len(rois)) + (k - (len(models) - 1) / 2) * width
-        ax.bar(x, height, width, yerr=err, label=model, capsize=2)
-        for xi, h, e, sig in zip(x, height, err.fillna(0), sub["significant"].fillna(False)):
-            if sig and np.isfinite(h):
-                ax.text(xi, h + e + 0.01 if h >= 0 else h - e - 0.05, "*", ha="center", fontsize=9)
-    ax.axhline(0, color="black", linewidth=0.6)
-    if normalised:
-        ax.axhline(1, color="grey", linestyle="--", linewidth=0.6)
-    ax.set_xticks(np.arange(len(rois)))
-    ax.set_xticklabels(rois, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("r / noise ceiling" if normalised else "r")
-    ax.set_title(title + " (* FDR q < alpha)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2, frameon=False)
+        x = base + (k - (len(models) - 1) / 2) * width
+        scale = sub["noise_ceiling"].where(sub["noise_ceiling"] > 0)
+        for ax, height, err in ((axes[0], sub["r"], sub["r_sem"]),
+                                (axes[1], sub["r"] / scale, sub["r_sem"] / scale)):
+            ax.bar(x, height, width, yerr=err, label=model, capsize=2, color=f"C{k % 10}")
+            for xi, h, e, sig in zip(x, height, err.fillna(0), sub["significant"].fillna(False)):
+                if sig and np.isfinite(h):
+                    ax.annotate("*", (xi, h + e if h >= 0 else h - e), ha="center",
+                                va="bottom" if h >= 0 else "top", fontsize=9)
+    for i, nc in enumerate(ceiling):
+        if np.isfinite(nc):
+            axes[0].hlines(nc, i - 0.45, i + 0.45, colors="grey", linestyles="--", linewidth=1)
+    axes[1].axhline(1, color="grey", linestyle="--", linewidth=0.8)
+    for ax in axes:
+        ax.axhline(0, color="black", linewidth=0.6)
+    axes[0].set_ylabel("r (dashed: noise ceiling)")
+    axes[1].set_ylabel("r / noise ceiling")
+    axes[1].set_xticks(base)
+    axes[1].set_xticklabels(rois, rotation=45, ha="right", fontsize=8)
+    axes[0].set_title(f"{title} (* FDR-significant across subjects)", fontsize=10)
+    axes[0].legend(fontsize=7, ncol=min(4, max(1, len(models))), frameon=False)
     fig.tight_layout()
     return fig
