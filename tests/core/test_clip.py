@@ -179,3 +179,27 @@ def test_hugging_face_clip_folder(tmp_path, cache):
     again = ClipEncoder("my-clip", folder, device="cpu")
     clip_embeddings(stimuli, again, add=False)
     assert again.n_images_encoded_ == 0 and again.n_texts_encoded_ == 0
+
+
+def test_clip_step_adds_and_stores_embeddings(tiny_open_clip, tmp_path, cache):
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.embeddings.clip import clip_step
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+
+    from ._studies import small_study
+
+    study = small_study(n_stimuli=5)
+    store = ResultsStore.create(tmp_path / "results")
+    params = {"clip": {"model": "tiny-clip-test", "checkpoint": str(tiny_open_clip["checkpoint"]),
+                       "config": str(tiny_open_clip["config"]), "kinds": ("image",), "batch_size": 2}}
+    ctx = AnalysisContext(study=study, store=store, params=params, device="cpu")
+    run_to_end(clip_step(ctx))
+    assert ctx.state["clip_embeddings"] == ["tiny-clip-test-image"]
+    assert store.is_done("clip")
+    stored = store.read_arrays("clip_embeddings")["tiny-clip-test-image"]
+    np.testing.assert_array_equal(stored, study.stimuli.embeddings["tiny-clip-test-image"].values)
+    assert stored.shape == (5, 32)
+    ctx = AnalysisContext(study=study, store=store, params={}, device="cpu")
+    with pytest.raises(InputError, match="parameter clip.model: no CLIP model given"):
+        run_to_end(clip_step(ctx))

@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..progress import Progress, run_to_end
 from ..study import Embedding, Stimuli
 from .cache import EmbeddingCache, text_key
 
-__all__ = ["ClipEncoder", "clip_embeddings", "iter_clip_embeddings", "load_clip"]
+__all__ = ["ClipEncoder", "ClipParams", "clip_embeddings", "clip_step", "iter_clip_embeddings", "load_clip"]
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -460,3 +461,44 @@ def clip_embeddings(stimuli: Stimuli, model: str | os.PathLike | ClipEncoder,
                     checkpoint: str | os.PathLike | None = None, progress=None, **kwargs) -> dict[str, Embedding]:
     """Run :func:`iter_clip_embeddings` to the end; ``progress`` receives each report."""
     return run_to_end(iter_clip_embeddings(stimuli, model, checkpoint, **kwargs), progress)
+
+
+@dataclass
+class ClipParams:
+    """Parameters of the ``clip`` step (``brain-concepts embed --model NAME --checkpoint FILE``).
+
+    ``model``: open_clip name, ``local-dir:/folder`` or Hugging Face CLIP folder (required);
+    ``checkpoint``: local weights file for an open_clip name; ``config``: JSON model config to register;
+    ``kinds``: ``"image"`` and/or ``"captions"``; ``batch_size``: images/texts per forward pass.
+    """
+
+    model: str | None = None
+    checkpoint: str | None = None
+    config: str | None = None
+    kinds: tuple[str, ...] = ("image", "captions")
+    batch_size: int = 32
+
+
+def clip_step(ctx) -> Generator[Progress, None, None]:
+    """Pipeline step ``clip``: CLIP embeddings of the study's stimuli from local weights.
+
+    Adds ``<model>-image`` / ``<model>-captions`` to ``ctx.study.stimuli.embeddings`` (so a decoder can
+    target them, e.g. ``--param decode.embedding=ViT-B-32-image``), writes ``arrays/clip_embeddings.npz``
+    and ``tables/clip_embeddings.tsv``, and puts the names in ``ctx.state["clip_embeddings"]``.
+    """
+    import pandas as pd
+
+    params = ctx.step_params("clip", ClipParams)
+    if not params.model:
+        raise InputError("parameter clip.model", "no CLIP model given",
+                         "give --model NAME --checkpoint FILE (or a local-dir:/ or Hugging Face CLIP folder)")
+    made = yield from iter_clip_embeddings(
+        ctx.study.stimuli, params.model, params.checkpoint, kinds=tuple(params.kinds), config=params.config,
+        batch_size=params.batch_size, device=ctx.device, add=True)
+    ctx.store.write_arrays("clip_embeddings", **{n: e.values for n, e in made.items()})
+    ctx.store.write_table("clip_embeddings", pd.DataFrame({
+        "name": list(made), "model": [e.model for e in made.values()], "kind": [e.kind for e in made.values()],
+        "dim": [e.dim for e in made.values()],
+        "checkpoint": [str(params.checkpoint or params.model)] * len(made)}))
+    ctx.state["clip_embeddings"] = list(made)
+    ctx.store.mark_done("clip", embeddings=list(made))
