@@ -333,6 +333,8 @@ BAD_INPUTS = [
     ("subjects-missing", lambda r: shutil.rmtree(r / "subjects"), "subjects", "subjects folder is missing"),
     ("subjects-empty", lambda r: [shutil.rmtree(p) for p in (r / "subjects").iterdir()], "subjects",
      "holds no subject folder"),
+    ("subject-listed-missing", lambda r: shutil.rmtree(r / "subjects" / "sub-02"), "subjects/sub-02",
+     "subject listed in study.json has no folder"),
     ("mask-missing", lambda r: (r / SUB / "mask.nii.gz").unlink(), SUB / "mask.nii.gz", "mask file is missing"),
     ("mask-4d", lambda r: _nifti(r, SUB / "mask.nii.gz", np.stack([_mask(r)] * 2, -1)), SUB / "mask.nii.gz",
      "mask has 4 dimensions (5, 6, 4, 2), expected 3"),

@@ -210,6 +210,10 @@ def read_study(path: str | os.PathLike, *, resample_anat: bool = False) -> Study
     if not names:
         raise InputError(subjects_dir, "holds no subject folder",
                          "add subjects/SUBJ/ with mask.nii.gz, responses and trials.tsv for each participant")
+    for name in meta.get("subjects") or []:
+        if name not in names:
+            raise InputError(subjects_dir / name, "subject listed in study.json has no folder",
+                             "add the folder or remove the name from the subjects list of study.json")
     known = stimuli.index
     subjects = {name: _read_subject(subjects_dir / name, known, resample_anat)
                 for name in _ordered(names, meta.get("subjects"))}
