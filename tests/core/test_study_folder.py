@@ -105,6 +105,18 @@ def test_anat_on_its_own_grid_is_kept_or_resampled(tmp_path):
     assert np.isfinite(resampled.anat).all()
 
 
+def test_anatomy_with_nan_background_is_shown_as_zero(tmp_path):
+    out = write_study(small_study(), tmp_path / "study")
+    anat = nib.load(out / SUB / "anat.nii.gz")
+    data = np.asanyarray(anat.dataobj).copy()
+    data[0] = np.nan
+    nib.save(nib.Nifti1Image(data, anat.affine), out / SUB / "anat.nii.gz")
+    with pytest.warns(UserWarning, match=r"anat.nii.gz: 96 NaN/Inf voxels of the anatomy are shown as 0"):
+        subject = read_study(out).subjects["sub-01"]
+    assert np.all(subject.anat[0] == 0)
+    np.testing.assert_array_equal(subject.anat[1:], data[1:])
+
+
 def test_trials_are_put_in_trial_order(tmp_path):
     out = write_study(small_study(), tmp_path / "study")
     path = out / SUB / "trials.tsv"
@@ -376,6 +388,8 @@ BAD_INPUTS = [
      "lists 8 trials but responses.npy holds 9"),
     ("trials-unknown-id", lambda r: _tsv(r, SUB / "trials.tsv", _set_cell("stimulus_id", 3, "img-999")),
      SUB / "trials.tsv", "row 5 names stimulus 'img-999', which stimuli.tsv does not list"),
+    ("trials-unknown-id-reordered", lambda r: _tsv(r, SUB / "trials.tsv", lambda t: _set_cell(
+        "stimulus_id", 3, "img-999")(t).iloc[::-1]), SUB / "trials.tsv", "row 7 names stimulus 'img-999'"),
     ("trials-numbering", lambda r: _tsv(r, SUB / "trials.tsv", _set_cell("trial", 0, "1")), SUB / "trials.tsv",
      "column 'trial' is not 0..n_trials-1"),
     ("trials-session-text", lambda r: _tsv(r, SUB / "trials.tsv", _set_cell("session", 2, "two")),
@@ -385,8 +399,6 @@ BAD_INPUTS = [
     # optional subject files
     ("anat-4d", lambda r: _nifti(r, SUB / "anat.nii.gz", np.zeros((3, 3, 3, 2), np.float32)), SUB / "anat.nii.gz",
      "anatomy has 4 dimensions"),
-    ("anat-nan", lambda r: _nifti(r, SUB / "anat.nii.gz", np.full((3, 3, 3), np.nan, np.float32)),
-     SUB / "anat.nii.gz", "anatomy contains NaN or Inf"),
     ("roi-grid", lambda r: _nifti(r, SUB / "rois" / "floc-faces.nii.gz", np.zeros((5, 6, 5), np.int16)),
      SUB / "rois" / "floc-faces.nii.gz", "grid (5, 6, 5) differs from mask.nii.gz's (5, 6, 4)"),
     ("roi-affine", lambda r: _nifti(r, SUB / "rois" / "floc-faces.nii.gz", _mask(r),

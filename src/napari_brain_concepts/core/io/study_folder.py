@@ -436,7 +436,7 @@ def _read_trials(path: Path, n_trials: int, resp_path: Path,
                              "number the trials 0, 1, 2, ... in the order of the responses")
         table = table.iloc[np.argsort(trial)]
     ids = np.asarray(table["stimulus_id"].tolist(), dtype=object)
-    for row, sid in enumerate(table["stimulus_id"]):
+    for row, sid in zip(table.index, table["stimulus_id"]):  # index: the row in the file
         if sid not in known:
             raise InputError(path, f"row {row + 2} names stimulus {sid!r}, which stimuli.tsv does not list",
                              "list every shown stimulus in stimuli.tsv or fix the id")
@@ -451,8 +451,12 @@ def _read_anat(folder: Path, mask_img, resample: bool) -> tuple[np.ndarray | Non
     data, img = read_nifti(path, ndim=3, what="anatomy")
     if not np.issubdtype(data.dtype, np.number):
         raise InputError(path, f"has dtype {data.dtype}", "save the anatomy as a numeric image")
-    if not np.all(np.isfinite(data)):
-        raise InputError(path, "anatomy contains NaN or Inf", "fill the non-finite voxels (e.g. with 0)")
+    finite = np.isfinite(data)
+    if not finite.all():
+        # display only: background NaN (as some pipelines write) is shown as 0 rather than refused
+        warnings.warn(f"{path}: {int((~finite).sum())} NaN/Inf voxels of the anatomy are shown as 0",
+                      stacklevel=3)
+        data = np.where(finite, data, 0)
     if _same_grid(img, mask_img.shape, mask_img.affine) or not resample:
         return np.asarray(data, dtype=np.float32), np.asarray(img.affine, dtype=float)
     from nilearn.image import resample_to_img
