@@ -177,3 +177,13 @@ def test_bad_parameters():
         SentenceEncoder(batch_size=0)
     with pytest.raises(InputError, match="device"):
         SentenceEncoder(device="tpu")
+
+
+@needs_model
+def test_shared_encoder_is_created_once_per_folder():
+    from napari_brain_concepts.core.embeddings import shared_encoder
+
+    a = shared_encoder(device="cpu")
+    assert shared_encoder(device="cpu") is a
+    assert shared_encoder(a.path, device="cpu") is not a        # by path: its own entry, same files
+    assert shared_encoder(a.path, device="cpu").identity.split("|")[1:] == a.identity.split("|")[1:]

@@ -11,6 +11,7 @@ from .text import (
     embed_captions,
     have_default_model,
     iter_embed_captions,
+    shared_encoder,
 )
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "embed_captions",
     "have_default_model",
     "iter_embed_captions",
+    "shared_encoder",
     "text_key",
 ]

@@ -50,14 +50,19 @@ class EmbeddingCache:
     Parameters
     ----------
     root : path, optional
-        Cache root; default :func:`cache_dir` (read when the cache is created).
+        Cache root; default :func:`cache_dir`, read at each use.
     kind : str
         Sub-folder per kind of embedding (``"text"``, ``"image"``, ...).
     """
 
     def __init__(self, root: str | os.PathLike | None = None, kind: str = "text"):
-        self.root = Path(root) if root is not None else cache_dir()
+        self._root = Path(root) if root is not None else None
         self.kind = kind
+
+    @property
+    def root(self) -> Path:
+        """The cache root (the environment is read at each use when no root was given)."""
+        return self._root if self._root is not None else cache_dir()
 
     def path(self, model_name: str, key: str) -> Path:
         """Where the array for ``key`` of model ``model_name`` lives."""

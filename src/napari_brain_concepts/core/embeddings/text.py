@@ -9,6 +9,7 @@ this equals ``sentence-transformers`` to float precision. Models are only ever r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -227,6 +228,22 @@ class SentenceEncoder:
         return run_to_end(self.iter_encode(texts))
 
 
+@functools.lru_cache(maxsize=4)
+def _shared(path: str, device: str, batch_size: int) -> SentenceEncoder:
+    return SentenceEncoder(None if path == "" else path, device=device, batch_size=batch_size)
+
+
+def shared_encoder(model: str | os.PathLike | None = None, device: str = "auto",
+                   batch_size: int = 64) -> SentenceEncoder:
+    """One :class:`SentenceEncoder` per (model folder, device) per process, so weights load once.
+
+    It uses the default on-disk cache. Use this from steps that embed text repeatedly (word-level
+    controls, caption corpora, phrase → predicted map).
+    """
+    key = "" if model is None else str(Path(model).expanduser().resolve())
+    return _shared(key, device, int(batch_size))
+
+
 def _json_int(path: Path, key: str) -> int | None:
     if not path.is_file():
         return None
@@ -264,8 +281,12 @@ def iter_embed_captions(captions_per_stimulus: Sequence[Sequence[str]],
                         ) -> Generator[Progress, None, np.ndarray]:
     """Generator form of :func:`embed_captions`: yields :class:`Progress` per batch, returns (n, d)."""
     caps = _check_captions(captions_per_stimulus, ids)
-    encoder = model if isinstance(model, SentenceEncoder) else SentenceEncoder(
-        model, device=device, batch_size=batch_size, cache=cache)
+    if isinstance(model, SentenceEncoder):
+        encoder = model
+    elif cache:
+        encoder = shared_encoder(model, device=device, batch_size=batch_size)
+    else:
+        encoder = SentenceEncoder(model, device=device, batch_size=batch_size, cache=False)
     unique = sorted({t for c in caps for t in c})
     row = {t: i for i, t in enumerate(unique)}
     vectors = yield from encoder.iter_encode(unique, step="embed captions")
@@ -285,7 +306,8 @@ def embed_captions(captions_per_stimulus: Sequence[Sequence[str]],
     captions_per_stimulus : list of list of str
         The captions of each stimulus (empty strings are ignored; a stimulus needs at least one).
     model : path, SentenceEncoder or None
-        Local model folder, an already loaded encoder, or ``None`` for all-MiniLM-L6-v2.
+        Local model folder, an already loaded encoder, or ``None`` for all-MiniLM-L6-v2. A folder or
+        ``None`` reuses this process' :func:`shared_encoder` (loaded once) when ``cache`` is on.
     batch_size, device : see :class:`SentenceEncoder`.
     ids : list of str, optional
         Stimulus ids, used to name a stimulus without captions in the error.
