@@ -1,0 +1,246 @@
+"""Pipeline steps ``concepts`` (concept basis + names) and ``masks`` (voxel masks per subject and concept).
+
+Both read what the ``decode`` step left in ``ctx.state``:
+
+- ``ctx.state["decoders"][subject]``: the fitted decoder (``coef_``/``intercept_`` or ``torch_forward``);
+- ``ctx.state["prepared"][subject]``: its :class:`~napari_brain_concepts.core.decoding.prepare.PreparedData`
+  (z-scored train / validation / test samples, selected voxels). When absent it is rebuilt with
+  :func:`~napari_brain_concepts.core.decoding.prepare.prepare_subject` and the ``decode`` step's
+  parameters (``protocol``, ``test_fraction``, ``val_fraction`` …) found in ``ctx.params["decode"]``;
+- ``ctx.state["decoder_embedding"]``: the name of the decoded embedding (default ``"captions"``).
+
+``concepts`` writes
+    ``arrays/concept_basis.npz`` (components, raw weights, order, linkage, loss curve, concept ids),
+    ``tables/concept_retrieval.tsv`` (top-k in full / basis / PCA space per subject),
+    ``tables/concept_names.tsv`` and ``figures/concept_CID.png`` (contact sheets),
+    on a study with planted truth ``tables/concept_truth.tsv`` (planted concept ↔ component);
+and sets ``ctx.state["concept_basis"]`` (fitted :class:`ConceptBasis`), ``ctx.state["concept_ids"]``
+(list of str, ``c000``…, in basis order), ``ctx.state["concept_names"]`` (:class:`ConceptNames`),
+``ctx.state["concept_retrieval"]`` and ``ctx.state["concept_matches"]`` (DataFrame or None).
+
+``masks`` optimises each subject's masks on the decoder's training samples and keeps, per concept, the
+mask with the lowest loss on the validation samples (SDC: "best validation mask"); decodability is the
+validation r of the unmasked decoder. It writes per subject ``subjects/SUBJ/maps/mask_CID.nii.gz`` (soft masks, every concept),
+``subjects/SUBJ/masks/CID.nii.gz`` (hard masks, decodable concepts with a non-empty mask),
+``tables/mask_scores.tsv`` (decodability, masked scores, sizes), and on a study with planted truth
+``tables/mask_truth.tsv`` + ``figures/mask_truth.png`` (Dice with the planted regions); it sets
+``ctx.state["masks"][subject]`` (fitted :class:`VoxelMaskOptimizer`) and ``ctx.state["mask_scores"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+from ..context import AnalysisContext
+from ..errors import InputError
+from ..progress import Progress
+from .basis import ConceptBasis
+from .masks import VoxelMaskOptimizer
+from .naming import name_directions, write_names
+from .truth import mask_truth_table, match_planted, truth_figure
+
+DEFAULT_K = 128
+
+
+@dataclass
+class ConceptsParams:
+    """Parameters of the ``concepts`` step (DESIGN §5, SDC 2023 defaults).
+
+    ``n_components`` None means ``min(128, embedding dimension)``.
+    """
+
+    n_components: int | None = None
+    negative_slope: float = 0.05
+    temperature: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 3000
+    n_iter: int = 1500
+    prune: bool = True
+    prune_tolerance: float = 0.0
+    n_show: int = 8
+    n_words_from: int = 250
+    n_words: int = 8
+    contact_sheets: bool = True
+
+
+@dataclass
+class MasksParams:
+    """Parameters of the ``masks`` step (DESIGN §5, SDC 2023 defaults; see :class:`VoxelMaskOptimizer`).
+
+    ``concepts`` restricts the masks to some concept ids (default: all of the basis).
+    """
+
+    sparsity: float = 5.0
+    learning_rate: float = 2e-3
+    n_steps: int = 1000
+    burn_in: int = 350
+    eval_every: int = 10
+    threshold: float = 0.5
+    min_decodability: float = 0.1
+    fill: str = "shuffle"
+    batched: bool = True
+    concepts: list[str] | None = None
+
+
+def _decode_kwargs(ctx: AnalysisContext) -> dict:
+    from inspect import signature
+
+    from ..decoding.prepare import prepare_arrays
+
+    raw = ctx.params.get("decode")
+    if raw is None:
+        return {}
+    raw = asdict(raw) if hasattr(raw, "__dataclass_fields__") else dict(raw)
+    allowed = set(signature(prepare_arrays).parameters) - {"responses", "stimulus_rows", "embedding", "subject",
+                                                             "embedding_name", "sessions", "test_flags"}
+    return {k: v for k, v in raw.items() if k in allowed}
+
+
+def subject_data(ctx: AnalysisContext, subject: str):
+    """(PreparedData, decoder) of ``subject`` from the decode step, checked against the subject's voxels."""
+    from ..decoding.prepare import prepare_subject
+
+    decoders = ctx.state.get("decoders") or {}
+    if subject not in decoders:
+        raise InputError(f"subject {subject}", "has no fitted decoder in this analysis", "run the decode step first")
+    decoder = decoders[subject]
+    prepared = (ctx.state.get("prepared") or {}).get(subject)
+    if prepared is None:
+        kwargs = _decode_kwargs(ctx)
+        kwargs.setdefault("random_state", ctx.random_state)
+        prepared = prepare_subject(ctx.study, subject, ctx.state.get("decoder_embedding", "captions"), **kwargs)
+        ctx.state.setdefault("prepared", {})[subject] = prepared
+    sub = ctx.study.subject(subject)
+    n_in = getattr(decoder, "n_features_in_", None)
+    if prepared.n_voxels_total != sub.n_voxels or (n_in is not None and n_in != len(prepared.voxels)):
+        raise InputError(f"decoder of subject {subject}",
+                         f"was fitted on {n_in} voxels of a {prepared.n_voxels_total}-voxel mask, the subject has "
+                         f"{sub.n_voxels} voxels ({len(prepared.voxels)} selected)",
+                         "rerun the decode step on this subject's responses")
+    return prepared, decoder
+
+
+def _embedding(ctx: AnalysisContext) -> np.ndarray:
+    return ctx.study.embedding(ctx.state.get("decoder_embedding", "captions")).values
+
+
+def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """Fit the concept basis on every subject's validation pairs, compare retrieval, name the concepts."""
+    params: ConceptsParams = ctx.step_params("concepts", ConceptsParams)
+    study = ctx.study
+    subjects = list(study.subject_names)
+    yield Progress("concepts", 0, 1, "collecting decoded validation embeddings")
+    data = {s: subject_data(ctx, s) for s in subjects}
+    Y, Y_hat, groups = [], [], []
+    for prepared, decoder in data.values():
+        if len(prepared.X_val):
+            Y.append(prepared.Y_val)
+            Y_hat.append(decoder.predict(prepared.X_val))
+            groups.append(prepared.rows_val)
+    if not Y:
+        raise InputError("decode step", "left no validation trials in any subject",
+                         "set the decode step's val_fraction above 0")
+    Y, Y_hat, groups = np.concatenate(Y), np.concatenate(Y_hat), np.concatenate(groups)
+    E = _embedding(ctx)
+    k = params.n_components if params.n_components is not None else min(DEFAULT_K, E.shape[1])
+    basis = ConceptBasis(k, negative_slope=params.negative_slope, temperature=params.temperature,
+                         learning_rate=params.learning_rate, batch_size=params.batch_size, n_iter=params.n_iter,
+                         prune=params.prune, prune_tolerance=params.prune_tolerance,
+                         device=ctx.device, random_state=int(ctx.rng("concepts").integers(2**31)))
+    yield from basis.fit_iter(Y, Y_hat, groups)
+    ids = [f"c{i:03d}" for i in range(basis.n_concepts_)]
+
+    yield Progress("concepts", 0, 3, "retrieval in full, basis and PCA space")
+    tables = []
+    for s, (prepared, decoder) in data.items():
+        if len(prepared.X_test) == 0:
+            continue
+        cand = np.unique(prepared.rows_test)
+        fit_rows = np.unique(np.concatenate([prepared.rows_train, prepared.rows_val]))
+        t = basis.retrieval_table(E[cand], decoder.predict(prepared.X_test),
+                                  np.searchsorted(cand, prepared.rows_test), E[fit_rows])
+        t.insert(0, "subject", s)
+        tables.append(t)
+    retrieval = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if not retrieval.empty:
+        mean = retrieval.drop(columns="subject").groupby("space", sort=False).mean().reset_index()
+        mean.insert(0, "subject", "mean")
+        retrieval = pd.concat([retrieval, mean], ignore_index=True)
+    ctx.store.write_table("concept_retrieval", retrieval)
+
+    yield Progress("concepts", 1, 3, "naming concepts")
+    names = name_directions(basis.components_, E, study.stimuli, ids, n_show=params.n_show,
+                            n_words_from=params.n_words_from, n_words=params.n_words)
+    write_names(ctx.store, names, study.stimuli, sheets=ids if params.contact_sheets else [])
+    matches = None
+    if study.truth and "features" in study.truth:
+        matches = match_planted(study, basis.transform(E), ids)
+        matches["label"] = [names.label(c) for c in matches["concept"]]
+        ctx.store.write_table("concept_truth", matches)
+    ctx.store.write_arrays("concept_basis", components=basis.components_, weights=basis.weights_,
+                           order=basis.order_, linkage=basis.linkage_, loss=basis.loss_curve_,
+                           pruned=basis.pruned_, concept_ids=np.asarray(ids))
+    ctx.state.update(concept_basis=basis, concept_ids=ids, concept_names=names, concept_retrieval=retrieval,
+                     concept_matches=matches)
+    yield Progress("concepts", 3, 3, f"{len(ids)} concepts")
+    ctx.store.mark_done("concepts", n_concepts=len(ids), pruned=int(len(basis.pruned_)))
+
+
+def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """Optimise every subject's voxel masks for all concepts at once; write them as NIfTI."""
+    params: MasksParams = ctx.step_params("masks", MasksParams)
+    basis: ConceptBasis | None = ctx.state.get("concept_basis")
+    ids: list[str] | None = ctx.state.get("concept_ids")
+    if basis is None or ids is None:
+        raise InputError("step masks", "found no concept basis in this analysis", "run the concepts step first")
+    keep = np.arange(len(ids))
+    if params.concepts is not None:
+        unknown = sorted(set(params.concepts) - set(ids))
+        if unknown:
+            raise InputError("parameters of step 'masks'", f"unknown concepts {unknown}",
+                             f"choose among {', '.join(ids)}")
+        keep = np.asarray([ids.index(c) for c in params.concepts], dtype=np.int64)
+    directions, cids = basis.components_[keep], [ids[i] for i in keep]
+    opt_kwargs = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "concepts"}
+    rows, fitted = [], {}
+    hard_all, score_all, decodable_all = {}, {}, {}
+    for si, s in enumerate(ctx.study.subject_names):
+        prepared, decoder = subject_data(ctx, s)
+        sub = ctx.study.subject(s)
+        opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device, random_state=int(ctx.rng("masks", s).integers(2**31)))
+        if len(prepared.X_val) == 0:
+            raise InputError(f"subject {s} validation trials", "are empty",
+                             "set the decode step's val_fraction above 0 (masks are chosen on validation trials)")
+        gen = opt.fit_iter(prepared.X_train, prepared.Y_train, directions, decoder,
+                           X_val=prepared.X_val, Y_val=prepared.Y_val)
+        for p in gen:
+            yield Progress("masks", si * p.total + p.done, len(ctx.study.subject_names) * p.total,
+                           f"{s}: {p.message}")
+        soft = prepared.voxel_values(opt.masks_)          # (K, n_voxels of the subject)
+        hard = prepared.voxel_values(opt.hard_masks_)
+        for k, cid in enumerate(cids):
+            ctx.store.write_map(s, f"mask_{cid}", sub.to_volume(soft[k]), sub.affine)
+            if hard[k].any():
+                ctx.store.write_mask(s, cid, sub.to_volume(hard[k]), sub.affine)
+            rows.append({"subject": s, "concept": cid, "decodability": float(opt.full_score_[k]),
+                         "decodable": bool(opt.decodable_[k]), "mask_r": float(opt.mask_score_[k]),
+                         "hard_mask_r": float(opt.hard_score_[k]), "n_voxels": int(hard[k].sum()),
+                         "best_step": int(opt.best_step_[k])})
+        fitted[s] = opt
+        hard_all[s], score_all[s], decodable_all[s] = hard, opt.full_score_, opt.decodable_
+    scores = pd.DataFrame(rows)
+    ctx.store.write_table("mask_scores", scores)
+    matches = ctx.state.get("concept_matches")
+    if matches is not None and ctx.study.truth and "regions" in ctx.study.truth:
+        matches = matches[matches["concept"].isin(cids)]
+        table = mask_truth_table(ctx.study, matches, hard_all, score_all, decodable_all, cids)
+        ctx.store.write_table("mask_truth", table)
+        ctx.store.write_figure("mask_truth", truth_figure(table))
+        ctx.state["mask_truth"] = table
+    ctx.state["masks"] = fitted
+    ctx.state["mask_scores"] = scores
+    ctx.store.mark_done("masks", n_subjects=len(fitted), n_concepts=len(cids))
