@@ -152,14 +152,8 @@ def batch_rdms(columns: torch.Tensor, neighbors: torch.Tensor, sizes: torch.Tens
     tensor (batch, n_stimuli * (n_stimuli - 1) / 2)
     """
     pad = columns.shape[0] - 1
-    x = columns[torch.where(neighbors >= 0, neighbors, pad)]                 # (B, k, n); padding rows are 0
-    sums = x.sum(dim=1)                                                        # (B, n)
-    gram = torch.bmm(x.transpose(1, 2), x)                                     # (B, n, n)
-    gram -= sums[:, :, None] * (sums / sizes.to(x.dtype)[:, None])[:, None, :]  # centred within the sphere
-    norm = torch.sqrt(torch.diagonal(gram, dim1=1, dim2=2))
-    n = columns.shape[1]
-    i, j = torch.triu_indices(n, n, offset=1, device=columns.device)
-    return 1.0 - gram[:, i, j] / (norm[:, i] * norm[:, j])
+    x = _gather(columns, torch.where(neighbors >= 0, neighbors, pad))          # (B, k, n); padding rows are 0
+    return _rdm_from_gram(torch.bmm(x.transpose(1, 2), x), x.sum(dim=1), sizes)
 
 
 def _evaluate(rdm: torch.Tensor, model_vectors: torch.Tensor, method: str) -> np.ndarray:
@@ -170,12 +164,22 @@ def _evaluate(rdm: torch.Tensor, model_vectors: torch.Tensor, method: str) -> np
 
 
 def _rdm_from_gram(gram: torch.Tensor, sums: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """Upper-triangle correlation distances from raw Gram matrices (B, n, n), column sums and sphere sizes."""
-    gram = gram - sums[:, :, None] * (sums / sizes.to(gram.dtype)[:, None])[:, None, :]
-    norm = torch.sqrt(torch.diagonal(gram, dim1=1, dim2=2))
+    """Upper-triangle correlation distances from raw Gram matrices (B, n, n), column sums and sphere sizes.
+
+    Only the upper triangle and the diagonal are centred (``G_ij - s_i s_j / k``), so no (B, n, n)
+    temporary is made.
+    """
     n = gram.shape[1]
     i, j = torch.triu_indices(n, n, offset=1, device=gram.device)
-    return 1.0 - gram[:, i, j] / (norm[:, i] * norm[:, j])
+    mean = sums / sizes.to(gram.dtype)[:, None]
+    var = torch.diagonal(gram, dim1=1, dim2=2) - sums * mean
+    cov = gram.reshape(gram.shape[0], n * n)[:, i * n + j] - sums[:, i] * mean[:, j]
+    return 1.0 - cov / torch.sqrt(var[:, i] * var[:, j])
+
+
+def _gather(columns: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of ``columns`` at ``index`` (B, k) → (B, k, n)."""
+    return columns.index_select(0, index.reshape(-1)).view(*index.shape, columns.shape[1])
 
 
 class _SlidingPlan:
@@ -330,7 +334,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
             stop = min(start + batch_size, n_lines)
             first = torch.as_tensor(plan.first[start:stop], device=dev)
             length = torch.as_tensor(plan.length[start:stop], device=dev)
-            x = columns[lookup[first[:, None] + d_all]]                                 # (B, k, n)
+            x = _gather(columns, lookup[first[:, None] + d_all])                       # (B, k, n)
             gram = torch.bmm(x.transpose(1, 2), x)
             sums = x.sum(dim=1)
             del x
@@ -338,11 +342,16 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
                 pos = first + torch.clamp(length - 1, max=t)
                 centre = centre_at[pos]
                 here = (centre >= 0) & (t < length)
-                if bool(here.any()):
-                    idx = centre[here]
-                    rdm = _rdm_from_gram(gram[here], sums[here], sizes[idx])
+                if bool(here.all()):
+                    rdm = _rdm_from_gram(gram, sums, sizes[centre])
+                    scores[:, centre.cpu().numpy()] += _evaluate(rdm, mvec, method)
+                    done += len(centre)
+                elif bool(here.any()):
+                    rows = torch.nonzero(here).ravel()
+                    idx = centre[rows]
+                    rdm = _rdm_from_gram(gram.index_select(0, rows), sums.index_select(0, rows), sizes[idx])
                     scores[:, idx.cpu().numpy()] += _evaluate(rdm, mvec, method)
-                    done += int(here.sum())
+                    done += len(rows)
                 moving = (t + 1) < length
                 if not bool(moving.any()):
                     break
@@ -350,8 +359,9 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
                 pad_row = columns.shape[0] - 1
                 add = torch.where(moving[:, None], lookup[nxt[:, None] + d_lead], pad_row)
                 drop = torch.where(moving[:, None], lookup[pos[:, None] + d_trail], pad_row)
-                xa, xd = columns[add], columns[drop]
-                gram += torch.bmm(xa.transpose(1, 2), xa) - torch.bmm(xd.transpose(1, 2), xd)
+                xa, xd = _gather(columns, add), _gather(columns, drop)
+                gram.baddbmm_(xa.transpose(1, 2), xa)
+                gram.baddbmm_(xd.transpose(1, 2), xd, alpha=-1)
                 sums += xa.sum(dim=1) - xd.sum(dim=1)
             yield Progress("searchlight", done, total, f"{done}/{total} centres")
     scores /= len(subsets)
