@@ -15,3 +15,18 @@ def add_layer_data(viewer, layer_data: Iterable[tuple]) -> list:
             setattr(layer, attr, value)
         added.append(layer)
     return added
+
+
+def sync_results(viewer, session) -> list:
+    """Add the layers of the session's results folder, for the participant on show, that are not shown yet."""
+    from ..core.io.results import ResultsStore
+    from .layers import results_layers
+
+    root = session.results_dir
+    if session.subject is None or root is None or not ResultsStore.is_results(root):
+        return []
+    present = {layer.name for layer in viewer.layers}
+    new = [t for t in results_layers(root, session.subject) if t[1]["name"] not in present]
+    for _, kwargs, _ in new:
+        kwargs["visible"] = False
+    return add_layer_data(viewer, new)

@@ -58,7 +58,8 @@ class AnalysisSession:
             if self.results_dir is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="brain-concepts-")
                 self.results_dir = Path(self._tmp.name) / "results"
-            store = ResultsStore.create(self.results_dir, parameters={}, study=self.study.name)
+            # an opened results folder is continued (its finished results stay); a new one is created
+            store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True)
             self.context = AnalysisContext(study=self.study, store=store, params={},
                                            random_state=self.random_state, device=self.device)
         if params:

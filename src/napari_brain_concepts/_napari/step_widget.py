@@ -73,7 +73,7 @@ class StepWidget(QWidget):
 
         try:
             ctx = self.session.ensure_context(self.parameters())
-        except Exception as exc:  # noqa: BLE001 - shown as one notification
+        except Exception as exc:  # shown as one notification
             workers.notify_error(exc)
             return None
         todo = list(steps or self.steps)
@@ -101,7 +101,10 @@ class StepWidget(QWidget):
         self.status.setText(f"{p.step}: {p.message}")
 
     def _on_return(self, ctx) -> None:
+        from .display import sync_results
+
         self.status.setText("Done.")
+        sync_results(self.viewer, self.session)
         for s in self.steps:
             self.session.step_finished.emit(s)
         self.on_finished(ctx)
@@ -130,3 +133,11 @@ class StepWidget(QWidget):
 
     def _on_subject_changed(self, name: str) -> None:
         self.on_subject_changed(name)
+
+    def show_layer(self, name: str) -> None:
+        """Make layer ``name`` (of the participant on show) visible and selected, if present."""
+        full = f"{self.session.subject} {name}"
+        for layer in self.viewer.layers:
+            if layer.name in (name, full):
+                layer.visible = True
+                self.viewer.layers.selection.active = layer

@@ -99,6 +99,8 @@ class StudyWidget(QWidget):
             if study_path is None:
                 return self.load_synthetic(*self._synthetic_of_results(self.results))
             return self.open_study(study_path)
+        self.session.results_dir = self.results
+        self.session.context = None
         self.show_subject(self.subject)
         return None
 
@@ -121,6 +123,7 @@ class StudyWidget(QWidget):
 
     def show_subject(self, name: str | None) -> None:
         """Swap this widget's layers to participant ``name``, keeping camera and slice."""
+        from ..core.io.results import ResultsStore
         from .display import add_layer_data
         from .layers import results_layers, study_layers
 
@@ -132,9 +135,10 @@ class StudyWidget(QWidget):
         for layer in [layer for layer in self.viewer.layers if _tag(layer)]:
             self.viewer.layers.remove(layer)
         layer_data = study_layers(self.study, name)
-        if self.results is not None:
+        results = self.session.results_dir
+        if results is not None and ResultsStore.is_results(results):
             # maps go between anatomy and outlines
-            layer_data[1:1] = results_layers(self.results, name)
+            layer_data[1:1] = results_layers(results, name)
         add_layer_data(self.viewer, layer_data)
         if had_layers:
             self.viewer.camera.center = camera[0]
@@ -177,7 +181,7 @@ class StudyWidget(QWidget):
         if path:
             try:
                 self.open_results(path)
-            except Exception as exc:  # noqa: BLE001 - one notification with the core's message
+            except Exception as exc:  # one notification with the core's message
                 workers.notify_error(exc)
 
     @staticmethod

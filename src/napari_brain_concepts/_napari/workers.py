@@ -69,7 +69,7 @@ def _run_here(function, args, kwargs, on_yield, on_return, on_error, on_finish):
                     on_yield(item)
         if on_return is not None:
             on_return(result)
-    except Exception as exc:  # noqa: BLE001 - every error becomes one notification
+    except Exception as exc:  # every error becomes one notification
         (on_error or notify_error)(exc)
     finally:
         if on_finish is not None:

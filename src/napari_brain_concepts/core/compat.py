@@ -25,7 +25,7 @@ def preload_triton() -> None:
     sys.setdlopenflags(flags | deepbind)
     try:
         importlib.import_module("triton")
-    except Exception:  # noqa: BLE001 - triton is optional; transformers runs without it on the CPU
+    except Exception:  # triton is optional; transformers runs without it on the CPU
         sys.modules.pop("triton", None)
     finally:
         sys.setdlopenflags(flags)

@@ -1,0 +1,92 @@
+"""Alignment dock widget: RSA of language-model embeddings with every ROI, searchlight and encoding maps, and
+the encoding model's predicted brain map for any phrase."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton
+
+from . import workers
+from .plots import PlotCanvas
+from .step_widget import StepWidget
+
+
+class AlignmentWidget(StepWidget):
+    """Run ``embed`` → ``rsa`` → ``encode``; plot noise-ceiling-normalised RSA per ROI and model.
+
+    Type a phrase and press Enter: the caption encoding model of the participant on show predicts its brain
+    map, which appears (and is replaced at each new phrase) as the layer ``SUBJ phrase map``.
+    """
+
+    steps = ("embed", "rsa", "encode")
+    run_label = "Compare models with the brain"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.plot = PlotCanvas(height=3.0)
+        self.phrase = QLineEdit()
+        self.phrase.setPlaceholderText("type a phrase, e.g. a smiling face next to a house")
+        self.predict_button = QPushButton("Predict map")
+        row = QHBoxLayout()
+        row.addWidget(self.phrase)
+        row.addWidget(self.predict_button)
+        self.body.addWidget(self.plot)
+        self.body.addWidget(QLabel("Phrase → predicted brain map (encoding model):"))
+        self.body.addLayout(row)
+        self.phrase.returnPressed.connect(self.predict)
+        self.predict_button.clicked.connect(self.predict)
+
+    def on_finished(self, ctx) -> None:
+        self.plot_rsa(ctx.store.read_table("rsa_summary"))
+        self.show_layer("encoding_r_captions")
+
+    def plot_rsa(self, summary) -> None:
+        """Bars: noise-ceiling-normalised r per ROI (groups) and model (bars); * where FDR-significant."""
+        ax = self.plot.axes()
+        rois = list(dict.fromkeys(summary["roi"]))
+        models = list(dict.fromkeys(summary["model"]))
+        value = "r_norm" if summary["r_norm"].notna().any() else "r"
+        width = 0.8 / max(1, len(models))
+        for j, model in enumerate(models):
+            df = summary[summary["model"] == model].set_index("roi").reindex(rois)
+            x = np.arange(len(rois)) + j * width
+            ax.bar(x, df[value].to_numpy(dtype=float), width, label=model)
+            for xi, (v, sig) in enumerate(zip(df[value], df.get("significant", [False] * len(df)))):
+                if bool(sig) and np.isfinite(v):
+                    ax.text(x[xi], v, "*", ha="center", va="bottom", color="#ffffff", fontsize=8)
+        ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("r / noise ceiling" if value == "r_norm" else "RSA r")
+        ax.legend(fontsize=6, ncol=2, facecolor="#262930", labelcolor="#dddddd", frameon=False)
+        self.plot.draw()
+
+    def predict(self) -> None:
+        """Predicted map of the phrase for the participant on show (runs the sentence model in a worker)."""
+        from ..core.errors import InputError
+
+        text = self.phrase.text().strip()
+        ctx = self.session.context
+        subject_name = self.session.subject
+        try:
+            if ctx is None or subject_name not in ctx.state.get("encoding_models", {}):
+                raise InputError("Alignment widget", "no encoding model is fitted for this participant",
+                                 "press 'Compare models with the brain' first")
+            model = ctx.state["encoding_models"][subject_name]
+            subject = self.session.study.subject(subject_name)
+        except InputError as exc:
+            workers.notify_error(exc)
+            return
+        workers.start(model.predict_map, text, on_return=lambda values: self._show_prediction(values, subject))
+
+    def _show_prediction(self, values, subject) -> None:
+        from .display import add_layer_data
+        from .layers import values_map_layer
+
+        data, kwargs, kind = values_map_layer(subject, values, "phrase map", role="prediction")
+        name = kwargs["name"]
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.contrast_limits = kwargs["contrast_limits"]
+        else:
+            add_layer_data(self.viewer, [(data, kwargs, kind)])
+        self.status.setText(f"Predicted map of “{self.phrase.text().strip()}”.")

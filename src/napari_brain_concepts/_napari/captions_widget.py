@@ -1,0 +1,76 @@
+"""Captions dock widget: pick a test stimulus and read its reconstructed captions beside the human ones."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel
+
+from .concepts_widget import _pixmap
+from .step_widget import StepWidget
+
+
+class CaptionsWidget(StepWidget):
+    """Caption reconstruction from brain activity (the ``captions`` step), one stimulus at a time.
+
+    The best reconstructed caption of the chosen stimulus is also written on the canvas (a text overlay),
+    so it stays in view while one scrolls through the participant's slices.
+    """
+
+    steps = ("captions",)
+    run_label = "Reconstruct captions"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.stimulus = QComboBox()
+        form = QFormLayout()
+        form.addRow("Test stimulus", self.stimulus)
+        self.form.addLayout(form)
+        self.image = QLabel()
+        self.image.setAlignment(Qt.AlignCenter)
+        self.text = QLabel("")
+        self.text.setWordWrap(True)
+        self.text.setTextFormat(Qt.RichText)
+        self.body.addWidget(self.image)
+        self.body.addWidget(self.text)
+        self.stimulus.currentTextChanged.connect(self.show_stimulus)
+        self._table = None
+
+    def on_finished(self, ctx) -> None:
+        self.load_table(ctx)
+
+    def on_subject_changed(self, name: str) -> None:
+        if self.session.context is not None and self.session.done("captions"):
+            self.load_table(self.session.context)
+
+    def load_table(self, ctx) -> None:
+        self._table = ctx.store.read_table(f"captions_{self.session.subject}")
+        current = self.stimulus.currentText()
+        self.stimulus.blockSignals(True)
+        self.stimulus.clear()
+        self.stimulus.addItems([str(s) for s in self._table["stimulus_id"]])
+        self.stimulus.blockSignals(False)
+        if current and current in set(self._table["stimulus_id"].astype(str)):
+            self.stimulus.setCurrentText(current)
+        self.show_stimulus(self.stimulus.currentText())
+
+    def show_stimulus(self, stimulus_id: str) -> None:
+        if self._table is None or not stimulus_id or self.session.study is None:
+            return
+        row = self._table[self._table["stimulus_id"].astype(str) == stimulus_id].iloc[0]
+        stimuli = self.session.study.stimuli
+        i = stimuli.index[stimulus_id]
+        if stimuli.has_images:
+            self.image.setPixmap(_pixmap(stimuli.image(i), 160))
+        k = sorted(int(c.split("_")[1]) for c in self._table.columns
+                   if c.startswith("caption_") and c.split("_")[1].isdigit())
+        decoded = [f"{row[f'caption_{j}']} <i>({row[f'score_{j}']:.2f})</i>" for j in k[:5]]
+        human = stimuli.captions[i]
+        self.text.setText(
+            f"<b>rank of the true stimulus:</b> {int(row['rank'])} of {len(self._table)}<br>"
+            "<b>reconstructed:</b><br>" + "<br>".join(f"{n}. {c}" for n, c in enumerate(decoded, 1))
+            + "<br><b>human captions:</b><br>" + "<br>".join(f"– {c}" for c in human))
+        overlay = self.viewer.text_overlay
+        overlay.text = f"{self.session.subject} · {stimulus_id}: “{row[f'caption_{k[0]}']}”"
+        overlay.position = "top_center"
+        overlay.font_size = 12
+        overlay.visible = True

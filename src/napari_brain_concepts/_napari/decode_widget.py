@@ -1,0 +1,74 @@
+"""Decode dock widget: fit a brain→embedding decoder per participant and plot its retrieval."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout
+
+from .plots import PlotCanvas
+from .step_widget import StepWidget
+
+
+class DecodeWidget(StepWidget):
+    """Embedding space, decoder kind, protocol, device and test split → the ``decode`` step."""
+
+    steps = ("decode",)
+    run_label = "Fit decoders"
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        self.embedding = QComboBox()
+        self.decoder = QComboBox()
+        self.decoder.addItems(["ridge", "contrastive"])
+        self.protocol = QComboBox()
+        self.protocol.addItems(["mindeye", "sdc"])
+        self.protocol.setToolTip("mindeye: average the repeats of a stimulus; sdc: single trials")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.test_fraction = QDoubleSpinBox()
+        self.test_fraction.setRange(0.05, 0.5)
+        self.test_fraction.setSingleStep(0.05)
+        self.test_fraction.setValue(0.15)
+        self.test_fraction.setToolTip("used only when the study has no shared test set")
+        form = QFormLayout()
+        form.addRow("Embedding", self.embedding)
+        form.addRow("Decoder", self.decoder)
+        form.addRow("Protocol", self.protocol)
+        form.addRow("Device", self.device)
+        form.addRow("Test fraction", self.test_fraction)
+        self.form.addLayout(form)
+        self.plot = PlotCanvas()
+        self.body.addWidget(self.plot)
+        if self.session.study is not None:
+            self.on_study_changed(self.session.study)
+
+    def on_study_changed(self, study) -> None:
+        self.embedding.clear()
+        self.embedding.addItems(list(study.stimuli.embeddings))
+
+    def parameters(self) -> dict:
+        self.session.device = self.device.currentText()
+        if self.session.context is not None:
+            self.session.context.device = self.session.device
+        return {"decode": {"embedding": self.embedding.currentText() or "captions",
+                           "decoder": self.decoder.currentText(), "protocol": self.protocol.currentText(),
+                           "test_fraction": float(self.test_fraction.value())}}
+
+    def on_finished(self, ctx) -> None:
+        self.plot_scores(ctx.store.read_table("decoding"))
+        self.show_layer("decoder_weight_norm")
+
+    def plot_scores(self, table) -> None:
+        """Top-k retrieval of every participant against chance (and the oracle, on a synthetic study)."""
+        ax = self.plot.axes()
+        topk = table[table["metric"].str.fullmatch(r"top\d+")]
+        for (decoder, subject), df in topk.groupby(["decoder", "subject"], sort=False):
+            ks = df["metric"].str[3:].astype(int)
+            style = "--" if decoder == "oracle" else "-"
+            ax.plot(ks, df["value"], style, marker="o", label=f"{subject} {decoder}", lw=1.2, ms=3)
+        chance = topk.drop_duplicates("metric")
+        ax.plot(chance["metric"].str[3:].astype(int), chance["chance"], ":", color="#bbbbbb", label="chance")
+        ax.set_xlabel("k")
+        ax.set_ylabel("top-k retrieval")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6, ncol=2, facecolor="#262930", labelcolor="#dddddd", frameon=False)
+        self.plot.draw()

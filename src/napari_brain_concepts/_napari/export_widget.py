@@ -1,0 +1,85 @@
+"""Export dock widget: every derived layer as NIfTI with its participant's affine, plus tables and figures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from . import workers
+from .session import get_session
+
+_DERIVED_ROLES = ("map", "mask", "prediction")
+
+
+def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None) -> list[Path]:
+    """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures.
+
+    Layers go to ``folder/SUBJ/NAME.nii.gz`` through the NIfTI writer, so each keeps the affine and header of
+    the participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
+    """
+    from .writer import write_image, write_labels
+
+    folder = Path(folder)
+    written: list[Path] = []
+    for layer in viewer.layers:
+        tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
+        if not tag or tag.get("role") not in _DERIVED_ROLES:
+            continue
+        subject = tag.get("subject") or "shared"
+        name = layer.name.removeprefix(f"{subject} ").replace(" ", "_").replace("/", "_")
+        target = folder / subject / f"{name}.nii.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer = write_labels if layer._type_string == "labels" else write_image
+        written += [Path(p) for p in writer(str(target), layer.data, layer._get_state())]
+    if results_dir is not None:
+        for sub in ("tables", "figures"):
+            src = Path(results_dir) / sub
+            if src.is_dir():
+                shutil.copytree(src, folder / sub, dirs_exist_ok=True)
+                written += sorted((folder / sub).iterdir())
+    return written
+
+
+class ExportWidget(QWidget):
+    """Choose a folder, export everything derived that is on show."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("export folder")
+        browse = QPushButton("…")
+        self.export_button = QPushButton("Export maps, masks, tables and figures")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.folder)
+        row.addWidget(browse)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.export_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        browse.clicked.connect(self._browse)
+        self.export_button.clicked.connect(lambda: self.export())
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Export to")
+        if path:
+            self.folder.setText(path)
+
+    def export(self, folder: str | Path | None = None) -> list[Path]:
+        folder = folder or self.folder.text().strip()
+        if not folder:
+            self.status.setText("Choose a folder first.")
+            return []
+        try:
+            written = export_layers(self.viewer, folder, self.session.results_dir)
+        except Exception as exc:  # one notification with the message
+            workers.notify_error(exc)
+            return []
+        self.status.setText(f"Wrote {len(written)} files to {folder}.")
+        return written

@@ -1,0 +1,38 @@
+"""Matplotlib figures inside dock widgets."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+
+class PlotCanvas(QWidget):
+    """A matplotlib figure in a Qt widget, drawn in napari's dark theme colours."""
+
+    def __init__(self, height: float = 2.6, parent=None):
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, height), facecolor="#262930", layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.canvas.setMinimumHeight(int(height * 80))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+
+    def axes(self):
+        """A fresh axes with light text on the dark background."""
+        self.figure.clear()
+        ax = self.figure.add_subplot(111)
+        ax.set_facecolor("#262930")
+        for side in ax.spines.values():
+            side.set_color("#aaaaaa")
+        ax.tick_params(colors="#dddddd", labelsize=8)
+        ax.xaxis.label.set_color("#dddddd")
+        ax.yaxis.label.set_color("#dddddd")
+        ax.title.set_color("#ffffff")
+        return ax
+
+    def draw(self) -> None:
+        self.canvas.draw_idle()
