@@ -6,9 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import pytest  # noqa: E402
+import pytest
 
-from napari_brain_concepts.core.compat import preload_triton  # noqa: E402
+from napari_brain_concepts.core.compat import preload_triton
 
 # napari tests create an OpenGL context (Mesa llvmpipe under Xvfb); triton must be loaded before or beside it
 preload_triton()
