@@ -1,0 +1,137 @@
+"""ContrastiveDecoder: loss, determinism per seed, rerun averaging, early stopping, retrieval vs an oracle."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_brain_concepts.core.decoding.contrastive import ContrastiveDecoder, info_nce
+from napari_brain_concepts.core.decoding.metrics import topk_retrieval
+from napari_brain_concepts.core.errors import InputError
+from napari_brain_concepts.core.progress import Progress
+
+FAST = {"lr": 1e-3, "max_iter": 200, "eval_every": 20, "batch_size": 64, "device": "cpu"}
+
+
+def _problem(n=300, d=8, v=60, noise=5.0, seed=0):
+    """Embeddings E (n, d) with responses X = E A + noise, and the Bayes decoder knowing A and the noise."""
+    rng = np.random.default_rng(seed)
+    E = rng.standard_normal((n, d)).astype(np.float32)
+    A = rng.standard_normal((d, v)).astype(np.float32)
+    X = (E @ A + noise * rng.standard_normal((n, v))).astype(np.float32)
+    oracle = np.linalg.solve(A @ A.T / noise ** 2 + np.eye(d), A / noise ** 2)  # posterior mean, (d, v)
+    return X, E, oracle
+
+
+def test_info_nce_by_hand():
+    rng = np.random.default_rng(0)
+    P, T = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    Pn = P / np.linalg.norm(P, axis=1, keepdims=True)
+    Tn = T / np.linalg.norm(T, axis=1, keepdims=True)
+    logits = -(1 - Pn @ Tn.T) / 0.03
+
+    def ce(L):
+        L = L - L.max(1, keepdims=True)
+        return np.mean(np.log(np.exp(L).sum(1)) - np.diag(L))
+
+    expect = (ce(logits) + ce(logits.T)) / 2
+    got = info_nce(torch.tensor(P), torch.tensor(T), 0.03).item()
+    assert got == pytest.approx(expect, rel=1e-6)
+
+
+def test_same_seed_same_decoder_and_reruns_averaged():
+    X, E, _ = _problem()
+    a = ContrastiveDecoder(n_reruns=2, random_state=3, **FAST).fit(X, E)
+    b = ContrastiveDecoder(n_reruns=2, random_state=3, **FAST).fit(X, E)
+    c = ContrastiveDecoder(n_reruns=2, random_state=4, **FAST).fit(X, E)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert not np.allclose(a.coef_, c.coef_)
+    mean = np.mean([s["weights.0"].numpy() for s in a.networks_], axis=0)
+    np.testing.assert_allclose(a.coef_, mean, rtol=1e-6)
+    assert a.coef_.shape == (E.shape[1], X.shape[1])
+    pred = a.predict(X)
+    np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1, rtol=1e-5)
+
+
+def test_retrieval_reaches_the_oracle():
+    X, E, oracle = _problem(n=2100, noise=6.0, seed=1)
+    tr, te = slice(0, 2000), slice(2000, 2100)
+
+    def top1(pred):
+        return topk_retrieval(pred, E[te], np.arange(100), ks=(1,))[0].value
+
+    best = top1(X[te] @ oracle.T)
+    model = ContrastiveDecoder(n_reruns=1, random_state=0, **{**FAST, "max_iter": 800, "batch_size": 128})
+    ours = top1(model.fit(X[tr], E[tr]).predict(X[te]))
+    assert 0.3 < best < 0.9  # the problem is neither trivial nor hopeless (chance 1/100)
+    assert ours >= 0.9 * best
+
+
+def test_mlp_averages_normalised_predictions():
+    X, E, _ = _problem()
+    model = ContrastiveDecoder(architecture="mlp", hidden=32, dropout=0.2, n_reruns=2, random_state=0,
+                               **FAST).fit(X, E)
+    assert not hasattr(model, "coef_")
+    Xt = torch.tensor(X[:7])
+    single = [torch.nn.functional.normalize(net(Xt), dim=1) for net in model._networks(torch.device("cpu"))]
+    expect = torch.nn.functional.normalize(torch.stack(single).mean(0), dim=1).detach().numpy()
+    np.testing.assert_allclose(model.predict(X[:7]), expect, rtol=1e-5, atol=1e-6)
+    again = ContrastiveDecoder(architecture="mlp", hidden=32, dropout=0.2, n_reruns=2, random_state=0,
+                               **FAST).fit(X, E)
+    np.testing.assert_array_equal(again.predict(X[:7]), model.predict(X[:7]))
+
+
+def test_early_stopping_keeps_the_best_validation_weights():
+    X, E, _ = _problem(n=120, noise=8.0)
+    model = ContrastiveDecoder(n_reruns=1, random_state=0, patience=2, **{**FAST, "max_iter": 2000,
+                                                                          "eval_every": 10}).fit(X, E)
+    hist = model.history_
+    assert model.n_iter_[0] == min(hist, key=lambda h: h["val_loss"])["iteration"]
+    assert hist[-1]["iteration"] < 2000  # stopped early: the tiny training set overfits
+
+
+def test_fit_iter_progress_close_and_torch_forward():
+    X, E, _ = _problem()
+    model = ContrastiveDecoder(n_reruns=1, **FAST)
+    gen = model.fit_iter(X, E)
+    first = next(gen)
+    assert isinstance(first, Progress) and first.step == "contrastive"
+    gen.close()
+    assert not hasattr(model, "networks_")
+    model.fit(X, E)
+    Xt = torch.tensor(X[:4], requires_grad=True)
+    out = model.torch_forward(Xt)
+    out[:, 0].sum().backward()
+    assert Xt.grad is not None and torch.all(torch.isfinite(Xt.grad))
+    np.testing.assert_allclose(model.to_torch_module()(Xt).detach().numpy(), model.predict(X[:4]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["nan", "rows", "arch", "tau", "val", "unfitted", "voxels"])
+def test_bad_input(case):
+    X, E, _ = _problem(n=40)
+    with pytest.raises(InputError) as err:
+        if case == "nan":
+            X[0, 0] = np.nan
+            ContrastiveDecoder(**FAST).fit(X, E)
+        elif case == "rows":
+            ContrastiveDecoder(**FAST).fit(X, E[:-2])
+        elif case == "arch":
+            ContrastiveDecoder(architecture="cnn", **FAST).fit(X, E)
+        elif case == "tau":
+            ContrastiveDecoder(temperature=0.0, **FAST).fit(X, E)
+        elif case == "val":
+            ContrastiveDecoder(**FAST).fit(X, E, X_val=X[:5])
+        elif case == "unfitted":
+            ContrastiveDecoder(**FAST).predict(X)
+        else:
+            ContrastiveDecoder(n_reruns=1, **{**FAST, "max_iter": 20}).fit(X, E).predict(X[:, :10])
+    assert "Fix:" in str(err.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_runs_the_same_code_path():
+    X, E, _ = _problem()
+    model = ContrastiveDecoder(n_reruns=1, random_state=0, **{**FAST, "device": "cuda"}).fit(X, E)
+    again = ContrastiveDecoder(n_reruns=1, random_state=0, **{**FAST, "device": "cuda"}).fit(X, E)
+    np.testing.assert_allclose(model.coef_, again.coef_, rtol=1e-4, atol=1e-5)
+    assert np.all(np.isfinite(model.predict(X)))
