@@ -83,7 +83,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, **m
     ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed, device=args.device)
     order = with_requirements(steps) if steps else None
     t0 = time.monotonic()
-    run_to_end(run_analysis(ctx, order), _Printer(args.quiet))
+    run_to_end(run_analysis(ctx, order, resume=getattr(args, "resume", False)), _Printer(args.quiet))
     ctx.state["elapsed_s"] = time.monotonic() - t0
     return ctx
 

@@ -36,8 +36,8 @@ class AlignmentWidget(StepWidget):
         self.phrase.returnPressed.connect(self.predict)
         self.predict_button.clicked.connect(self.predict)
 
-    def on_finished(self, ctx) -> None:
-        self.plot_rsa(ctx.store.read_table("rsa_summary"))
+    def show_results(self, store) -> None:
+        self.plot_rsa(store.read_table("rsa_summary"))
         self.show_layer("encoding_r_captions")
 
     def plot_rsa(self, summary) -> None:

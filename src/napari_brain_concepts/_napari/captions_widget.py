@@ -35,15 +35,16 @@ class CaptionsWidget(StepWidget):
         self.stimulus.currentTextChanged.connect(self.show_stimulus)
         self._table = None
 
-    def on_finished(self, ctx) -> None:
-        self.load_table(ctx)
+    def show_results(self, store) -> None:
+        self.load_table(store)
 
     def on_subject_changed(self, name: str) -> None:
-        if self.session.context is not None and self.session.done("captions"):
-            self.load_table(self.session.context)
+        store = self.results_store()
+        if store is not None and store.is_done("captions"):
+            self.load_table(store)
 
-    def load_table(self, ctx) -> None:
-        self._table = ctx.store.read_table(f"captions_{self.session.subject}")
+    def load_table(self, store) -> None:
+        self._table = store.read_table(f"captions_{self.session.subject}")
         current = self.stimulus.currentText()
         self.stimulus.blockSignals(True)
         self.stimulus.clear()

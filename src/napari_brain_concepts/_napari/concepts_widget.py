@@ -63,10 +63,10 @@ class ConceptsWidget(StepWidget):
         self.concepts.currentItemChanged.connect(lambda item, _: self.select(item))
         self._names = None
 
-    def on_finished(self, ctx) -> None:
-        self.refresh(ctx)
+    def show_results(self, store) -> None:
+        self.refresh(store)
 
-    def refresh(self, ctx) -> None:
+    def refresh(self, store) -> None:
         """Fill the list from the results: basis concepts (with their names) and shared concepts."""
         import pandas as pd
 
@@ -75,7 +75,7 @@ class ConceptsWidget(StepWidget):
         frames = []
         for table in ("concept_names", "shared_concept_names"):
             try:
-                frames.append(ctx.store.read_table(table))
+                frames.append(store.read_table(table))
             except InputError:
                 continue
         self._names = pd.concat(frames, ignore_index=True) if frames else None

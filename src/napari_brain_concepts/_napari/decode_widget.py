@@ -53,8 +53,8 @@ class DecodeWidget(StepWidget):
                            "decoder": self.decoder.currentText(), "protocol": self.protocol.currentText(),
                            "test_fraction": float(self.test_fraction.value())}}
 
-    def on_finished(self, ctx) -> None:
-        self.plot_scores(ctx.store.read_table("decoding"))
+    def show_results(self, store) -> None:
+        self.plot_scores(store.read_table("decoding"))
         self.show_layer("decoder_weight_norm")
 
     def plot_scores(self, table) -> None:

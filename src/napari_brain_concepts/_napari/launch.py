@@ -17,11 +17,12 @@ def launch_viewer(path: str | Path | None = None, screenshot: str | Path | None 
     from ..core.errors import InputError
     from ..core.io.results import ResultsStore
     from . import workers
-    from .study_widget import StudyWidget
 
     viewer = napari.Viewer(title="napari-brain-concepts")
-    widget = StudyWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Study", area="right")
+    for name in ("Decode", "Concepts", "Captions", "Alignment", "Export"):
+        viewer.window.add_plugin_dock_widget("napari-brain-concepts", name, tabify=True)
+    # added last, the Study widget is the tab on show
+    _, widget = viewer.window.add_plugin_dock_widget("napari-brain-concepts", "Study", tabify=True)
     workers.SYNCHRONOUS = True  # load before the event loop starts: the viewer opens ready
     try:
         if path is None:

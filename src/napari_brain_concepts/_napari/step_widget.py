@@ -58,8 +58,12 @@ class StepWidget(QWidget):
         """Step parameters from the form: ``{step: {name: value}}``."""
         return {}
 
+    def show_results(self, store) -> None:
+        """Main thread: show the results of this widget's steps found in ``store`` (a ResultsStore)."""
+
     def on_finished(self, ctx) -> None:
         """Main thread, after the steps finished: show their results."""
+        self.show_results(ctx.store)
 
     def on_subject_changed(self, name: str) -> None:
         """Main thread: the participant on show changed."""
@@ -130,6 +134,19 @@ class StepWidget(QWidget):
 
     def _on_study_changed(self, study) -> None:
         self.on_study_changed(study)
+        store = self.results_store()
+        if store is not None and all(store.is_done(s) for s in self.steps):
+            try:
+                self.show_results(store)
+            except Exception as exc:  # a results folder of another layout: say so once
+                workers.notify_error(exc)
+
+    def results_store(self):
+        """The session's results folder, when it holds results."""
+        from ..core.io.results import ResultsStore
+
+        root = self.session.results_dir
+        return ResultsStore.open(root) if root is not None and ResultsStore.is_results(root) else None
 
     def _on_subject_changed(self, name: str) -> None:
         self.on_subject_changed(name)

@@ -40,12 +40,26 @@ def start(function: Callable[..., Any], *args: Any, on_yield: Callable | None = 
     preload_triton()  # before any step imports transformers/open_clip beside napari's OpenGL
     if SYNCHRONOUS:
         return _run_here(function, args, kwargs, on_yield, on_return, on_error, on_finish)
-    worker = create_worker(function, *args, _progress=progress, **kwargs)
+    import inspect
+
+    if inspect.isgeneratorfunction(function):
+        gen = function(*args, **kwargs)
+
+        def iterate():
+            return (yield from gen)
+
+        worker = create_worker(iterate, _progress=progress)
+    else:
+        gen = None
+        worker = create_worker(function, *args, _progress=progress, **kwargs)
     if on_yield is not None and isinstance(worker, GeneratorWorker):
         worker.yielded.connect(on_yield)
     if on_return is not None:
         worker.returned.connect(on_return)
     worker.errored.connect(on_error or notify_error)
+    if gen is not None:
+        # a cancelled step stops at a yield; closing it runs its clean-up (the staged results are dropped)
+        worker.finished.connect(lambda: gen.close() if worker.abort_requested else None)
     if on_finish is not None:
         worker.finished.connect(on_finish)
     worker.start()

@@ -73,20 +73,30 @@ def with_requirements(steps: Iterable[str]) -> list[str]:
     return [s for s in STEP_ORDER if s in wanted]
 
 
-def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None
+def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resume: bool = False
                  ) -> Generator[Progress, None, AnalysisContext]:
     """Run ``steps`` (default: all) and the steps they need; yields Progress from every step.
 
     A required step that already finished in this context (its fitted objects are in ``ctx.state``) is not
     run again; the requested steps always run. Each step writes into a staging folder that reaches the results
     folder only when the step finishes, so a cancelled or failed step leaves no partial result.
+
+    With ``resume``, steps the results folder lists as finished are kept: they are skipped, except that one a
+    pending step depends on is rerun in memory only (its files are neither rewritten nor re-marked), so that
+    the pending step finds its fitted objects.
     """
     requested = list(STEP_ORDER if steps is None else steps)
     finished = ctx.state.setdefault("finished_steps", [])
     order = [s for s in with_requirements(requested) if s in requested or s not in finished]
+    in_memory: set[str] = set()
+    if resume:
+        pending = [s for s in order if not ctx.store.is_done(s)]
+        needed = set(with_requirements(pending)) - set(pending)
+        in_memory = {s for s in needed if s not in finished}
+        order = [s for s in order if s in pending or s in in_memory]
     for i, name in enumerate(order):
-        yield Progress("analysis", i, len(order), f"step {name}")
-        with ctx.store.staged(name):
+        yield Progress("analysis", i, len(order), f"step {name}" + (" (in memory)" if name in in_memory else ""))
+        with ctx.store.staged(name, commit=name not in in_memory):
             yield from STEPS[name].function()(ctx)
         if name not in finished:
             finished.append(name)

@@ -161,11 +161,13 @@ class ResultsStore:
         self._save_manifest()
 
     @contextlib.contextmanager
-    def staged(self, step: str) -> Iterator[ResultsStore]:
+    def staged(self, step: str, commit: bool = True) -> Iterator[ResultsStore]:
         """Write everything of ``step`` to a staging folder; move it in place only when the step finishes.
 
         A step that raises, is cancelled (its generator closed) or is killed leaves the results folder as it
-        was before the step: earlier results intact, nothing half-written, the step not marked done.
+        was before the step: earlier results intact, nothing half-written, the step not marked done. With
+        ``commit=False`` the staged files are dropped even on success (a finished step rerun in memory only,
+        to rebuild what a resumed later step needs).
         """
         stage = self.root / ".staging" / step
         shutil.rmtree(stage, ignore_errors=True)
@@ -180,6 +182,12 @@ class ResultsStore:
                 (self.root / ".staging").rmdir()
             raise
         self._stage = None
+        if not commit:
+            self._pending = {}
+            shutil.rmtree(stage, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.root / ".staging").rmdir()
+            return
         for path in sorted(p for p in stage.rglob("*") if p.is_file()):
             target = self.root / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)
