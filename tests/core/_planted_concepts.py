@@ -28,14 +28,15 @@ def planted_study(seed: int = 0, n_stimuli: int = 240, n_subjects: int = 2, d: i
                   repeats: int = 2, noise: float = 1.0) -> Study:
     rng = np.random.default_rng(seed)
     n_c = len(CONCEPTS)
-    features = (rng.random((n_stimuli, n_c)) < 0.3).astype(np.float32)
+    present = rng.random((n_stimuli, n_c)) < 0.3
+    features = (present * rng.uniform(0.5, 1.5, (n_stimuli, n_c))).astype(np.float32)  # how much of it
     style = rng.integers(0, len(STYLES), n_stimuli)
     captions = []
     for i in range(n_stimuli):
-        present = [c for j, c in enumerate(CONCEPTS) if features[i, j]]
+        shown = [c for j, c in enumerate(CONCEPTS) if present[i, j]]
         caps = []
         for r in range(3):
-            things = [WORDS[c][(i + r + j) % 3] for j, c in enumerate(present)] or ["nothing", "much"]
+            things = [WORDS[c][(i + r + j) % 3] for j, c in enumerate(shown)] or ["nothing", "much"]
             caps.append(f"a {STYLES[style[i]]} picture with a {' and a '.join(things)}")
         captions.append(caps)
     basis = np.linalg.qr(rng.normal(size=(d, d)))[0].T.astype(np.float32)
@@ -45,7 +46,7 @@ def planted_study(seed: int = 0, n_stimuli: int = 240, n_subjects: int = 2, d: i
     stimuli = Stimuli(
         ids=np.asarray([f"s{i:04d}" for i in range(n_stimuli)], dtype=object),
         captions=captions,
-        categories=[[c for j, c in enumerate(CONCEPTS) if features[i, j]] for i in range(n_stimuli)],
+        categories=[[c for j, c in enumerate(CONCEPTS) if present[i, j]] for i in range(n_stimuli)],
         pixels=rng.integers(0, 256, (n_stimuli, 8, 8, 3), dtype=np.uint8),
         embeddings={"captions": Embedding("captions", Y.astype(np.float32), kind="caption-mean")},
         test=np.arange(n_stimuli) % 5 == 0,

@@ -21,7 +21,8 @@ def _toy(n=48, size=24, seed=0):
     return images, targets, labels
 
 
-SMALL = dict(channels=(8, 16), image_size=24, batch_size=16, lr=3e-3, device="cpu")
+# pool_grid=2 keeps the layout in the readout: the toy targets are about where the bright half is
+SMALL = dict(channels=(8, 16), image_size=24, pool_grid=2, batch_size=16, lr=3e-3, device="cpu")
 
 
 @pytest.mark.parametrize("recurrent", [False, True])
@@ -99,6 +100,8 @@ def test_checkpoint_round_trip_and_wrong_architecture(tmp_path):
     with pytest.raises(InputError, match=r"another architecture \(channels: checkpoint \[8, 16\] vs network "
                                          r"\[8, 32\]\)"):
         ImageToTextNetwork(recurrent=True, n_steps=2, **{**SMALL, "channels": (8, 32)}).load_checkpoint(path)
+    with pytest.raises(InputError, match="pool_grid: checkpoint 2 vs network 1"):
+        ImageToTextNetwork(recurrent=True, n_steps=2, **{**SMALL, "pool_grid": 1}).load_checkpoint(path)
     with pytest.raises(InputError, match="recurrent: checkpoint True vs network False"):
         ImageToTextNetwork(**SMALL).load_checkpoint(path)
     with pytest.raises(InputError, match="target: checkpoint 'embedding' vs network 'categories'"):
@@ -139,3 +142,118 @@ def test_train_networks_gives_trained_untrained_and_category_nets_per_seed():
     assert reports[-1].done == reports[-1].total == 8
     assert nets["untrained"][0].history_ == [] and len(nets["caption"][1].history_) == 2
     assert nets["categories"][0].target == "categories"
+
+
+# -- the image-models step on the synthetic study --------------------------------------------------------------
+STEP_PARAMS = dict(channels=[8, 16, 32], image_size=32, epochs=10, batch_size=32, lr=3e-3, seeds=[0])
+
+
+@pytest.fixture(scope="module")
+def image_models_run(tmp_path_factory):
+    from napari_brain_concepts.core.alignment.image_steps import (
+        ImageModelsParams,
+        image_models_step,
+    )
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse cache fixture
+        mp.setenv("BRAIN_CONCEPTS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        study = make_synthetic_study(seed=0, size="tiny")
+        store = ResultsStore.create(tmp_path_factory.mktemp("results"))
+        ctx = AnalysisContext(study=study, store=store, device="cpu", random_state=0,
+                              params={"image-models": ImageModelsParams(**STEP_PARAMS)})
+        reports = []
+        with store.staged("image-models"):
+            run_to_end(image_models_step(ctx), reports.append)
+    return ctx, reports
+
+
+def test_image_models_step_writes_tables_figure_and_checkpoints(image_models_run):
+    ctx, reports = image_models_run
+    store = ctx.store
+    assert store.is_done("image-models")
+    table = store.read_table("image_models_rsa")
+    models = {"caption embedding", "caption network", "untrained network", "category network"}
+    assert set(table["model"]) == models
+    rois = set(table["roi"])
+    assert {"planted/relation", "planted/number", "planted/colour", "floc-faces/FFA-1"} <= rois
+    assert set(table["subject"]) == set(ctx.study.subject_names)
+    summary = store.read_table("image_models")
+    assert {"roi", "model", "r", "noise_ceiling", "r_norm", "q"} <= set(summary.columns)
+    assert store.figure_path("image_models").is_file()
+    state = ctx.state["image_models"]
+    ckpt = store.array_path("image_net_caption_s0", ".pt")
+    assert ckpt.is_file() and store.array_path("image_net_categories_s0", ".pt").is_file()
+    again = ImageToTextNetwork.from_checkpoint(ckpt, device="cpu")
+    rows = state["rows"]
+    pixels = ctx.study.stimuli.pixels[rows]
+    np.testing.assert_allclose(again.transform(pixels), state["features"]["caption network"], rtol=1e-5,
+                               atol=1e-6)
+    assert any(p.step == "image networks" for p in reports)
+
+
+def test_caption_network_generalises_to_held_out_images(image_models_run):
+    """On test images it never saw, the caption network's output is closer to the images' caption embeddings
+    (RSA, and cosine) than its untrained self's and the category control's representations."""
+    from napari_brain_concepts.core.alignment import rsa
+
+    ctx, _ = image_models_run
+    state = ctx.state["image_models"]
+    rows = state["rows"]
+    assert not np.any(np.isin(rows, np.flatnonzero(~ctx.study.stimuli.test)))
+    pixels = ctx.study.stimuli.pixels[rows]
+    target = rsa.upper_triangle(rsa.correlation_rdm(ctx.study.stimuli.embeddings["captions"].values[rows]))
+    score = {}
+    for kind, nets in state["networks"].items():
+        for layer in ("readout", "pool"):
+            rdm = rsa.upper_triangle(rsa.correlation_rdm(nets[0].transform(pixels, layer=layer)))
+            score[kind, layer] = float(rsa.compare_rdms(rdm, target)[0, 0])
+    print("\nRSA with the caption embedding on held-out images:", {k: round(v, 3) for k, v in score.items()})
+    assert score["caption", "readout"] > 0.3
+    assert score["caption", "readout"] > score["untrained", "readout"] + 0.2
+    assert score["caption", "pool"] > score["untrained", "pool"]
+    assert score["caption", "readout"] > score["categories", "readout"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Unreachable on the tiny synthetic study: in its caption-driven regions (number, colour, relation; ~16 "
+    "voxels each at 8 mm) the brain RDM over the 25 test stimuli is not explained even by the planted feature "
+    "itself (RSA of the true relation/number/colour feature with its own region: 0.02 / -0.03 / 0.07; noise "
+    "ceilings -0.02 / 0.12 / 0.32), and the networks see only 125 training images. The generator would need "
+    "caption-driven regions whose test-set RDM the planted feature explains (more voxels or SNR, >= 100 test "
+    "stimuli) and an image+caption stream without brains to train the network on thousands of scenes."))
+def test_caption_network_beats_untrained_and_category_control_in_caption_driven_regions(image_models_run):
+    ctx, _ = image_models_run
+    table = ctx.state["image_models"]["table"]
+    for concept in ctx.study.truth["caption_driven"]:
+        sub = table[table["roi"] == f"planted/{concept}"].pivot_table(index="subject", columns="model",
+                                                                      values="r")
+        assert (sub["caption network"] > sub["untrained network"]).all(), concept
+        assert (sub["caption network"] > sub["category network"]).all(), concept
+        assert sub["caption network"].mean() > 0.1, concept
+
+
+def test_image_models_step_with_images_missing_on_disk(tmp_path):
+    from napari_brain_concepts.core.alignment.image_steps import (
+        ImageModelsParams,
+        image_models_step,
+    )
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+
+    from ._studies import small_study
+
+    study = small_study(pixels=False)
+    study.stimuli.image_paths = [f"images/{i}.png" for i in study.stimuli.ids]
+    study.stimuli.root = tmp_path
+    store = ResultsStore.create(tmp_path / "results")
+    ctx = AnalysisContext(study=study, store=store, device="cpu",
+                          params={"image-models": ImageModelsParams(**STEP_PARAMS)})
+    with pytest.raises(InputError, match=r"img-000\.png: image file is missing \(6 of 6 images are\)"):
+        with store.staged("image-models"):
+            run_to_end(image_models_step(ctx))
+    assert not store.is_done("image-models")

@@ -98,6 +98,17 @@ def test_roi_names_labels_noise_ceiling_and_anatomy(nsd, study):
         np.testing.assert_allclose(subj.anat, planted.anat)
 
 
+def test_to_common_transforms(nsd, tmp_path):
+    shift = np.eye(4)
+    shift[:3, 3] = [1.0, -2.0, 3.5]
+    np.savetxt(tmp_path / "subj02.txt", shift)
+    study = read_nsd(nsd.root, [1, 2], sessions=[1], to_common={1: np.eye(4), "subj02": tmp_path / "subj02.txt"})
+    np.testing.assert_allclose(study.subjects["subj02"].to_common, shift)
+    assert read_nsd(nsd.root, 1, sessions=[1]).subjects["subj01"].to_common is None
+    with pytest.raises(InputError, match="parameter to_common: has no transform for subj02"):
+        read_nsd(nsd.root, [1, 2], sessions=[1], to_common={1: np.eye(4)})
+
+
 def test_sessions_subset_and_discovery(nsd):
     assert nsd_sessions(nsd.root, 1) == [1, 2, 3]
     study = read_nsd(nsd.root, subjects=["subj02"], sessions=[3, 1])

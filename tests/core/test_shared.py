@@ -179,3 +179,53 @@ def test_other_bad_input():
         SharedConceptClustering().fit(bad)
     with pytest.raises(InputError, match="not fitted"):
         SharedConceptClustering().summary()
+
+
+def _anisotropic(seed=0, n_subjects=4, n_voxels=400, d=48):
+    """Noise columns concentrated on 3 axes of a 48-d space (sentence and CLIP embedding spaces are
+    this anisotropic), a concept direction off those axes in 10 voxels of every participant, and a
+    participant-specific offset shared by all of a participant's voxels."""
+    rng = np.random.default_rng(seed)
+    scales = np.full(d, 0.1)
+    scales[:3] = 3.0
+    concept = np.zeros(d)
+    concept[3:] = rng.normal(size=d - 3)
+    concept = _unit(concept)
+    weights, where = {}, {}
+    for s in range(n_subjects):
+        cols = rng.normal(size=(n_voxels, d)) * scales
+        w = np.zeros(n_voxels, bool)
+        w[100:110] = True
+        cols[w] = 0.2 * cols[w] + concept
+        cols += 0.5 * rng.normal(size=d)
+        weights[f"s{s}"], where[f"s{s}"] = cols.T, w
+    return weights, where, concept
+
+
+def test_whitening_separates_a_concept_that_anisotropy_hides():
+    weights, where, concept = _anisotropic()
+    plain = SharedConceptClustering(eps=0.3).fit(weights)
+    # without whitening the few dominant axes put every voxel near every other: one cluster of everything
+    assert plain.n_clusters_ == 1 and (plain.labels_ >= 0).mean() > 0.9
+    assert not all(np.array_equal(plain.memberships_[s][0], where[s]) for s in where)
+    white = SharedConceptClustering(eps=0.3, whiten=True).fit(weights)
+    found = [k for k in range(white.n_clusters_)
+             if all(np.array_equal(white.memberships_[s][k], where[s]) for s in where)]
+    assert len(found) == 1
+    k = found[0]
+    assert white.directions_.shape == (white.n_clusters_, 48)
+    assert float(white.directions_[k] @ concept) > 0.95
+    assert white.points_.shape[1] == 48 and white.whitening_.shape == (48, 48)
+    np.testing.assert_allclose(plain.directions_, plain.centroids_)
+
+
+def test_whitened_clustering_ignores_linear_changes_of_the_embedding_space():
+    weights, _, _ = _anisotropic(seed=1)
+    rng = np.random.default_rng(5)
+    mix = rng.normal(size=(48, 48)) @ np.diag(np.exp(rng.normal(size=48)))  # invertible, anisotropic
+    a = SharedConceptClustering(eps=0.3, whiten=True).fit(weights)
+    b = SharedConceptClustering(eps=0.3, whiten=True).fit({s: mix @ w for s, w in weights.items()})
+    c = SharedConceptClustering(eps=0.3).fit({s: mix @ w for s, w in weights.items()})
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.n_clusters_ > 0
+    assert not np.array_equal(c.labels_, a.labels_)  # plain cosine does depend on it

@@ -243,3 +243,17 @@ def test_bad_parameters_are_named():
         make_synthetic_study(size="tiny", n_subjects=1)
     with pytest.raises(InputError, match="parameter embedding"):
         make_synthetic_study(size="tiny", embedding="clip")
+
+
+def test_generator_form_reports_progress_and_builds_the_same_study(study):
+    from napari_brain_concepts.core.progress import Progress, run_to_end
+    from napari_brain_concepts.core.synthetic import iter_make_synthetic_study
+
+    reports = []
+    built = run_to_end(iter_make_synthetic_study(seed=0, size="tiny", embedding="features"), reports.append)
+    assert all(isinstance(p, Progress) for p in reports)
+    assert reports[-1].done == reports[-1].total == 3 + len(study.subjects)
+    np.testing.assert_array_equal(built.subject("sub-04").responses, study.subject("sub-04").responses)
+    gen = iter_make_synthetic_study(seed=0, size="tiny", embedding="features")
+    next(gen)
+    gen.close()                                  # stops between stages without error

@@ -31,12 +31,14 @@ import functools
 import re
 import time
 import warnings
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError, check_range
+from .progress import Progress, run_to_end
 from .study import Embedding, RoiAtlas, Stimuli, Study, Subject
 
 CONCEPTS = ("face", "body", "place", "food", "text", "number", "colour", "relation", "animal", "vehicle")
@@ -604,6 +606,8 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
                          include_feature_embedding: bool = False, progress=None) -> Study:
     """Build the seeded synthetic study with its planted truth in ``study.truth``.
 
+    The generator form :func:`iter_make_synthetic_study` (same parameters) yields :class:`Progress`.
+
     Parameters
     ----------
     seed : int
@@ -629,7 +633,7 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
         Also store the generative features as ``stimuli.embeddings["features"]`` (kind "features"); off by
         default because it is the truth, not a model.
     progress : callable, optional
-        Called with a short message at each stage.
+        Called with each :class:`~napari_brain_concepts.core.progress.Progress` report.
 
     Returns
     -------
@@ -660,6 +664,19 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
           ``noise_factors`` {subject: (k, n_voxels)} (structured noise covariance = FᵀF), ``noise_sd``
           (independent noise), ``snr``, ``n_repeats``, ``seed``, ``size``, ``build_seconds``.
     """
+    return run_to_end(iter_make_synthetic_study(seed=seed, size=size, embedding=embedding,
+                                                n_subjects=n_subjects, n_stimuli=n_stimuli,
+                                                voxel_size=voxel_size, snr=snr, image_size=image_size,
+                                                include_feature_embedding=include_feature_embedding),
+                      progress)
+
+
+def iter_make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = "auto",
+                              n_subjects: int | None = None, n_stimuli: int | None = None,
+                              voxel_size: float | None = None, snr: float = 1.0, image_size: int = 96,
+                              include_feature_embedding: bool = False,
+                              ) -> Generator[Progress, None, Study]:
+    """Generator form of :func:`make_synthetic_study`: yields :class:`Progress`, returns the Study."""
     if size not in PRESETS:
         raise InputError("parameter size", f"{size!r} is not a preset", f"use one of {', '.join(PRESETS)}")
     if embedding not in ("auto", "captions", "features"):
@@ -675,13 +692,14 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
     check_range("snr", snr, 0.0, None, low_open=True)
     check_range("image_size", image_size, 32, 1024)
     radius = max(preset.radius, 1.25 * vs)
-    say = progress or (lambda msg: None)
+    step = "synthetic study"
+    n_stages = 3 + n_subjects
     t_start = time.perf_counter()
     root = np.random.SeedSequence([int(seed), 7919])
     rng_scene, rng_img, rng_cap, rng_split, rng_brain = (np.random.default_rng(s) for s in root.spawn(5))
 
     # ---- stimuli
-    say("drawing scenes")
+    yield Progress(step, 0, n_stages, "drawing scenes")
     from PIL import ImageFont
 
     font = ImageFont.load_default(size=max(8, int(13 * image_size / 96)))
@@ -697,9 +715,9 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
     test[rng_split.choice(n_stim, n_test, replace=False)] = True
 
     # ---- embedding
-    say("embedding captions")
-    space, emb_values, model_name, kind, normalized = _caption_embedding(embedding, captions, ids, features,
-                                                                          details)
+    yield Progress(step, 1, n_stages, "embedding captions")
+    space, emb_values, model_name, kind, normalized = yield from _caption_embedding(
+        embedding, captions, ids, features, details)
     embeddings = {"captions": Embedding("captions", emb_values, model=model_name, kind=kind,
                                         normalized=normalized)}
     if include_feature_embedding:
@@ -708,7 +726,7 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
                       test=test)
 
     # ---- brains
-    say("building brains")
+    yield Progress(step, 2, n_stages, "building brains")
     affine, brain, visual, anat, anat_affine = _mni_grid(vs, preset.gm_threshold, preset.y_max)
     xyz = _voxel_mm(affine, brain.shape)
     names = [f"sub-{k + 1:02d}" for k in range(n_subjects)]
@@ -741,8 +759,8 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
     amp_smooth, amp_global = 0.55, 0.35
     n_basis = 48
     rows_all = np.arange(n_stim)
-    for name, rng in zip(names, subj_rngs):
-        say(f"responses of {name}")
+    for si, (name, rng) in enumerate(zip(names, subj_rngs)):
+        yield Progress(step, 3 + si, n_stages, f"responses of {name}")
         W = np.zeros((len(CONCEPTS), n_vox), dtype=np.float32)
         Wd = np.zeros((len(DETAIL_FEATURES), n_vox), dtype=np.float32)
         sigma = radius / 1.5
@@ -821,6 +839,7 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
     study = Study(name=f"synthetic-{size}-seed{seed}", stimuli=stimuli, subjects=subjects, space="MNI152",
                   truth=truth)
     truth["build_seconds"] = round(time.perf_counter() - t_start, 3)
+    yield Progress(step, n_stages, n_stages, f"{study.name} ready")
     return study
 
 
@@ -850,11 +869,11 @@ def _localizers(rng, xyz, brain, planted: dict[str, np.ndarray], radius: float) 
 
 
 def _caption_embedding(embedding: str, captions, ids, features, details):
-    from .embeddings.text import DEFAULT_MODEL_NAME, embed_captions, have_default_model
+    from .embeddings.text import DEFAULT_MODEL_NAME, have_default_model, iter_embed_captions
 
     use_model = embedding == "captions" or (embedding == "auto" and have_default_model())
     if use_model:
-        values = embed_captions(captions, ids=list(ids))
+        values = yield from iter_embed_captions(captions, ids=list(ids))
         return DEFAULT_MODEL_NAME, values, DEFAULT_MODEL_NAME, "caption-mean", False
     values = feature_embedding(features, details)
     return "features", values, "feature projection (synthetic)", "caption-mean", True

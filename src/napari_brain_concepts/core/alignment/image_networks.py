@@ -9,7 +9,8 @@ with brain regions asks whether caption-embedding training, not the architecture
 The recurrent variant follows the BLT family (bottom-up, lateral, top-down): every convolutional layer also
 receives its own previous state (lateral) and the upsampled previous state of the layer above (top-down),
 unrolled for ``n_steps`` time steps; the readout uses the last step. The last feature map is averaged over
-a 2×2 grid before the linear readout, keeping the coarse layout that spatial relations need.
+space (``pool_grid=1``, global average pooling) or over a coarse grid (``pool_grid=2``: 2×2 cells, which
+keeps the layout of the scene in the readout) before a linear layer.
 """
 
 from __future__ import annotations
@@ -28,13 +29,10 @@ CHECKPOINT_FORMAT = "napari-brain-concepts image network"
 CHECKPOINT_VERSION = 1
 TARGETS = ("embedding", "categories")
 # Everything that decides the shapes of the parameters; a checkpoint must match all of it.
-ARCHITECTURE_KEYS = ("channels", "recurrent", "n_steps", "image_size", "out_dim", "target")
-# The last feature map is averaged over a 2×2 grid (not globally) so the readout keeps the coarse layout
-# of the scene: relations such as "left of" or "above" are spatial.
-POOL_GRID = 2
+ARCHITECTURE_KEYS = ("channels", "recurrent", "n_steps", "image_size", "pool_grid", "out_dim", "target")
 
 
-def _build_module(channels: Sequence[int], recurrent: bool, n_steps: int, out_dim: int):
+def _build_module(channels: Sequence[int], recurrent: bool, n_steps: int, out_dim: int, pool_grid: int = 1):
     """The torch module behind :class:`ImageToTextNetwork` (built lazily so torch loads on first use)."""
     from torch import nn
     from torch.nn import functional as F
@@ -54,7 +52,7 @@ def _build_module(channels: Sequence[int], recurrent: bool, n_steps: int, out_di
                 self.lateral = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1, bias=False) for c in channels)
                 self.top_down = nn.ModuleList(nn.Conv2d(channels[i + 1], channels[i], 3, padding=1, bias=False)
                                               for i in range(len(channels) - 1))
-            self.readout = nn.Linear(channels[-1] * POOL_GRID ** 2, out_dim)
+            self.readout = nn.Linear(channels[-1] * pool_grid ** 2, out_dim)
 
         def forward(self, x, keep: set[str] | None = None):
             """Output (n, out_dim) and, for names in ``keep``, the spatially averaged layer activations."""
@@ -74,7 +72,7 @@ def _build_module(channels: Sequence[int], recurrent: bool, n_steps: int, out_di
                     new_states.append(h)
                     inp = F.max_pool2d(h, 2)
                 states = new_states
-            pooled = F.adaptive_avg_pool2d(states[-1], POOL_GRID).flatten(1)
+            pooled = F.adaptive_avg_pool2d(states[-1], pool_grid).flatten(1)
             out = self.readout(pooled)
             if keep:
                 for i, h in enumerate(states):
@@ -123,6 +121,9 @@ class ImageToTextNetwork:
         Time steps of the recurrent variant (ignored when ``recurrent=False``).
     image_size : int
         Images are resized to ``image_size`` × ``image_size``.
+    pool_grid : int
+        The last feature map is averaged over a ``pool_grid`` × ``pool_grid`` grid before the readout
+        (1 = global average pooling).
     epochs, batch_size, lr, weight_decay : training schedule (Adam).
     augment : bool
         Random horizontal flips during training.
@@ -142,7 +143,8 @@ class ImageToTextNetwork:
     """
 
     def __init__(self, target: str = "embedding", channels: Sequence[int] = (32, 64, 128, 128),
-                 recurrent: bool = False, n_steps: int = 3, image_size: int = 64, epochs: int = 30,
+                 recurrent: bool = False, n_steps: int = 3, image_size: int = 64, pool_grid: int = 1,
+                 epochs: int = 30,
                  batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, augment: bool = True,
                  device: str = "auto", random_state: int = 0):
         self.target = target
@@ -150,6 +152,7 @@ class ImageToTextNetwork:
         self.recurrent = recurrent
         self.n_steps = n_steps
         self.image_size = image_size
+        self.pool_grid = pool_grid
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -168,6 +171,7 @@ class ImageToTextNetwork:
                              "give e.g. channels=(32, 64, 128)")
         check_range("n_steps", self.n_steps, 1, 20)
         check_range("image_size", self.image_size, 2 ** len(chans), 1024)
+        check_range("pool_grid", self.pool_grid, 1, 8)
         check_range("epochs", self.epochs, 0, None)
         check_range("batch_size", self.batch_size, 1, None)
         check_range("lr", self.lr, 0, None, low_open=True)
@@ -176,6 +180,7 @@ class ImageToTextNetwork:
         """The settings that decide the parameter shapes (stored in and checked against checkpoints)."""
         return {"channels": [int(c) for c in self.channels], "recurrent": bool(self.recurrent),
                 "n_steps": int(self.n_steps) if self.recurrent else 1, "image_size": int(self.image_size),
+                "pool_grid": int(self.pool_grid),
                 "out_dim": int(out_dim if out_dim is not None else self.out_dim_), "target": self.target}
 
     def init(self, out_dim: int) -> ImageToTextNetwork:
@@ -190,7 +195,7 @@ class ImageToTextNetwork:
         self.device_ = resolve_device(self.device)
         self.out_dim_ = int(out_dim)
         self.module_ = _build_module([int(c) for c in self.channels], bool(self.recurrent), int(self.n_steps),
-                                     self.out_dim_).to(self.device_)
+                                     self.out_dim_, int(self.pool_grid)).to(self.device_)
         self.history_ = []
         return self
 
@@ -263,7 +268,7 @@ class ImageToTextNetwork:
 
     @property
     def layer_names(self) -> list[str]:
-        """Layers of :meth:`transform`: ``convK`` (spatially averaged), ``pool`` (last map on a 2×2 grid), ``readout``."""
+        """Layers of :meth:`transform`: ``convK`` (spatially averaged), ``pool`` (input of the readout), ``readout``."""
         return [f"conv{i + 1}" for i in range(len(list(self.channels)))] + ["pool", "readout"]
 
     def transform(self, images, layer: str = "pool", batch_size: int = 64) -> np.ndarray:
@@ -362,7 +367,8 @@ class ImageToTextNetwork:
         arch = payload["architecture"]
         params = dict(payload.get("params", {}))
         net = cls(target=arch["target"], channels=tuple(arch["channels"]), recurrent=arch["recurrent"],
-                  n_steps=arch["n_steps"], image_size=arch["image_size"], device=device, **params)
+                  n_steps=arch["n_steps"], image_size=arch["image_size"], pool_grid=arch.get("pool_grid", 1),
+                  device=device, **params)
         return net.load_checkpoint(path)
 
 

@@ -81,7 +81,7 @@ class ImageModelsParams:
     embedding : study embedding the caption network is trained toward (computed from the captions with
         ``model`` when the study lacks it).
     model : local sentence-model folder used when the embedding must be computed.
-    channels, recurrent, n_steps, image_size, epochs, batch_size, lr : the network (see
+    channels, recurrent, n_steps, image_size, pool_grid, epochs, batch_size, lr : the network (see
         :class:`~.image_networks.ImageToTextNetwork`).
     seeds : one caption network, untrained network and category control per seed.
     layer : network layer compared with the brain (``"pool"``, ``"readout"`` or ``"convK"``).
@@ -99,6 +99,7 @@ class ImageModelsParams:
     recurrent: bool = False
     n_steps: int = 3
     image_size: int = 64
+    pool_grid: int = 1
     epochs: int = 30
     batch_size: int = 32
     lr: float = 2e-3
@@ -286,8 +287,8 @@ def image_models_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         raise InputError(f"study {study.name}", f"only {len(rows)} test stimuli were seen by every subject",
                          "give a shared test set (column test in stimuli.tsv) seen by all subjects")
     network = {"channels": tuple(params.channels), "recurrent": params.recurrent, "n_steps": params.n_steps,
-               "image_size": params.image_size, "epochs": params.epochs, "batch_size": params.batch_size,
-               "lr": params.lr}
+               "image_size": params.image_size, "pool_grid": params.pool_grid, "epochs": params.epochs,
+               "batch_size": params.batch_size, "lr": params.lr}
     nets = yield from train_networks(pixels[train], target[train], None if cats is None else cats[train],
                                      seeds=list(params.seeds), network=network, device=ctx.device)
     labels = {"caption": "caption network", "untrained": "untrained network", "categories": "category network"}

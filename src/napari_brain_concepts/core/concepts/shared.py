@@ -61,6 +61,42 @@ def decoder_weights(decoder: Any, where: str) -> np.ndarray:
     return coef
 
 
+def _normalise(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(points)
+    out[valid] = points[valid] / np.linalg.norm(points[valid], axis=1, keepdims=True)
+    return out
+
+
+def _centre(points: np.ndarray, groups: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Subtract each participant's mean column (over its clusterable voxels)."""
+    centred = np.zeros_like(points)
+    for g in np.unique(groups):
+        rows = (groups == g) & valid
+        if rows.any():
+            centred[rows] = points[rows] - points[rows].mean(axis=0)
+    return centred
+
+
+def _whiten(centred: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whiten with the pooled covariance of the centred columns (its null space dropped)."""
+    cov = centred[valid].T @ centred[valid] / max(int(valid.sum()), 1)
+    values, vectors = np.linalg.eigh(cov)
+    keep = values > values.max() * 1e-6 if values.max() > 0 else np.zeros_like(values, dtype=bool)
+    if not keep.any():
+        raise InputError("decoders", "all voxel columns are equal within each participant, nothing to cluster",
+                         "check the decoders, or cluster without whiten")
+    whitening = vectors[:, keep] / np.sqrt(values[keep])
+    return centred @ whitening, whitening
+
+
+def _cluster_means(points: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Normalised mean of the points of each cluster."""
+    cent = np.zeros((n_clusters, points.shape[1]), dtype=np.float64)
+    np.add.at(cent, labels[labels >= 0], points[labels >= 0].astype(np.float64))
+    norms = np.linalg.norm(cent, axis=1, keepdims=True)
+    return (cent / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
 class SharedConceptClustering:
     """Participant-counting DBSCAN of voxel decoder weights.
 
@@ -74,6 +110,14 @@ class SharedConceptClustering:
     expand_eps : float or None
         Radius of the post-expansion within each participant; ``None`` means ``min(eps + 0.05, 0.65)``.
         ``0`` switches the expansion off.
+    whiten : bool
+        Before normalising, centre each participant's voxel columns (removing the direction that all of
+        a participant's voxels share, such as a global signal) and whiten them with the covariance of
+        the columns pooled over participants. Cosine distances then weigh every direction of embedding
+        space alike instead of being decided by the embedding's few high-variance axes (sentence and
+        CLIP embeddings are strongly anisotropic), and they no longer change with the scale or rotation
+        of the target space or with per-target regularisation of the decoders. Off by default, as in
+        the paper.
     n_jobs : int or None
         Parallel jobs of the neighbour search (scikit-learn's meaning).
 
@@ -83,16 +127,22 @@ class SharedConceptClustering:
         Participant names, in the order of the points.
     groups_ : ndarray of int, shape (n_points,)
         Participant index of every point (voxel).
-    points_ : ndarray, shape (n_points, n_targets)
-        The L2-normalised voxel columns (zero rows for voxels whose decoder column is all zero; those
-        are never clustered).
+    points_ : ndarray, shape (n_points, n_features)
+        The L2-normalised voxel columns, whitened when ``whiten`` (zero rows for voxels whose decoder
+        column is all zero; those are never clustered).
     core_sample_mask_ : ndarray of bool, shape (n_points,)
     core_sample_indices_ : ndarray of int
     labels_ : ndarray of int, shape (n_points,)
         Cluster of every point (-1: noise), numbered in the order DBSCAN meets them.
     n_clusters_ : int
-    centroids_ : ndarray, shape (n_clusters, n_targets)
-        Normalised mean of each cluster's member columns: the concept's direction in embedding space.
+    centroids_ : ndarray, shape (n_clusters, n_features)
+        Normalised mean of each cluster's member points (in the clustering space).
+    directions_ : ndarray, shape (n_clusters, n_targets)
+        The concept's direction in embedding space: normalised mean of the members' decoder columns
+        (L2-normalised; with ``whiten``, centred instead — equal to ``centroids_`` without whitening). Stimuli whose embeddings point
+        along it are the concept; those pointing against it are its negation.
+    whitening_ : ndarray, shape (n_targets, n_features) or None
+        The whitening map applied to the centred columns (``None`` without whitening).
     memberships_ : dict of str to ndarray of bool, shape (n_clusters, n_voxels)
         Per participant and cluster, its voxels after the post-expansion (clusters may overlap).
     subject_labels_ : dict of str to ndarray of int
@@ -104,10 +154,11 @@ class SharedConceptClustering:
     """
 
     def __init__(self, eps: float = 0.6, min_participants: int = 3, expand_eps: float | None = None,
-                 n_jobs: int | None = None):
+                 whiten: bool = False, n_jobs: int | None = None):
         self.eps = eps
         self.min_participants = min_participants
         self.expand_eps = expand_eps
+        self.whiten = whiten
         self.n_jobs = n_jobs
 
     # -- input ---------------------------------------------------------------------------------------
@@ -247,10 +298,14 @@ class SharedConceptClustering:
                              f"{self.min_participants} other participants are required but only {n_groups} "
                              "participants are given",
                              f"lower min_participants to at most {max(n_groups - 1, 1)} or add participants")
-        norms = np.linalg.norm(points, axis=1)
-        self._valid = norms > 0
-        unit = np.zeros_like(points)
-        unit[self._valid] = points[self._valid] / norms[self._valid, None]
+        self._valid = np.linalg.norm(points, axis=1) > 0
+        original = _normalise(points, self._valid)
+        self.whitening_ = None
+        if self.whiten:
+            original, self.whitening_ = _centre(points, group_index, self._valid), None
+            points, self.whitening_ = _whiten(original, self._valid)
+            self._valid &= np.linalg.norm(points, axis=1) > 0
+        unit = _normalise(points, self._valid)
         self.subjects_ = names
         self.groups_ = group_index
         self.points_ = unit.astype(np.float32)
@@ -262,7 +317,9 @@ class SharedConceptClustering:
         self.labels_ = out["labels"]
         self.n_clusters_ = int(out["n_clusters"])
         member = out["member"]
-        self.centroids_ = self._centroids(self.labels_, self.n_clusters_)
+        self.centroids_ = _cluster_means(self.points_, self.labels_, self.n_clusters_)
+        self.directions_ = (_cluster_means(original, self.labels_, self.n_clusters_) if self.whiten
+                            else self.centroids_.copy())
         self.participant_counts_ = np.stack(
             [np.bincount(self.groups_[self.labels_ == k], minlength=n_groups) for k in range(self.n_clusters_)]
         ).astype(np.int64) if self.n_clusters_ else np.zeros((0, n_groups), dtype=np.int64)
@@ -270,13 +327,6 @@ class SharedConceptClustering:
         self.memberships_ = {name: member[:, idx[g]] for g, name in enumerate(names)}
         self.subject_labels_ = {name: self.labels_[idx[g]] for g, name in enumerate(names)}
         return self
-
-    def _centroids(self, labels: np.ndarray, n_clusters: int) -> np.ndarray:
-        d = self.points_.shape[1]
-        cent = np.zeros((n_clusters, d), dtype=np.float64)
-        np.add.at(cent, labels[labels >= 0], self.points_[labels >= 0].astype(np.float64))
-        norms = np.linalg.norm(cent, axis=1, keepdims=True)
-        return (cent / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "labels_"):

@@ -127,6 +127,7 @@ def _deflated_eigh(K: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.T
     """Eigenpairs of a centred kernel restricted to the complement of the constant vector (when ``centre``).
 
     Returns ``s`` (m,) ≥ 0 and ``U`` (n, m) with orthonormal columns, m = n − 1 (or n without centring).
+    Overwrites ``K``.
     """
     if not centre:
         s, U = torch.linalg.eigh(K)
@@ -134,12 +135,12 @@ def _deflated_eigh(K: torch.Tensor, centre: bool) -> tuple[torch.Tensor, torch.T
     n = K.shape[0]
     w = _householder_to_constant(n, K.dtype, K.device)
     Kw = K @ w
-    wKw = w @ Kw
-    # (I − 2wwᵀ) K (I − 2wwᵀ) without forming the reflector
-    Kr = K - 2 * torch.outer(w, Kw) - 2 * torch.outer(Kw, w) + 4 * wKw * torch.outer(w, w)
-    sub = Kr[1:, 1:]
-    sub = (sub + sub.T) / 2
-    s, V = torch.linalg.eigh(sub)
+    wKw = float(w @ Kw)
+    # K ← (I − 2wwᵀ) K (I − 2wwᵀ), in place (the caller's K is not used afterwards)
+    K.addr_(w, Kw, alpha=-2.0)
+    K.addr_(Kw, w, alpha=-2.0)
+    K.addr_(w, w, alpha=4.0 * wKw)
+    s, V = torch.linalg.eigh(K[1:, 1:])  # reads the lower triangle only
     U = torch.zeros(n, n - 1, dtype=K.dtype, device=K.device)
     U[1:] = V
     U -= 2 * torch.outer(w, w[1:] @ V)

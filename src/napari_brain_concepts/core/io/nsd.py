@@ -489,7 +489,7 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
              zscore: bool = True, average_repeats: bool = False, rois: Sequence[str] = NSD_ROIS,
              anat: bool = True, captions: bool = True, categories: bool = True,
              annotations: str | os.PathLike | None = None, images: bool = True,
-             embed_captions: bool | str | os.PathLike = False, name: str = "NSD") -> Generator[Progress, None, Study]:
+             embed_captions: bool | str | os.PathLike = False, to_common=None, name: str = "NSD") -> Generator[Progress, None, Study]:
     """Read NSD subjects into a :class:`Study`, yielding one :class:`Progress` per session read.
 
     Parameters
@@ -527,6 +527,10 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
     embed_captions : bool or path
         Also compute ``stimuli.embeddings["captions"]`` (caption-mean sentence embedding, cached on disk)
         as the synthetic study has it: ``True`` uses all-MiniLM-L6-v2, a path another local sentence model.
+    to_common : dict, "identity" or None
+        Per subject (number or ``"subjXX"``) a 4×4 affine native mm → common mm, or the path of a text
+        file holding one; ``"identity"`` when the subjects' native mm coordinates are already aligned. NSD
+        subjects live in their own func1pt8mm spaces, so cross-subject steps (shared concepts) need it.
     name : str
         Name of the study.
 
@@ -603,7 +607,7 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
         else:
             stim_ids, sess_out = nsd_ids, session_of_trial
         subjects_out[label] = _make_subject(layout, k, label, responses, sel, affine, stim_ids, sess_out,
-                                            rois, anat, mask_name)
+                                            rois, anat, mask_name, _to_common(to_common, k, label))
         del responses
 
     yield Progress("load", done, total, "stimuli and captions")
@@ -633,7 +637,33 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
     return Study(name=name, stimuli=stimuli, subjects=subjects_out, space="native", path=root)
 
 
-def _make_subject(layout, k, label, responses, sel, affine, nsd_ids, sessions, rois, anat, mask_name):
+def _to_common(to_common, k: int, label: str) -> np.ndarray | None:
+    if to_common is None:
+        return None
+    if isinstance(to_common, str) and to_common == "identity":
+        return np.eye(4)
+    if not isinstance(to_common, dict):
+        raise InputError("parameter to_common", f"{type(to_common).__name__} given",
+                         "give a dict subject → 4x4 affine (or text file), or 'identity'")
+    value = to_common.get(k, to_common.get(label, to_common.get(str(k))))
+    if value is None:
+        raise InputError("parameter to_common", f"has no transform for {label}",
+                         "give one for every subject read")
+    if isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        try:
+            value = np.loadtxt(path)
+        except (OSError, ValueError) as err:
+            raise InputError(path, f"cannot be read as a 4x4 affine ({err})",
+                             "write 4 lines of 4 numbers") from err
+    value = np.asarray(value, dtype=np.float64)
+    if value.shape != (4, 4):
+        raise InputError(f"to_common of {label}", f"has shape {value.shape}", "give a 4x4 affine")
+    return value
+
+
+def _make_subject(layout, k, label, responses, sel, affine, nsd_ids, sessions, rois, anat, mask_name,
+                  to_common=None):
     shape = sel.shape
     atlases = {}
     for rname in rois:
@@ -656,7 +686,7 @@ def _make_subject(layout, k, label, responses, sel, affine, nsd_ids, sessions, r
     return Subject(name=label, responses=responses, mask=sel, affine=affine,
                    stimulus_ids=[nsd_stimulus_id(i) for i in nsd_ids], sessions=sessions,
                    anat=None if t1 is None else np.asarray(t1, dtype=np.float32), anat_affine=t1_affine,
-                   rois=atlases, ncsnr=ncsnr)
+                   rois=atlases, ncsnr=ncsnr, to_common=to_common)
 
 
 def read_nsd(root: str | os.PathLike, subject: int | Sequence[int] | None = None,
