@@ -1,0 +1,311 @@
+"""Pipeline step ``shared``: concepts shared across participants, named, overlapped and validated.
+
+Reads the fitted linear decoder of every subject (``ctx.state["decoders"][subject]``, anything with
+``coef_`` of shape (n_targets, n_voxels); or ``arrays/decoder_SUBJ.npz`` in the results store), clusters
+the voxel columns with :class:`SharedConceptClustering`, names every shared concept by its most and
+least associated stimuli (the least associated ones are the concept's "negation"), and writes:
+
+- ``subjects/SUBJ/masks/shared-KK.nii.gz``  the concept's voxels in each participant (after expansion)
+- ``subjects/SUBJ/maps/shared-KK.nii.gz``   cosine of each voxel's decoder column with the concept
+- ``shared/shared-KK.nii.gz``               n-of-N count volume in the common space
+- ``shared/concepts.tsv``, ``tables/shared_concepts.tsv``  one row per concept (names, participants,
+  and, for a synthetic study, the planted concept it recovers with its Dice per subject)
+- ``tables/shared_concept_names.tsv``        top and bottom stimuli and caption lemmas of each concept
+- ``figures/shared_concept_shared-KK.png``   contact sheet: top stimuli and the negation's stimuli
+- ``tables/shared_overlap.tsv``              pairwise Jaccard/Dice between subjects, per concept
+- ``tables/shared_eps_sweep.tsv``            clusters per eps of the sweep
+- ``tables/localizer_validation.tsv`` and ``figures/localizer_validation.png``
+- ``figures/shared_concepts.png``            voxels per concept and participant
+
+``ctx.state["shared"]`` receives a dict with ``clustering`` (the fitted estimator), ``concepts``,
+``validation``, ``overlap``, ``sweep`` (DataFrames), ``masks`` (subject → concept → bool per voxel) and
+``summary`` (the short table the demo prints, also the step's return value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..context import AnalysisContext
+from ..errors import InputError
+from ..io.atomic import write_atomic
+from ..progress import Progress
+from ..study import Study
+from .localizers import WHOLE_ATLAS, localizer_figure, localizer_validation
+from .naming import name_directions, write_names
+from .overlap import common_space, concept_overlap, dice
+from .shared import EPS_SWEEP, SharedConceptClustering, decoder_weights
+
+STEP = "shared"
+
+
+@dataclass
+class SharedParams:
+    """Parameters of the ``shared`` step (defaults from the ICLR 2025 code).
+
+    Attributes
+    ----------
+    eps : cosine-distance radius (0, 2].
+    min_participants : other participants that must share a voxel's neighbourhood.
+    expand_eps : post-expansion radius; None → min(eps + 0.05, 0.65).
+    whiten : centre and whiten the voxel columns before the cosine (see
+        :class:`SharedConceptClustering`). On by default here because sentence embeddings (and CLIP) are
+        so anisotropic that plain cosines of ridge-decoder columns link every voxel to every other; set
+        it to False for the paper's plain cosine (e.g. with rerun-averaged contrastive decoders).
+    eps_sweep : radii summarised in ``tables/shared_eps_sweep.tsv``.
+    embedding : embedding the decoders predict (for naming); None → ``ctx.state["decoder_embedding"]``
+        or the study's first embedding.
+    n_show : most and least associated stimuli listed (and drawn) per concept.
+    n_words_from, n_words : caption lemmas counted over this many top stimuli; lemmas kept per end.
+    contact_sheets : draw ``figures/shared_concept_shared-KK.png`` (top and bottom stimuli).
+    max_concepts : keep at most this many concepts (largest first); None keeps all.
+    """
+
+    eps: float = 0.6
+    min_participants: int = 3
+    expand_eps: float | None = None
+    whiten: bool = True
+    eps_sweep: tuple[float, ...] = field(default_factory=lambda: EPS_SWEEP)
+    embedding: str | None = None
+    n_show: int = 8
+    n_words_from: int = 250
+    n_words: int = 8
+    contact_sheets: bool = True
+    max_concepts: int | None = None
+
+
+def concept_name(k: int) -> str:
+    """File-safe name of shared concept ``k`` (``shared-00`` …)."""
+    return f"shared-{k:02d}"
+
+
+def load_decoders(ctx: AnalysisContext) -> dict[str, np.ndarray]:
+    """Linear weights (n_targets, n_voxels) per subject, from ``ctx.state`` or the results store.
+
+    A decoder fitted on a selection of voxels (``ctx.state["prepared"][subject].voxels``, or ``voxels`` in
+    the ``.npz``) is spread back over all of the subject's voxels with zero columns for the others, which
+    the clustering never uses.
+    """
+    study = ctx.study
+    in_state = ctx.state.get("decoders") or {}
+    prepared = ctx.state.get("prepared") or {}
+    out = {}
+    for name, subject in study.subjects.items():
+        where = f"decoder of subject {name}"
+        voxels = None
+        if name in in_state:
+            weights = decoder_weights(in_state[name], where)
+            if name in prepared:
+                voxels = np.asarray(prepared[name].voxels)
+        else:
+            where = f"arrays/decoder_{name}.npz"
+            try:
+                arrays = ctx.store.read_arrays(f"decoder_{name}")
+            except InputError:
+                continue
+            key = next((k for k in ("coef", "coef_", "weights", "W") if k in arrays), None)
+            if key is None:
+                raise InputError(where, f"holds no decoder weights (keys {sorted(arrays)})",
+                                 "rerun the decode step, which saves them under 'coef'")
+            weights = decoder_weights(arrays[key], where)
+            if "voxels" in arrays:
+                voxels = np.asarray(arrays["voxels"], dtype=np.int64)
+        if voxels is not None and weights.shape[1] == len(voxels) != subject.n_voxels:
+            if len(voxels) and (voxels.min() < 0 or voxels.max() >= subject.n_voxels):
+                raise InputError(where, "selects voxels outside the subject's mask",
+                                 "rerun the decode step on this subject")
+            full = np.zeros((weights.shape[0], subject.n_voxels), dtype=weights.dtype)
+            full[:, voxels] = weights
+            weights = full
+        if weights.shape[1] != subject.n_voxels:
+            raise InputError(where, f"has weights for {weights.shape[1]} voxels but the subject has "
+                             f"{subject.n_voxels} analysed voxels",
+                             "fit the decoder on the subject's voxels, or rerun the decode step")
+        out[name] = weights
+    if not out:
+        raise InputError("step shared", "found no fitted decoder (ctx.state['decoders'] or "
+                         "arrays/decoder_SUBJ.npz)", "run the decode step first")
+    return out
+
+
+def _naming_embedding(study: Study, params: SharedParams, ctx: AnalysisContext, dim: int):
+    name = params.embedding or ctx.state.get("decoder_embedding")
+    if name is None:
+        candidates = [e for e in study.stimuli.embeddings.values() if e.dim == dim]
+        if not candidates:
+            raise InputError("step shared", f"no embedding of the study has the decoders' {dim} dimensions",
+                             "name the embedding the decoders were fitted to (parameter embedding)")
+        return candidates[0]
+    emb = study.embedding(name)
+    if emb.dim != dim:
+        raise InputError(f"embedding {name!r}", f"has {emb.dim} dimensions but the decoders predict {dim}",
+                         "name the embedding the decoders were fitted to (parameter embedding)")
+    return emb
+
+
+def planted_match(study: Study, masks: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """For a synthetic study: Dice of every concept mask with every planted region, per subject.
+
+    Returns rows (concept, planted, subject, dice) for every subject where the concept is planted.
+    """
+    truth = study.truth or {}
+    regions = truth.get("regions") or {}
+    rows = []
+    for subject_name, per_concept in masks.items():
+        subject = study.subjects[subject_name]
+        for planted, volume in (regions.get(subject_name) or {}).items():
+            region = subject.from_volume(np.asarray(volume, bool))
+            for concept, mask in per_concept.items():
+                rows.append({"concept": concept, "planted": planted, "subject": subject_name,
+                             "dice": dice(mask, region)})
+    return pd.DataFrame(rows, columns=["concept", "planted", "subject", "dice"])
+
+
+def _best_planted(matches: pd.DataFrame) -> pd.DataFrame:
+    """The planted concept each shared concept recovers best (highest mean Dice over subjects)."""
+    if matches.empty:
+        return pd.DataFrame(columns=["concept", "planted", "planted_dice", "planted_dice_min"])
+    mean = matches.groupby(["concept", "planted"], sort=False)["dice"].agg(["mean", "min"]).reset_index()
+    best = mean.loc[mean.groupby("concept", sort=False)["mean"].idxmax()]
+    return best.rename(columns={"mean": "planted_dice", "min": "planted_dice_min"}).reset_index(drop=True)
+
+
+def _concepts_figure(clustering: SharedConceptClustering, names: list[str], labels: list[str]):
+    from matplotlib.figure import Figure
+
+    counts = clustering.participant_counts_
+    fig = Figure(figsize=(2.5 + 0.6 * len(clustering.subjects_), 1.2 + 0.35 * max(1, len(names))))
+    ax = fig.subplots()
+    if not names:
+        ax.set_axis_off()
+        ax.set_title("no shared concept at this eps / min_participants")
+        return fig
+    image = ax.imshow(counts, cmap="magma", aspect="auto")
+    ax.set_xticks(range(len(clustering.subjects_)), clustering.subjects_, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), [f"{n} {lab}".strip() for n, lab in zip(names, labels)])
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                color="white" if value < counts.max() / 2 else "black")
+    ax.set_title(f"Shared concepts: voxels per participant (eps={clustering.eps})")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def _write_tsv(path, table: pd.DataFrame) -> None:
+    write_atomic(path, lambda p: table.to_csv(p, sep="\t", index=False, float_format="%.6g"))
+
+
+def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]:
+    """Find, name, overlap and validate the concepts shared across participants (see module doc)."""
+    params = ctx.step_params(STEP, SharedParams)
+    study = ctx.study
+    yield Progress(STEP, 0, 6, "reading decoders")
+    weights = load_decoders(ctx)
+    clustering = SharedConceptClustering(eps=params.eps, min_participants=params.min_participants,
+                                         expand_eps=params.expand_eps, whiten=params.whiten)
+    yield Progress(STEP, 1, 6, f"clustering the voxels of {len(weights)} participants")
+    clustering.fit(weights)
+    sweep = clustering.eps_sweep(params.eps_sweep)
+    order = np.argsort(-clustering.participant_counts_.sum(axis=1), kind="stable")
+    if params.max_concepts is not None:
+        order = order[: int(params.max_concepts)]
+    names = [concept_name(i) for i in range(len(order))]
+
+    yield Progress(STEP, 2, 6, "naming the shared concepts")
+    emb = _naming_embedding(study, params, ctx, clustering.directions_.shape[1])
+    naming = None
+    if names:
+        naming = name_directions(clustering.directions_[order], emb.values, study.stimuli, names,
+                                 n_show=params.n_show, n_words_from=params.n_words_from, n_words=params.n_words)
+        write_names(ctx.store, naming, study.stimuli, table="shared_concept_names", prefix="shared_concept_",
+                    sheets=names if params.contact_sheets else [])
+
+    yield Progress(STEP, 3, 6, "writing masks and maps")
+    masks: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for subject_name in clustering.subjects_:
+        subject = study.subjects[subject_name]
+        member = clustering.memberships_[subject_name]
+        sim = clustering.similarity(subject_name)
+        masks[subject_name], scores[subject_name] = {}, {}
+        for name, k in zip(names, order):
+            masks[subject_name][name] = member[k]
+            scores[subject_name][name] = sim[k]
+            if member[k].any():
+                ctx.store.write_mask(subject_name, name, subject.to_volume(member[k]), subject.affine)
+            ctx.store.write_map(subject_name, name, subject.to_volume(sim[k].astype(np.float32)), subject.affine)
+
+    yield Progress(STEP, 4, 6, "overlap across participants")
+    space = common_space(study, clustering.subjects_)
+    volumes = {name: {s: study.subjects[s].to_volume(masks[s][name]) for s in clustering.subjects_}
+               for name in names}
+    overlap, _ = concept_overlap(space, volumes, store=ctx.store)
+
+    yield Progress(STEP, 5, 6, "validating against localizers")
+    validation = localizer_validation(study, masks, scores)
+
+    concepts = clustering.summary().iloc[order].reset_index(drop=True)
+    concepts = concepts.rename(columns={"cluster": "cluster_index"})
+    concepts.insert(0, "concept", names)
+    concepts.insert(1, "label", [naming.label(c) if naming else "" for c in names])
+    concepts.insert(2, "negation", [naming.label(c, "negative") if naming else "" for c in names])
+    concepts.insert(3, "words", [";".join(naming.words(c)) if naming else "" for c in names])
+    concepts.insert(4, "negation_words", [";".join(naming.words(c, "negative")) if naming else "" for c in names])
+    matches = planted_match(study, masks)
+    if not matches.empty:
+        best = _best_planted(matches)
+        concepts = concepts.merge(best, on="concept", how="left")
+        ctx.store.write_table("shared_planted_dice", matches)
+    validation.insert(2, "label", validation["concept"].map(dict(zip(concepts["concept"], concepts["label"]))))
+
+    ctx.store.write_table("shared_concepts", concepts)
+    _write_tsv(ctx.store.base / "shared" / "concepts.tsv", concepts)
+    ctx.store.write_table("shared_overlap", overlap)
+    ctx.store.write_table("shared_eps_sweep", sweep)
+    ctx.store.write_table("localizer_validation", validation)
+    ctx.store.write_figure("localizer_validation", localizer_figure(validation))
+    ctx.store.write_figure("shared_concepts", _concepts_figure(
+        _reordered(clustering, order), names, list(concepts["label"])))
+
+    summary = _summary(concepts, validation, overlap)
+    ctx.state["shared"] = {"clustering": clustering, "order": order, "concepts": concepts,
+                           "validation": validation, "overlap": overlap, "sweep": sweep, "masks": masks,
+                           "summary": summary}
+    ctx.store.mark_done(STEP, n_concepts=len(names), eps=params.eps, min_participants=params.min_participants,
+                        whiten=params.whiten)
+    yield Progress(STEP, 6, 6, f"{len(names)} shared concepts")
+    return summary
+
+
+class _reordered:
+    """The fitted clustering seen with its clusters in the step's order (for the figure)."""
+
+    def __init__(self, clustering: SharedConceptClustering, order: np.ndarray):
+        self.subjects_ = clustering.subjects_
+        self.eps = clustering.eps
+        self.participant_counts_ = clustering.participant_counts_[order]
+
+
+def _summary(concepts: pd.DataFrame, validation: pd.DataFrame, overlap: pd.DataFrame) -> pd.DataFrame:
+    """One row per concept: participants, mean pairwise Dice, planted match, best ROI with its Dice/AUC."""
+    rows = []
+    for _, c in concepts.iterrows():
+        row = {"concept": c["concept"], "label": c.get("label", ""), "participants": int(c["n_participants"])}
+        pairs = overlap[overlap["concept"] == c["concept"]]
+        row["pairwise_dice"] = float(pairs["dice"].mean()) if len(pairs) else float("nan")
+        if "planted" in concepts.columns and isinstance(c.get("planted"), str):
+            row["planted"] = c["planted"]
+            row["planted_dice"] = float(c["planted_dice"])
+        whole = validation[(validation["concept"] == c["concept"]) & (validation["region"] == WHOLE_ATLAS)]
+        if len(whole):
+            per_roi = whole.groupby("roi")[["dice", "auc"]].mean()
+            best = per_roi["dice"].idxmax() if per_roi["dice"].notna().any() else per_roi.index[0]
+            row.update({"best_roi": best, "roi_dice": float(per_roi.loc[best, "dice"]),
+                        "roi_auc": float(per_roi.loc[best, "auc"])})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,127 @@
+"""The ``shared`` step on the synthetic study: planted shared concepts are recovered in every subject,
+the one-subject concept is not, face/body/place concepts are checked against the fLoc-style ROIs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_brain_concepts.core.concepts.shared_steps import load_decoders, shared_step
+from napari_brain_concepts.core.context import AnalysisContext
+from napari_brain_concepts.core.decoding.prepare import prepare_subject
+from napari_brain_concepts.core.decoding.ridge import RidgeDecoder
+from napari_brain_concepts.core.errors import InputError
+from napari_brain_concepts.core.io.results import ResultsStore
+from napari_brain_concepts.core.progress import run_to_end
+from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    study = make_synthetic_study(seed=0, size="tiny")
+    decoders, prepared = {}, {}
+    for name in study.subjects:
+        prep = prepare_subject(study, name, "captions", protocol="sdc")
+        decoders[name] = RidgeDecoder(alphas=[1e4], device="cpu").fit(prep.X_train, prep.Y_train)
+        prepared[name] = prep
+    return study, decoders, prepared
+
+
+def _context(study, root, state, **params):
+    store = ResultsStore.create(root)
+    return AnalysisContext(study=study, store=store, params={"shared": params}, state=state)
+
+
+@pytest.fixture(scope="module")
+def result(fitted, tmp_path_factory):
+    study, decoders, prepared = fitted
+    ctx = _context(study, tmp_path_factory.mktemp("shared") / "results",
+                   {"decoders": decoders, "prepared": prepared, "decoder_embedding": "captions"},
+                   eps=0.65, contact_sheets=False)
+    with ctx.store.staged("shared"):
+        summary = run_to_end(shared_step(ctx))
+    return study, ctx, summary
+
+
+def test_planted_shared_concepts_are_found_in_every_subject(result):
+    study, ctx, _ = result
+    dice = ctx.store.read_table("shared_planted_dice")
+    mean = dice.groupby(["planted", "concept"])["dice"].mean()
+    best = {planted: mean[planted].idxmax() for planted in study.truth["shared_concepts"]}
+    # every planted shared concept has its own shared concept
+    assert len(set(best.values())) == len(best) == 8
+    for planted, concept in best.items():
+        values = dice[(dice.planted == planted) & (dice.concept == concept)].set_index("subject")["dice"]
+        assert sorted(values.index) == sorted(study.subjects)
+        assert values.mean() >= 0.7, (planted, values.round(2).to_dict())
+        assert values.min() >= 0.5, (planted, values.round(2).to_dict())
+    concepts = ctx.store.read_table("shared_concepts").set_index("concept")
+    for planted, concept in best.items():
+        assert concepts.loc[concept, "planted"] == planted
+        assert concepts.loc[concept, "planted_dice"] == pytest.approx(mean[planted][concept], abs=1e-5)
+
+
+def test_single_subject_concept_is_not_shared(result):
+    study, ctx, _ = result
+    (concept, subject), = study.truth["single_subject_concepts"].items()
+    dice = ctx.store.read_table("shared_planted_dice")
+    assert dice[dice.planted == concept]["subject"].unique().tolist() == [subject]
+    assert dice[dice.planted == concept]["dice"].max() < 0.2
+    concepts = ctx.store.read_table("shared_concepts")
+    assert concept not in set(concepts["planted"])
+    assert (concepts["n_participants"] >= 4).all()  # min_participants 3 others + the subject itself
+
+
+def test_localizer_validation_table_and_files(result):
+    study, ctx, summary = result
+    root = ctx.store.root
+    validation = ctx.store.read_table("localizer_validation")
+    assert {"floc-faces", "floc-bodies", "floc-places"} <= set(validation["roi"])
+    concepts = ctx.store.read_table("shared_concepts")
+    by_planted = dict(zip(concepts["planted"], concepts["concept"]))
+    whole = validation[validation.region == "all"]
+    for planted, roi in (("face", "floc-faces"), ("body", "floc-bodies"), ("place", "floc-places")):
+        rows = whole[(whole.concept == by_planted[planted]) & (whole.roi == roi)]
+        assert len(rows) == len(study.subjects)
+        assert rows["dice"].mean() > 0.2 and rows["auc"].mean() > 0.6, rows.to_dict("list")
+        other = whole[(whole.concept == by_planted[planted]) & (whole.roi != roi)].groupby("roi").mean(
+            numeric_only=True)
+        assert rows["dice"].mean() > other["dice"].max() and rows["auc"].mean() > other["auc"].max()
+    for path in ("tables/localizer_validation.tsv", "tables/shared_concepts.tsv", "shared/concepts.tsv",
+                 "tables/shared_eps_sweep.tsv", "tables/shared_overlap.tsv", "tables/shared_concept_names.tsv",
+                 "figures/localizer_validation.png", "figures/shared_concepts.png"):
+        assert (root / path).is_file(), path
+    assert sorted(p.name for p in (root / "shared").glob("shared-*.nii.gz")) == \
+        [f"{c}.nii.gz" for c in concepts["concept"]]
+    for name in study.subjects:
+        assert set(ctx.store.masks(name)) <= set(concepts["concept"])
+    assert ctx.store.is_done("shared")
+    assert isinstance(summary, pd.DataFrame) and list(summary["concept"]) == list(concepts["concept"])
+    assert {"label", "participants", "pairwise_dice", "planted", "planted_dice", "best_roi", "roi_dice",
+            "roi_auc"} <= set(summary.columns)
+    assert ctx.state["shared"]["clustering"].n_clusters_ >= len(concepts)
+    names = ctx.store.read_table("shared_concept_names")
+    assert set(names["end"]) == {"positive", "negative"}  # the negations are named too
+
+
+def test_decoders_from_the_store_and_bad_decoders(fitted, tmp_path):
+    study, decoders, prepared = fitted
+    ctx = _context(study, tmp_path / "a", {"decoders": decoders, "prepared": prepared})
+    from_state = load_decoders(ctx)
+    store_ctx = _context(study, tmp_path / "b", {})
+    for name, dec in decoders.items():
+        store_ctx.store.write_arrays(f"decoder_{name}", coef=dec.coef_, voxels=prepared[name].voxels)
+    from_store = load_decoders(store_ctx)
+    for name in study.subjects:
+        np.testing.assert_allclose(from_store[name], from_state[name])
+        assert from_state[name].shape == (384, study.subjects[name].n_voxels)
+
+    with pytest.raises(InputError, match="run the decode step first"):
+        load_decoders(_context(study, tmp_path / "c", {}))
+    n = study.subject().n_voxels
+    bad = {name: np.ones((384, n)) for name in study.subjects}
+    bad["sub-03"] = np.ones((100, n))
+    with pytest.raises(InputError, match="different embedding dimensions"):
+        run_to_end(shared_step(_context(study, tmp_path / "d", {"decoders": bad})))
+    with pytest.raises(InputError, match=r"parameter eps: .*outside \(0\.0, 2\.0\]"):
+        run_to_end(shared_step(_context(study, tmp_path / "e", {"decoders": decoders, "prepared": prepared},
+                                        eps=2.5)))
