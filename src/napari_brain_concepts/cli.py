@@ -77,6 +77,15 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, **m
     from .core.progress import run_to_end
 
     params = parse_params(getattr(args, "param", None))
+    if getattr(args, "model", None):
+        clip = params.setdefault("clip", {})
+        clip.update({k: getattr(args, k) for k in ("model", "checkpoint", "config") if getattr(args, k)})
+        if steps is None:
+            from .core.pipeline import DEFAULT_STEPS
+
+            steps = list(DEFAULT_STEPS)
+        steps = ["clip", *[s for s in steps if s not in ("clip", "embed")]] if args.command == "embed" \
+            else ["clip", *steps]
     store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
                                 study=study.name, resume=getattr(args, "resume", False))
     store.update(**manifest)
@@ -160,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set a step parameter, e.g. decode.decoder=contrastive (repeatable)")
         p.add_argument("--resume", action="store_true", help="continue an analysis in --out")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--model", help="CLIP model: open_clip name, local-dir:/folder or a Hugging Face CLIP "
+                                       "folder (adds the 'clip' step; decode it with "
+                                       "--param decode.embedding=NAME-image)")
+        p.add_argument("--checkpoint", help="local weights file of the open_clip --model")
+        p.add_argument("--config", help="JSON config of a custom open_clip model (registered before loading)")
 
     def study_args(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument("study", nargs=None if required else "?", help="study folder (DESIGN §2 layout)")

@@ -14,7 +14,7 @@ def test_study_widget_loads_and_switches_participant(make_napari_viewer, qtbot):
     _, widget = viewer.window.add_plugin_dock_widget("napari-brain-concepts", "Study")
     assert isinstance(widget, StudyWidget)
     widget.load_synthetic(size="tiny", seed=0)
-    qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
     first = widget.study.subject_names[0]
     assert widget.subject_box.count() == len(widget.study.subject_names)
     assert all(layer.metadata["brain_concepts"]["subject"] == first for layer in _ours(viewer)

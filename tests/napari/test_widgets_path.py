@@ -28,7 +28,7 @@ def loaded(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     _, study_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Study")
     study_widget.load_synthetic(size="tiny", seed=0)
-    qtbot.waitUntil(lambda: study_widget.subject is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: study_widget.subject is not None, timeout=600_000)
     session = get_session(viewer)
     session.ensure_context({k: dict(v) for k, v in FAST.items()})
     return viewer, study_widget, session
@@ -97,9 +97,9 @@ def test_cancel_leaves_no_partial_result(loaded, qtbot):
     seen = []
     decode.run()
     decode.worker.yielded.connect(seen.append)
-    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=120_000)
+    qtbot.waitUntil(lambda: len(seen) >= 3, timeout=600_000)
     decode.cancel()
-    _wait(qtbot, decode, timeout=120_000)
+    _wait(qtbot, decode, timeout=600_000)
     store = session.context.store
     assert not store.is_done("decode")
     assert not (store.root / "tables" / "decoding.tsv").exists()

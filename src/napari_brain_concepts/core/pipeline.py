@@ -23,6 +23,7 @@ class StepSpec:
     target: str  # "module:function", imported when the step runs
     requires: tuple[str, ...] = ()
     help: str = ""
+    optional: bool = False  # not part of a whole analysis unless asked for (needs parameters)
 
     def function(self) -> Callable[[AnalysisContext], Generator[Progress, None, None]]:
         module, func = self.target.split(":")
@@ -30,6 +31,8 @@ class StepSpec:
 
 
 _STEP_LIST = [
+    StepSpec("clip", ".embeddings.clip:clip_step", (),
+             "CLIP image/caption embeddings from a local open_clip or Hugging Face checkpoint", optional=True),
     StepSpec("decode", ".decoding.steps:decode_step", (),
              "fit a brain→embedding decoder per subject; retrieval scores"),
     StepSpec("maps", ".concepts.category_maps:maps_step", ("decode",),
@@ -53,6 +56,7 @@ _STEP_LIST = [
 ]
 STEPS: dict[str, StepSpec] = {s.name: s for s in _STEP_LIST}
 STEP_ORDER: list[str] = [s.name for s in _STEP_LIST]
+DEFAULT_STEPS: list[str] = [s.name for s in _STEP_LIST if not s.optional]
 
 
 def with_requirements(steps: Iterable[str]) -> list[str]:
@@ -85,7 +89,7 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
     pending step depends on is rerun in memory only (its files are neither rewritten nor re-marked), so that
     the pending step finds its fitted objects.
     """
-    requested = list(STEP_ORDER if steps is None else steps)
+    requested = list(DEFAULT_STEPS if steps is None else steps)
     finished = ctx.state.setdefault("finished_steps", [])
     order = [s for s in with_requirements(requested) if s in requested or s not in finished]
     in_memory: set[str] = set()
