@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -425,6 +426,8 @@ BAD_INPUTS = [
     # truth
     ("truth-json", lambda r: (r / "truth" / "truth.json").write_text("{'a': 1}"), "truth/truth.json",
      "is not valid JSON"),
+    ("truth-arrays-truncated", lambda r: _truncate(r / "truth" / "arrays.npz"), "truth/arrays.npz",
+     "cannot be read (BadZipFile"),
     ("truth-arrays-missing", lambda r: (r / "truth" / "arrays.npz").unlink(), "truth/arrays.npz",
      "referenced by truth.json is missing"),
 ]
@@ -465,6 +468,37 @@ def test_bad_input_cases_cover_the_issue_list():
             "trials-unknown-id", "stimuli-duplicate-id", "responses-nifti-affine", "mask-4d", "mask-truncated",
             "responses-npy-nan", "mask-empty", "embedding-rows", "image-missing", "study-json-bad-json",
             "study-json-version"} <= names
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=st.integers(0, 10_000), damage=st.sampled_from(["truncate", "garbage", "empty", "delete", "overwrite"]),
+       where=st.floats(0, 1), junk=st.binary(min_size=1, max_size=32))
+def test_any_damaged_file_gives_an_input_error_or_a_valid_study(written_study, tmp_path, index, damage, where, junk):
+    """Whatever file is damaged and however, the reader either still reads a valid study (e.g. a damaged
+    image is only read when shown) or raises InputError, never another exception."""
+    root = tmp_path / f"case-{uuid.uuid4().hex}"
+    shutil.copytree(written_study, root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    path = files[index % len(files)]
+    data = path.read_bytes()
+    cut = int(where * len(data))
+    if damage == "truncate":
+        path.write_bytes(data[:cut])
+    elif damage == "garbage":
+        path.write_bytes(junk)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(data[:cut] + junk + data[cut + len(junk):])
+    try:
+        study = read_study(root)
+    except InputError as err:
+        assert err.where and err.problem and err.fix
+    else:
+        assert isinstance(study, Study)
+    shutil.rmtree(root)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ import re
 import shutil
 import uuid
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -545,8 +547,9 @@ def _read_truth(folder: Path) -> dict[str, Any] | None:
         try:
             with np.load(arrays_path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, EOFError) as err:
-            raise InputError(arrays_path, f"cannot be read ({err})", "rewrite the study with write_study") from err
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise InputError(arrays_path, f"cannot be read ({type(err).__name__}: {err})",
+                             "rewrite the study with write_study") from err
     return _unpack(packed, arrays, arrays_path)
 
 
