@@ -334,6 +334,9 @@ BAD_INPUTS = [
      "embeddings/captions.npy", "expected 2D"),
     ("embedding-corrupt", lambda r: _truncate(r / "embeddings" / "captions.npy"), "embeddings/captions.npy",
      "cannot be read as a numeric .npy array"),
+    ("embedding-bad-header", lambda r: (r / "embeddings" / "captions.npy").write_bytes(
+        (r / "embeddings" / "captions.npy").read_bytes().replace(b"'descr'", b"('descr")),
+     "embeddings/captions.npy", "cannot be read as a numeric .npy array"),
     ("embedding-kind", lambda r: _json(r, "embeddings/captions.json", kind="audio"), "embeddings/captions.json",
      "\"kind\" is 'audio'"),
     ("embedding-json", lambda r: (r / "embeddings" / "captions.json").write_text("{"), "embeddings/captions.json",

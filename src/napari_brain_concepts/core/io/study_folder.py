@@ -37,8 +37,6 @@ import re
 import shutil
 import uuid
 import warnings
-import zipfile
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -160,7 +158,9 @@ def _ordered(names: Iterable[str], order: list[str] | None) -> list[str]:
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except MemoryError:
+        raise
+    except Exception as err:  # a damaged header fails in numpy's parser with many types (even TokenError)
         raise InputError(path, f"{what} cannot be read as a numeric .npy array ({err})",
                          "save it with numpy.save from a float array (no Python objects)") from err
 
@@ -547,7 +547,9 @@ def _read_truth(folder: Path) -> dict[str, Any] | None:
         try:
             with np.load(arrays_path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        except MemoryError:
+            raise
+        except Exception as err:  # zipfile, zlib and numpy's header parser each raise their own types
             raise InputError(arrays_path, f"cannot be read ({type(err).__name__}: {err})",
                              "rewrite the study with write_study") from err
     return _unpack(packed, arrays, arrays_path)
