@@ -1,0 +1,197 @@
+"""Pipeline step ``decode``: a brain→embedding decoder per subject and its retrieval scores.
+
+Parameters: :class:`DecodeParams` (``ctx.step_params("decode", DecodeParams)``).
+
+Writes
+    ``tables/decoding.tsv`` — subject, decoder, protocol, metric, value, chance, detail (one row per score;
+    on a synthetic study also the oracle decoder's scores, ``decoder = "oracle"``);
+    ``figures/decoding.png`` — retrieval scores per subject against chance (and the oracle);
+    ``arrays/decoder_SUBJ.npz`` — ``coef`` (d, n_selected) voxel-space weights (linear decoders),
+    ``intercept``, ``voxels`` (indices of the selected voxels among the subject's), ``best_alphas`` (ridge),
+    ``rows_test`` and ``pred_test`` (decoded test samples);
+    ``subjects/SUBJ/maps/decoder_weight_norm.nii.gz`` — L2 norm of each voxel's weights (how much the
+    decoder uses it; 0 outside the selection).
+
+Sets in ``ctx.state``
+    ``decoders[subject]`` — the fitted :class:`RidgeDecoder` / :class:`ContrastiveDecoder`
+    (``coef_`` (d, n_selected), ``predict``, ``torch_forward``);
+    ``prepared[subject]`` (also ``splits[subject]``) — its :class:`PreparedData` (train / validation /
+    test X, Y and stimulus rows; selected voxels);
+    ``decoder_embedding`` — name of the decoded embedding; ``decoding_scores`` — the scores table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..context import AnalysisContext
+from ..errors import InputError
+from ..progress import Progress
+from .contrastive import ContrastiveDecoder
+from .metrics import decoding_scores, mean_by_stimulus
+from .prepare import PreparedData, prepare_subject
+from .ridge import DEFAULT_ALPHAS, RidgeDecoder
+
+STEP = "decode"
+
+
+@dataclass
+class DecodeParams:
+    """Parameters of the ``decode`` step (names shared with :func:`prepare_arrays` where they overlap)."""
+
+    embedding: str = "captions"
+    decoder: str = "ridge"                 # "ridge" | "contrastive"
+    protocol: str = "mindeye"              # "mindeye" (average repeats) | "sdc" (single trials)
+    test_fraction: float = 0.15            # used when the study has no shared test set
+    val_fraction: float = 0.1
+    nc_threshold: float | None = None      # keep voxels with noise ceiling ≥ this (percent)
+    n_voxels: int | None = None            # keep at most this many voxels (highest noise ceiling)
+    subjects: tuple[str, ...] | None = None
+    # ridge
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    cv: int = 5
+    solver: str = "auto"
+    loo: bool = False
+    # contrastive
+    architecture: str = "linear"           # "linear" | "mlp"
+    hidden: int = 5000
+    n_reruns: int = 3
+    max_iter: int = 5000
+    temperature: float = 0.03
+    lr: float = 1e-4
+    batch_size: int = 128
+    noise_std: float = 1.0
+    # scores
+    ks: tuple[int, ...] = (1, 5, 10)
+    n_draws: int = 30
+    draw_size: int = 300
+
+
+def make_decoder(params: DecodeParams, device: str, random_state: int) -> RidgeDecoder | ContrastiveDecoder:
+    """The decoder ``params`` describe (not yet fitted)."""
+    if params.decoder == "ridge":
+        return RidgeDecoder(alphas=params.alphas, cv=params.cv, solver=params.solver, loo=params.loo,
+                            device=device, random_state=random_state)
+    if params.decoder == "contrastive":
+        return ContrastiveDecoder(architecture=params.architecture, hidden=params.hidden,
+                                  n_reruns=params.n_reruns, max_iter=params.max_iter,
+                                  temperature=params.temperature, lr=params.lr, batch_size=params.batch_size,
+                                  noise_std=params.noise_std, device=device, random_state=random_state)
+    raise InputError("parameter decode.decoder", f"{params.decoder!r} is unknown", "use 'ridge' or 'contrastive'")
+
+
+def fit_decoder_iter(decoder, data: PreparedData) -> Generator[Progress, None, object]:
+    """Fit ``decoder`` on prepared data (validation set for early stopping; stimulus groups for CV)."""
+    if isinstance(decoder, ContrastiveDecoder):
+        if len(data.X_val) > 1:
+            return (yield from decoder.fit_iter(data.X_train, data.Y_train, data.X_val, data.Y_val))
+        return (yield from decoder.fit_iter(data.X_train, data.Y_train, groups=data.groups_train))
+    groups = data.groups_train if data.protocol == "sdc" else None
+    return (yield from decoder.fit_iter(data.X_train, data.Y_train, groups=groups))
+
+
+def _oracle_rows(ctx: AnalysisContext, name: str, data: PreparedData, params: DecodeParams, E: np.ndarray):
+    """Scores of the synthetic study's generative-truth decoder on the same test samples (else [])."""
+    truth = ctx.study.truth
+    if not truth or "weights" not in truth:
+        return []
+    from ..synthetic import oracle_predictions
+
+    sub = ctx.study.subject(name)
+    pred = oracle_predictions(ctx.study, name, params.embedding)
+    rows = ctx.study.trial_rows(sub)
+    test = np.isin(rows, data.rows_test)
+    pred, rows = pred[test], rows[test]
+    if params.protocol == "mindeye":
+        rows, pred = mean_by_stimulus(pred, rows)
+    return decoding_scores(pred, rows, E, params.ks, params.n_draws, params.draw_size, ctx.random_state)
+
+
+def _figure(table: pd.DataFrame):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("top1", "top5", "top10", "mindeye_brain_to_stimulus", "mindeye_stimulus_to_brain",
+                           "pairwise") if m in set(table.metric)]
+    subjects = list(dict.fromkeys(table.subject))
+    decoders = list(dict.fromkeys(table.decoder))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2), squeeze=False, sharey=True)
+    width = 0.8 / max(1, len(decoders))
+    for ax, metric in zip(axes[0], metrics):
+        part = table[table.metric == metric]
+        for j, dec in enumerate(decoders):
+            vals = [part[(part.subject == s) & (part.decoder == dec)].value.mean() for s in subjects]
+            ax.bar(np.arange(len(subjects)) + j * width, vals, width, label=dec)
+        chance = part.chance.mean()
+        ax.axhline(chance, color="k", ls="--", lw=1, label="chance")
+        ax.set_title(metric.replace("mindeye_", "MindEye ").replace("_", " "), fontsize=9)
+        ax.set_xticks(np.arange(len(subjects)) + 0.4 - width / 2, subjects, rotation=45, fontsize=8)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
+    """Fit one decoder per subject, score it on the test stimuli, write weights, maps, table and figure."""
+    params: DecodeParams = ctx.step_params(STEP, DecodeParams)
+    if params.protocol not in ("mindeye", "sdc"):
+        raise InputError("parameter decode.protocol", f"{params.protocol!r} is unknown", "use 'mindeye' or 'sdc'")
+    study = ctx.study
+    E = study.embedding(params.embedding).values
+    names = list(params.subjects) if params.subjects else study.subject_names
+    for n in names:
+        study.subject(n)
+    decoders = ctx.state.setdefault("decoders", {})
+    prepared = ctx.state.setdefault("prepared", {})
+    ctx.state["splits"] = prepared
+    ctx.state["decoder_embedding"] = params.embedding
+    rows_out = []
+    for i, name in enumerate(names):
+        yield Progress(STEP, i, len(names), f"{name}: preparing responses")
+        data = prepare_subject(study, name, params.embedding, protocol=params.protocol,
+                               test_fraction=params.test_fraction, val_fraction=params.val_fraction,
+                               nc_threshold=params.nc_threshold, n_voxels=params.n_voxels,
+                               random_state=ctx.random_state)
+        decoder = make_decoder(params, ctx.device, ctx.random_state)
+        for p in fit_decoder_iter(decoder, data):
+            yield Progress(STEP, i, len(names), f"{name}: {p.message}")
+        pred = decoder.predict(data.X_test)
+        scores = decoding_scores(pred, data.rows_test, E, params.ks, params.n_draws, params.draw_size,
+                                 ctx.random_state)
+        for s in scores:
+            rows_out.append({"subject": name, "decoder": params.decoder, "protocol": params.protocol,
+                             "metric": s.metric, "value": s.value, "chance": s.chance, "detail": s.detail})
+        for s in _oracle_rows(ctx, name, data, params, E):
+            rows_out.append({"subject": name, "decoder": "oracle", "protocol": params.protocol,
+                             "metric": s.metric, "value": s.value, "chance": s.chance, "detail": s.detail})
+        arrays = {"voxels": data.voxels, "rows_test": data.rows_test, "pred_test": pred}
+        coef = getattr(decoder, "coef_", None)
+        if coef is not None:
+            arrays.update(coef=coef, intercept=decoder.intercept_)
+            sub = study.subject(name)
+            norm = data.voxel_values(np.linalg.norm(coef, axis=0).astype(np.float32))
+            ctx.store.write_map(name, "decoder_weight_norm", sub.to_volume(norm), sub.affine)
+        if isinstance(decoder, RidgeDecoder):
+            arrays["best_alphas"] = decoder.best_alphas_
+        ctx.store.write_arrays(f"decoder_{name}", **arrays)
+        decoders[name] = decoder
+        prepared[name] = data
+    table = pd.DataFrame(rows_out, columns=["subject", "decoder", "protocol", "metric", "value", "chance",
+                                            "detail"])
+    ctx.store.write_table("decoding", table)
+    fig = _figure(table)
+    ctx.store.write_figure("decoding", fig)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    ctx.state["decoding_scores"] = table
+    ctx.store.mark_done(STEP, subjects=names, decoder=params.decoder, protocol=params.protocol)
+    yield Progress(STEP, len(names), len(names), "done")
