@@ -5,7 +5,7 @@ every sphere (rsatoolbox: ``get_volume_searchlight``, ``get_searchlight_RDMs``) 
 RDMs (rsatoolbox: ``evaluate_models_searchlight`` with ``eval_fixed``). rsatoolbox gets the same in-mask
 neighbours ours use. Prints the time of each stage, the ratio, and the largest difference in r.
 
-    python benchmarks/searchlight.py [--shape 24 28 24] [--radius 6] [--stimuli 100] [--models 3]
+    python benchmarks/searchlight.py [--shape 24 28 24] [--radius 6] [--stimuli 100] [--models 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--method", choices=("pearson", "spearman"), default="pearson")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import rsatoolbox
     from rsatoolbox.util import searchlight as rsl
