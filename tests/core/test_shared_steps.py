@@ -106,11 +106,12 @@ def test_localizer_validation_table_and_files(result):
 def test_decoders_from_the_store_and_bad_decoders(fitted, tmp_path):
     study, decoders, prepared = fitted
     ctx = _context(study, tmp_path / "a", {"decoders": decoders, "prepared": prepared})
-    from_state = load_decoders(ctx)
+    from_state, alphas = load_decoders(ctx)
+    assert set(alphas.values()) == {None}  # one alpha already: used as fitted
     store_ctx = _context(study, tmp_path / "b", {})
     for name, dec in decoders.items():
         store_ctx.store.write_arrays(f"decoder_{name}", coef=dec.coef_, voxels=prepared[name].voxels)
-    from_store = load_decoders(store_ctx)
+    from_store, _ = load_decoders(store_ctx)
     for name in study.subjects:
         np.testing.assert_allclose(from_store[name], from_state[name])
         assert from_state[name].shape == (384, study.subjects[name].n_voxels)
@@ -120,8 +121,27 @@ def test_decoders_from_the_store_and_bad_decoders(fitted, tmp_path):
     n = study.subject().n_voxels
     bad = {name: np.ones((384, n)) for name in study.subjects}
     bad["sub-03"] = np.ones((100, n))
+    with pytest.raises(InputError, match="ridge_alpha"):
+        load_decoders(ctx, ridge_alpha="best")
     with pytest.raises(InputError, match="different embedding dimensions"):
         run_to_end(shared_step(_context(study, tmp_path / "d", {"decoders": bad})))
     with pytest.raises(InputError, match=r"parameter eps: .*outside \(0\.0, 2\.0\]"):
         run_to_end(shared_step(_context(study, tmp_path / "e", {"decoders": decoders, "prepared": prepared},
                                         eps=2.5)))
+
+
+def test_per_target_alphas_are_refitted_with_one_alpha(fitted, tmp_path):
+    study, _, prepared = fitted
+    name = "sub-01"
+    cv = RidgeDecoder(alphas=[1e2, 1e4, 1e6], device="cpu").fit(
+        prepared[name].X_train, prepared[name].Y_train, groups=prepared[name].groups_train)
+    assert len(np.unique(cv.best_alphas_)) > 1
+    ctx = _context(study, tmp_path / "a", {"decoders": {name: cv}, "prepared": prepared})
+    weights, alphas = load_decoders(ctx)
+    chosen = cv.alphas_[np.argmax(cv.cv_scores_.mean(axis=1))]
+    assert alphas == {name: chosen}
+    one = RidgeDecoder(alphas=[chosen], device="cpu").fit(prepared[name].X_train, prepared[name].Y_train)
+    np.testing.assert_allclose(weights[name], prepared[name].voxel_values(one.coef_), rtol=1e-5, atol=1e-7)
+    as_fitted, alphas = load_decoders(ctx, ridge_alpha="as-fitted")
+    assert alphas == {name: None}
+    np.testing.assert_allclose(as_fitted[name], prepared[name].voxel_values(cv.coef_))

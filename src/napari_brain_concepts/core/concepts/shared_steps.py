@@ -24,6 +24,7 @@ least associated stimuli (the least associated ones are the concept's "negation"
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -63,6 +64,9 @@ class SharedParams:
     n_words_from, n_words : caption lemmas counted over this many top stimuli; lemmas kept per end.
     contact_sheets : draw ``figures/shared_concept_shared-KK.png`` (top and bottom stimuli).
     max_concepts : keep at most this many concepts (largest first); None keeps all.
+    ridge_alpha : ``"shared"`` refits a ridge decoder that chose a different alpha per embedding
+        dimension with the one alpha of best mean cross-validated score (see
+        :func:`shared_alpha_weights`); ``"as-fitted"`` keeps its weights; a number refits with that alpha.
     """
 
     eps: float = 0.6
@@ -76,6 +80,7 @@ class SharedParams:
     n_words: int = 8
     contact_sheets: bool = True
     max_concepts: int | None = None
+    ridge_alpha: str | float = "shared"
 
 
 def concept_name(k: int) -> str:
@@ -83,24 +88,80 @@ def concept_name(k: int) -> str:
     return f"shared-{k:02d}"
 
 
-def load_decoders(ctx: AnalysisContext) -> dict[str, np.ndarray]:
+def _prepared(ctx: AnalysisContext, name: str):
+    """The decode step's prepared data of subject ``name`` (rebuilt from its parameters when absent)."""
+    prepared = (ctx.state.get("prepared") or {}).get(name)
+    if prepared is not None:
+        return prepared
+    from inspect import signature
+
+    from ..decoding.prepare import prepare_arrays, prepare_subject
+
+    raw = ctx.params.get("decode") or {}
+    raw = dataclasses.asdict(raw) if dataclasses.is_dataclass(raw) else dict(raw)
+    allowed = set(signature(prepare_arrays).parameters) - {
+        "responses", "stimulus_rows", "embedding", "subject", "embedding_name", "sessions", "test_flags"}
+    kwargs = {k: v for k, v in raw.items() if k in allowed}
+    kwargs.setdefault("random_state", ctx.random_state)
+    embedding = raw.get("embedding") or ctx.state.get("decoder_embedding") or "captions"
+    prepared = prepare_subject(ctx.study, name, embedding, **kwargs)
+    ctx.state.setdefault("prepared", {})[name] = prepared
+    return prepared
+
+
+def shared_alpha_weights(ctx: AnalysisContext, name: str, alphas: np.ndarray, cv_scores: np.ndarray | None,
+                         alpha: float | None = None) -> tuple[np.ndarray, float]:
+    """Ridge weights of subject ``name`` refitted with one regularisation for every embedding dimension.
+
+    Per-target alphas shrink each embedding dimension's weights differently, so a voxel's column mixes
+    rows estimated at different regularisation and the cosine between two voxels' columns no longer
+    compares embedding directions (on the synthetic study no concept survives it). The alpha is ``alpha``
+    when given, else the one with the best cross-validated score averaged over all dimensions (for
+    decoders saved without their scores, the geometric median of the per-dimension alphas).
+    """
+    from ..decoding.ridge import RidgeDecoder
+
+    if alpha is None:
+        if cv_scores is None:
+            raise InputError(f"decoder of subject {name}", "has per-target alphas but no cross-validation scores",
+                             "give SharedParams.ridge_alpha a number")
+        alpha = float(np.asarray(alphas)[int(np.argmax(np.asarray(cv_scores).mean(axis=1)))])
+    data = _prepared(ctx, name)
+    refit = RidgeDecoder(alphas=[alpha], device=ctx.device, random_state=ctx.random_state)
+    refit.fit(data.X_train, data.Y_train)
+    return data.voxel_values(refit.coef_.astype(np.float64)), alpha
+
+
+def load_decoders(ctx: AnalysisContext, ridge_alpha: str | float = "shared"
+                  ) -> tuple[dict[str, np.ndarray], dict[str, float | None]]:
     """Linear weights (n_targets, n_voxels) per subject, from ``ctx.state`` or the results store.
 
     A decoder fitted on a selection of voxels (``ctx.state["prepared"][subject].voxels``, or ``voxels`` in
     the ``.npz``) is spread back over all of the subject's voxels with zero columns for the others, which
-    the clustering never uses.
+    the clustering never uses. A ridge decoder with different alphas per embedding dimension is refitted
+    with one alpha (:func:`shared_alpha_weights`) unless ``ridge_alpha == "as-fitted"``; a number fixes
+    that alpha. Returns the weights and the alpha used per subject (None: weights as fitted).
     """
+    if not (ridge_alpha in ("shared", "as-fitted") or isinstance(ridge_alpha, (int, float))):
+        raise InputError("parameter ridge_alpha", f"{ridge_alpha!r} is not 'shared', 'as-fitted' or a number",
+                         "use 'shared' (default), 'as-fitted' or a positive alpha")
+    fixed = float(ridge_alpha) if isinstance(ridge_alpha, (int, float)) else None
+    if fixed is not None and not fixed > 0:
+        raise InputError("parameter ridge_alpha", f"{ridge_alpha!r} is not positive", "give a positive alpha")
     study = ctx.study
     in_state = ctx.state.get("decoders") or {}
-    prepared = ctx.state.get("prepared") or {}
-    out = {}
+    out, used = {}, {}
     for name, subject in study.subjects.items():
         where = f"decoder of subject {name}"
-        voxels = None
+        voxels, best, alphas, cv_scores = None, None, None, None
         if name in in_state:
-            weights = decoder_weights(in_state[name], where)
-            if name in prepared:
-                voxels = np.asarray(prepared[name].voxels)
+            dec = in_state[name]
+            weights = decoder_weights(dec, where)
+            prepared = (ctx.state.get("prepared") or {}).get(name)
+            if prepared is not None:
+                voxels = np.asarray(prepared.voxels)
+            best = getattr(dec, "best_alphas_", None)
+            alphas, cv_scores = getattr(dec, "alphas_", None), getattr(dec, "cv_scores_", None)
         else:
             where = f"arrays/decoder_{name}.npz"
             try:
@@ -114,6 +175,8 @@ def load_decoders(ctx: AnalysisContext) -> dict[str, np.ndarray]:
             weights = decoder_weights(arrays[key], where)
             if "voxels" in arrays:
                 voxels = np.asarray(arrays["voxels"], dtype=np.int64)
+            best = arrays.get("best_alphas")
+            alphas, cv_scores = arrays.get("alphas"), arrays.get("cv_scores")
         if voxels is not None and weights.shape[1] == len(voxels) != subject.n_voxels:
             if len(voxels) and (voxels.min() < 0 or voxels.max() >= subject.n_voxels):
                 raise InputError(where, "selects voxels outside the subject's mask",
@@ -125,11 +188,18 @@ def load_decoders(ctx: AnalysisContext) -> dict[str, np.ndarray]:
             raise InputError(where, f"has weights for {weights.shape[1]} voxels but the subject has "
                              f"{subject.n_voxels} analysed voxels",
                              "fit the decoder on the subject's voxels, or rerun the decode step")
+        used[name] = None
+        per_target = best is not None and len(np.unique(np.asarray(best))) > 1
+        if ridge_alpha != "as-fitted" and (per_target or (fixed is not None and best is not None)):
+            alpha = fixed
+            if alpha is None and cv_scores is None:  # saved without CV scores: geometric median of the choices
+                alpha = float(np.exp(np.median(np.log(np.asarray(best, dtype=np.float64)))))
+            weights, used[name] = shared_alpha_weights(ctx, name, alphas, cv_scores, alpha)
         out[name] = weights
     if not out:
         raise InputError("step shared", "found no fitted decoder (ctx.state['decoders'] or "
                          "arrays/decoder_SUBJ.npz)", "run the decode step first")
-    return out
+    return out, used
 
 
 def _naming_embedding(study: Study, params: SharedParams, ctx: AnalysisContext, dim: int):
@@ -205,7 +275,7 @@ def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]
     params = ctx.step_params(STEP, SharedParams)
     study = ctx.study
     yield Progress(STEP, 0, 6, "reading decoders")
-    weights = load_decoders(ctx)
+    weights, alphas_used = load_decoders(ctx, params.ridge_alpha)
     clustering = SharedConceptClustering(eps=params.eps, min_participants=params.min_participants,
                                          expand_eps=params.expand_eps, whiten=params.whiten)
     yield Progress(STEP, 1, 6, f"clustering the voxels of {len(weights)} participants")
@@ -273,7 +343,8 @@ def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]
         _reordered(clustering, order), names, list(concepts["label"])))
 
     summary = _summary(concepts, validation, overlap)
-    ctx.state["shared"] = {"clustering": clustering, "order": order, "concepts": concepts,
+    ctx.state["shared"] = {"clustering": clustering, "ridge_alphas": alphas_used, "order": order,
+                           "concepts": concepts,
                            "validation": validation, "overlap": overlap, "sweep": sweep, "masks": masks,
                            "summary": summary}
     ctx.store.mark_done(STEP, n_concepts=len(names), eps=params.eps, min_participants=params.min_participants,
