@@ -103,7 +103,7 @@ def main() -> None:
     assert np.array_equal(spheres.centers, centers), "centres differ"
     rs_total = times["rsatoolbox spheres"] + times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
     rdm_eval = times["rsatoolbox RDMs"] + times["rsatoolbox evaluate"]
-    print(f"\n{len(centers)} searchlight centres, up to {spheres.neighbors.shape[1]} voxels per sphere\n")
+    print(f"\n{len(centers)} searchlight centres, up to {spheres.width} voxels per sphere\n")
     print(f"{'stage':<40}{'seconds':>10}")
     for name, value in times.items():
         print(f"{name:<40}{value:>10.2f}")

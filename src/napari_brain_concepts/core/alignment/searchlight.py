@@ -35,7 +35,6 @@ def sphere_offsets(radius: float) -> np.ndarray:
     return grid[np.sqrt((grid.astype(np.float64) ** 2).sum(axis=1)) < radius]
 
 
-@dataclass
 class Spheres:
     """Searchlight centres and their in-mask neighbours.
 
@@ -43,25 +42,54 @@ class Spheres:
     ----------
     centers : ndarray (n_centers,)
         Flat (C-order) indices of the centre voxels in the volume.
-    neighbors : ndarray (n_centers, max_size)
-        Column indices (into the mask's voxels, C order) of each centre's neighbours, padded with -1.
     sizes : ndarray (n_centers,)
-        Number of neighbours of each centre.
+        Number of in-mask voxels in each centre's sphere.
     shape : tuple
         The volume's shape.
+    mask : bool ndarray
+        The mask the spheres were made for.
+    offsets : ndarray (k, 3)
+        Voxel offsets of the sphere.
+    neighbors : ndarray (n_centers, max_size)
+        Column indices (into the mask's voxels, C order) of each centre's neighbours, padded with -1;
+        built on first use (the sliding engine never needs it).
     """
 
-    centers: np.ndarray
-    neighbors: np.ndarray
-    sizes: np.ndarray
-    shape: tuple[int, int, int]
+    def __init__(self, centers: np.ndarray, sizes: np.ndarray, mask: np.ndarray, offsets: np.ndarray):
+        self.centers = centers
+        self.sizes = sizes
+        self.mask = mask
+        self.offsets = offsets
+        self.shape = tuple(int(s) for s in mask.shape)
+        self._neighbors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.centers)
 
-    def neighbor_list(self, mask: np.ndarray) -> list[np.ndarray]:
+    @property
+    def width(self) -> int:
+        """Largest number of voxels in a sphere."""
+        return int(self.sizes.max()) if len(self.sizes) else 0
+
+    @property
+    def neighbors(self) -> np.ndarray:
+        if self._neighbors is None:
+            coords = np.array(np.unravel_index(self.centers, self.shape)).T
+            column = np.full(self.shape, -1, dtype=np.int64)
+            column[self.mask] = np.arange(int(self.mask.sum()))
+            shape = np.array(self.shape)
+            neighbors = np.full((len(self.centers), len(self.offsets)), -1, dtype=np.int64)
+            for k, off in enumerate(self.offsets):
+                pos = coords + off
+                ok = np.all((pos >= 0) & (pos < shape), axis=1)
+                neighbors[ok, k] = column[tuple(pos[ok].T)]
+            order = np.argsort(neighbors < 0, axis=1, kind="stable")
+            self._neighbors = np.take_along_axis(neighbors, order, axis=1)[:, :self.width]
+        return self._neighbors
+
+    def neighbor_list(self, mask: np.ndarray | None = None) -> list[np.ndarray]:
         """Neighbours of every centre as flat volume indices (the form rsatoolbox returns)."""
-        flat = np.flatnonzero(np.asarray(mask).ravel())
+        flat = np.flatnonzero(self.mask.ravel() if mask is None else np.asarray(mask).ravel())
         return [flat[row[:n]] for row, n in zip(self.neighbors, self.sizes)]
 
 
@@ -69,7 +97,8 @@ def searchlight_spheres(mask: np.ndarray, radius: float = 6, threshold: float = 
     """Searchlight centres (mask voxels with ≥ ``threshold`` of their on-grid sphere in the mask).
 
     Equals rsatoolbox's ``get_volume_searchlight(mask, radius, threshold)`` centres; the neighbours are
-    rsatoolbox's restricted to the mask.
+    rsatoolbox's restricted to the mask. Sphere counts come from two correlations of the mask with the
+    sphere kernel, not from a loop over centres.
     """
     mask = np.asarray(mask)
     if mask.ndim != 3:
@@ -86,22 +115,7 @@ def searchlight_spheres(mask: np.ndarray, radius: float = 6, threshold: float = 
         fraction = in_mask / on_grid
     keep = mask & (fraction >= threshold)
     centers = np.flatnonzero(keep.ravel())
-    coords = np.argwhere(keep)
-    column = np.full(mask.shape, -1, dtype=np.int64)
-    column[mask] = np.arange(int(mask.sum()))
-    shape = np.array(mask.shape)
-    neighbors = np.full((len(centers), len(offsets)), -1, dtype=np.int64)
-    for k, off in enumerate(offsets):
-        pos = coords + off
-        ok = np.all((pos >= 0) & (pos < shape), axis=1)
-        neighbors[ok, k] = column[tuple(pos[ok].T)]
-    valid = neighbors >= 0
-    order = np.argsort(~valid, axis=1, kind="stable")
-    neighbors = np.take_along_axis(neighbors, order, axis=1)
-    sizes = valid.sum(axis=1)
-    width = int(sizes.max()) if len(sizes) else 0
-    return Spheres(centers=centers, neighbors=neighbors[:, :width], sizes=sizes,
-                   shape=tuple(int(s) for s in mask.shape))
+    return Spheres(centers=centers, sizes=in_mask.ravel()[centers].astype(np.int64), mask=mask, offsets=offsets)
 
 
 def _average_ranks(x: torch.Tensor) -> torch.Tensor:
@@ -295,7 +309,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
         raise InputError("parameter engine", f"{engine!r} is unknown", "use 'sliding' or 'gather'")
     dev = torch.device(resolve_device(device))
     names = list(models)
-    width = spheres.neighbors.shape[1]
+    width = spheres.width
     largest = max(len(s) for s in subsets)
     if batch_size is None:
         bytes_per = largest * (width + 3 * largest) * torch.finfo(dtype).bits // 8
