@@ -125,6 +125,11 @@ class ImageToTextNetwork:
         The last feature map is averaged over a ``pool_grid`` × ``pool_grid`` grid before the readout
         (1 = global average pooling).
     epochs, batch_size, lr, weight_decay : training schedule (Adam).
+    center : bool
+        With ``target="embedding"``: train toward the targets minus their mean over the training images.
+        Caption embeddings share a large common component; a cosine loss on raw targets is nearly minimised
+        by predicting that mean for every image, so the network would learn little about what tells scenes
+        apart. Outputs then live in the centred space.
     augment : bool
         Random horizontal flips during training.
     device : str
@@ -140,13 +145,15 @@ class ImageToTextNetwork:
         Size of the output space.
     history_ : list of float
         Mean training loss of every epoch.
+    target_mean_ : ndarray (out_dim,)
+        Mean training target subtracted when ``center`` (zeros otherwise).
     """
 
     def __init__(self, target: str = "embedding", channels: Sequence[int] = (32, 64, 128, 128),
                  recurrent: bool = False, n_steps: int = 3, image_size: int = 64, pool_grid: int = 1,
                  epochs: int = 30,
-                 batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, augment: bool = True,
-                 device: str = "auto", random_state: int = 0):
+                 batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 1e-4, center: bool = True,
+                 augment: bool = True, device: str = "auto", random_state: int = 0):
         self.target = target
         self.channels = channels
         self.recurrent = recurrent
@@ -157,6 +164,7 @@ class ImageToTextNetwork:
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.center = center
         self.augment = augment
         self.device = device
         self.random_state = random_state
@@ -197,6 +205,7 @@ class ImageToTextNetwork:
         self.module_ = _build_module([int(c) for c in self.channels], bool(self.recurrent), int(self.n_steps),
                                      self.out_dim_, int(self.pool_grid)).to(self.device_)
         self.history_ = []
+        self.target_mean_ = np.zeros(self.out_dim_, dtype=np.float32)
         return self
 
     # -- training --------------------------------------------------------------------------------
@@ -222,6 +231,12 @@ class ImageToTextNetwork:
         x = images_to_array(images, int(self.image_size))
         y = self._targets(targets, len(x))
         self.init(y.shape[1])
+        if self.center and self.target == "embedding":
+            self.target_mean_ = y.mean(axis=0).astype(np.float32)
+            y = y - self.target_mean_
+            if np.any(np.linalg.norm(y, axis=1) == 0):
+                raise InputError("targets", "an image's target equals the mean target, so its centred target is "
+                                 "zero", "use center=False or give distinct targets")
         device = self.device_
         xt = torch.from_numpy(x).to(device)
         yt = torch.from_numpy(y).to(device)
@@ -280,7 +295,8 @@ class ImageToTextNetwork:
         return self._run(images, {layer}, batch_size)[layer]
 
     def predict(self, images, batch_size: int = 64) -> np.ndarray:
-        """Network output: L2-normalised embeddings (``target="embedding"``) or category probabilities."""
+        """Network output: L2-normalised embeddings (``target="embedding"``; centred when ``center``) or
+        category probabilities."""
         out = self._run(images, {"readout"}, batch_size)["readout"]
         if self.target == "embedding":
             return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -312,7 +328,8 @@ class ImageToTextNetwork:
         payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                    "architecture": self.architecture(),
                    "params": {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay",
-                                                             "augment", "random_state")},
+                                                             "center", "augment", "random_state")},
+                   "target_mean": torch.from_numpy(np.asarray(self.target_mean_, dtype=np.float32)),
                    "history": list(self.history_),
                    "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
                    "extra": extra}
@@ -358,6 +375,8 @@ class ImageToTextNetwork:
             raise InputError(path, f"weights do not fit the architecture ({err})",
                              "retrain and save the network again") from err
         self.history_ = list(payload.get("history", []))
+        if "target_mean" in payload:
+            self.target_mean_ = np.asarray(payload["target_mean"], dtype=np.float32)
         return self
 
     @classmethod
