@@ -10,9 +10,9 @@ influence each other.
 Rows: ``read_nsd`` single trials (SDC protocol), ``read_nsd(average_repeats=True)`` (MindEye protocol),
 and a naive loader that calls ``nib.load(betas_sessionNN.nii.gz).get_fdata()`` per session, masks it and
 z-scores it. Columns: peak per session count, the least-squares slope per session, the slope of peak
-against the size of the returned responses (``peak/resp``: 1.0 = no overhead beyond the result), and the
-40-session figure extrapolated along that line to the size of a full subject's responses (30,000 trials,
-or 10,000 images when repeats are averaged). The COCO caption files (about 2/3 of COCO's size) are
+against the size of the returned responses over the last interval (``peak/resp``: 1.0 = no overhead
+beyond the result), and the 40-session figure extrapolated from the last point along that slope to the
+size of a full subject's responses (30,000 trials, or 10,000 images when repeats are averaged). The COCO caption files (about 2/3 of COCO's size) are
 parsed in a short-lived child process of the reader, whose memory is not in these figures.
 
 Run: ``python benchmarks/nsd_memory.py [--sessions 1 2 4 6] [--naive-sessions 1 2] [--root DIR]``
@@ -178,6 +178,8 @@ def main() -> None:
         for label, (kind, counts) in rows.items():
             for n in counts:
                 results[(label, n)] = r = run_child(kind, root, n)
+                (root / "benchmark_results.json").write_text(json.dumps(
+                    [{"loader": k[0], "sessions": k[1], **v} for k, v in results.items()], indent=1))
                 print(f"  {label:32s} {n:2d} sessions: peak {r['peak_mb']:7.0f} MiB "
                       f"(after imports {r['base_mb']:.0f} MiB, responses {r['result_mb']:.0f} MiB, "
                       f"{r['seconds']:.1f} s)", flush=True)
@@ -194,11 +196,16 @@ def main() -> None:
             peaks = np.array([results[(label, n)]["peak_mb"] for n in ns])
             resp = np.array([results[(label, n)]["result_mb"] for n in ns])
             per_session = np.polyfit(ns, peaks, 1)[0] if len(ns) > 1 else float("nan")
-            # peak = a + b · (size of the responses): exact for either protocol, since averaging makes
-            # the responses grow with the number of distinct images, not with the sessions
-            b, a = np.polyfit(resp, peaks, 1) if len(ns) > 1 else (float("nan"), peaks[0])
+            # Extrapolate along peak vs size of the responses (averaging makes the responses grow with
+            # the number of distinct images, not with the sessions), using the slope of the last
+            # interval: transients of one session are constant, while checks over the whole result
+            # grow with it, so the last interval is closest to the asymptote.
+            if len(ns) > 1:
+                b = (peaks[-1] - peaks[-2]) / (resp[-1] - resp[-2])
+            else:
+                b = float("nan")
             resp40 = full[kind] * N_MASK * 4 / 2**20
-            extrapolated[label] = a + b * resp40
+            extrapolated[label] = peaks[-1] + b * (resp40 - resp[-1])
             cells = "".join(f"{results[(label, n)]['peak_mb']:7.0f}" if (label, n) in results else f"{'':7s}"
                             for n in counts)
             print(f"{label:32s}{cells}{per_session:10.1f}{b:10.2f}{extrapolated[label]:9.0f}")

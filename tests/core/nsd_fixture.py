@@ -236,11 +236,11 @@ def write_design(root: Path, *, n_sessions_design: int, trials_per_session: int,
             {"info": {"description": "COCO 2017"}, "licenses": [], "images": images[sp],
              "annotations": ann[sp]}))
 
-    # COCO object instances: 0-3 objects per image (a category may repeat); categories = sorted names.
+    # COCO object instances: 1-3 objects per image (a category may repeat); categories = sorted names.
     categories: dict[int, list[str]] = {}
     inst = {"train2017": [], "val2017": []}
     for nsd in range(n_images):
-        objs = [] if nsd % 11 == 0 else [nsd % 10, (3 * nsd) % 10, nsd % 10]
+        objs = [nsd % 10] if nsd % 11 == 0 else [nsd % 10, (3 * nsd) % 10, nsd % 10]
         categories[nsd] = sorted({COCO_CATEGORIES[o][1] for o in objs})
         for o in objs:
             inst[split[nsd]].append({"image_id": int(coco_ids[nsd]), "category_id": COCO_CATEGORIES[o][0],
