@@ -16,6 +16,16 @@ matrix product ``X (M ⊙ U)ᵀ`` serves every concept at once and is exactly wh
 The loss is a sum over concepts and Adam acts element-wise, so the batched run takes the same steps as a
 loop over concepts (``batched=False``, kept as the peer of the benchmark).
 
+What a masked-out voxel feeds the decoder (``fill``): with ``fill="zero"`` the input is literally
+``X ⊙ m`` (a z-scored voxel at 0 is at its mean). With a linear decoder that objective is degenerate:
+the read-out is linear in ``m`` and the Pearson correlation ignores its scale, so shrinking every entry of
+``m`` together lowers the penalty at no cost and all masks sink towards 0 (none reaches the 0.5 threshold).
+The default ``fill="shuffle"`` feeds ``m ⊙ X + (1 − m) ⊙ X_π``, where ``X_π`` is the same voxels' responses
+to other trials (a fixed random permutation of the trials): removing a voxel then destroys its
+information without changing the input's distribution, so a voxel the concept needs is held at 1 and a
+voxel it does not need is pushed to 0 by the penalty. The read-out stays one matrix product,
+``(X − X_π)(m ⊙ u) + X_π u + b·w``.
+
 Decoders whose output is L2-normalised (the contrastive decoder) are read before the normalisation: the
 per-trial norm would couple every concept's voxels and cost K · d times more, and a Pearson correlation is
 blind to the overall scale anyway.
@@ -86,6 +96,9 @@ class VoxelMaskOptimizer:
     validation_fraction : float
         Share of the trials kept out of the optimisation to select the best mask (when no explicit
         held-out trials are given).
+    fill : {"shuffle", "zero"}
+        What a masked-out voxel feeds the decoder: its responses to other trials (default) or 0 (the
+        literal product, degenerate for linear decoders; see the module notes).
     batched : bool
         One K × V problem (default) or a loop of K separate problems (same steps; slower).
     device : str
