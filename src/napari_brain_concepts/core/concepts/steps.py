@@ -124,6 +124,15 @@ def subject_data(ctx: AnalysisContext, subject: str):
     return prepared, decoder
 
 
+def decoded_subjects(ctx: AnalysisContext) -> list[str]:
+    """Subjects with a fitted decoder, in study order."""
+    decoders = ctx.state.get("decoders") or {}
+    names = [s for s in ctx.study.subject_names if s in decoders]
+    if not names:
+        raise InputError("step concepts", "found no fitted decoder in this analysis", "run the decode step first")
+    return names
+
+
 def _embedding(ctx: AnalysisContext) -> np.ndarray:
     return ctx.study.embedding(ctx.state.get("decoder_embedding", "captions")).values
 
@@ -132,7 +141,7 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Fit the concept basis on every subject's validation pairs, compare retrieval, name the concepts."""
     params: ConceptsParams = ctx.step_params("concepts", ConceptsParams)
     study = ctx.study
-    subjects = list(study.subject_names)
+    subjects = decoded_subjects(ctx)
     yield Progress("concepts", 0, 1, "collecting decoded validation embeddings")
     data = {s: subject_data(ctx, s) for s in subjects}
     Y, Y_hat, groups = [], [], []
@@ -208,7 +217,8 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     opt_kwargs = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "concepts"}
     rows, fitted = [], {}
     hard_all, score_all, decodable_all = {}, {}, {}
-    for si, s in enumerate(ctx.study.subject_names):
+    subjects = decoded_subjects(ctx)
+    for si, s in enumerate(subjects):
         prepared, decoder = subject_data(ctx, s)
         sub = ctx.study.subject(s)
         opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device, random_state=int(ctx.rng("masks", s).integers(2**31)))
@@ -218,7 +228,7 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         gen = opt.fit_iter(prepared.X_train, prepared.Y_train, directions, decoder,
                            X_val=prepared.X_val, Y_val=prepared.Y_val)
         for p in gen:
-            yield Progress("masks", si * p.total + p.done, len(ctx.study.subject_names) * p.total,
+            yield Progress("masks", si * p.total + p.done, len(subjects) * p.total,
                            f"{s}: {p.message}")
         soft = prepared.voxel_values(opt.masks_)          # (K, n_voxels of the subject)
         hard = prepared.voxel_values(opt.hard_masks_)
