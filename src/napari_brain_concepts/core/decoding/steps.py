@@ -134,8 +134,9 @@ def _figure(table: pd.DataFrame):
         ax.set_xticks(np.arange(len(subjects)) + 0.4 - width / 2, subjects, rotation=45, fontsize=8)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.tight_layout()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0))
     return fig
 
 
