@@ -1,7 +1,8 @@
 """Pipeline step ``shared``: concepts shared across participants, named, overlapped and validated.
 
 Reads the fitted linear decoder of every subject (``ctx.state["decoders"][subject]``, anything with
-``coef_`` of shape (n_targets, n_voxels); or ``arrays/decoder_SUBJ.npz`` in the results store), clusters
+``coef_`` of shape (n_targets, n_voxels); or ``arrays/decoder_SUBJ.npz`` in the results store; ridge
+decoders with per-dimension alphas are refitted with one alpha, see ``SharedParams.ridge_alpha``), clusters
 the voxel columns with :class:`SharedConceptClustering`, names every shared concept by its most and
 least associated stimuli (the least associated ones are the concept's "negation"), and writes:
 
@@ -16,8 +17,11 @@ least associated stimuli (the least associated ones are the concept's "negation"
 - ``tables/shared_eps_sweep.tsv``            clusters per eps of the sweep
 - ``tables/localizer_validation.tsv`` and ``figures/localizer_validation.png``
 - ``figures/shared_concepts.png``            voxels per concept and participant
+- ``tables/shared_planted_dice.tsv``         (study with planted truth) Dice of every concept mask with
+  every planted region, per subject
 
-``ctx.state["shared"]`` receives a dict with ``clustering`` (the fitted estimator), ``concepts``,
+``ctx.state["shared"]`` receives a dict with ``clustering`` (the fitted estimator), ``order`` (cluster
+index of each ``shared-KK``), ``ridge_alphas`` (subject → alpha of the refit, or None), ``concepts``,
 ``validation``, ``overlap``, ``sweep`` (DataFrames), ``masks`` (subject → concept → bool per voxel) and
 ``summary`` (the short table the demo prints, also the step's return value).
 """
