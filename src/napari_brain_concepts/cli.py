@@ -70,13 +70,20 @@ class _Printer:
             print(f"[{p.step:>12}] {pct} {p.message}", file=sys.stderr, flush=True)
 
 
-def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, **manifest: Any) -> Any:
+#: parameters the demo uses on the coarse synthetic grid (a 6-voxel searchlight would cover most of its mask)
+DEMO_PARAMS: dict[str, dict[str, Any]] = {"rsa": {"radius": 3}}
+
+
+def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, defaults: dict | None = None,
+         **manifest: Any) -> Any:
     from .core.context import AnalysisContext
     from .core.io.results import ResultsStore
     from .core.pipeline import run_analysis, with_requirements
     from .core.progress import run_to_end
 
     params = parse_params(getattr(args, "param", None))
+    for step, values in (defaults or {}).items():
+        params[step] = {**values, **params.get(step, {})}
     if getattr(args, "model", None):
         clip = params.setdefault("clip", {})
         clip.update({k: getattr(args, k) for k in ("model", "checkpoint", "config") if getattr(args, k)})
@@ -115,7 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"wrote the synthetic study to {args.write}")
     if args.write_only:
         return 0
-    ctx = _run(study, args.out, args.steps, args, synthetic_size=args.size, synthetic_seed=args.seed)
+    ctx = _run(study, args.out, args.steps, args, defaults=DEMO_PARAMS, synthetic_size=args.size,
+               synthetic_seed=args.seed)
     print(_summary(ctx))
     print(f"\nresults in {Path(args.out).resolve()}  ({time.monotonic() - t0:.0f} s in all)")
     print(f"open them in napari:  brain-concepts view {args.out}")
