@@ -28,7 +28,7 @@ SMALL = dict(channels=(8, 16), image_size=24, pool_grid=2, batch_size=16, lr=3e-
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_training_lowers_the_cosine_loss_and_learns_the_target(recurrent):
     images, targets, labels = _toy()
-    net = ImageToTextNetwork(recurrent=recurrent, n_steps=3, epochs=12, **SMALL).fit(images, targets)
+    net = ImageToTextNetwork(recurrent=recurrent, n_steps=2, epochs=12, **SMALL).fit(images, targets)
     assert net.history_[-1] < 0.5 * net.history_[0]
     pred = net.predict(images)
     np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1, rtol=1e-5)
@@ -162,9 +162,15 @@ def image_models_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse cache fixture
         mp.setenv("BRAIN_CONCEPTS_CACHE", str(tmp_path_factory.mktemp("cache")))
         study = make_synthetic_study(seed=0, size="tiny")
+        torchvision = pytest.importorskip("torchvision")
+        torch.manual_seed(0)
+        weights = tmp_path_factory.mktemp("weights") / "mobilenet.pt"
+        torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), weights)
+        other = {"name": "mobilenet", "source": "torchvision", "arch": "mobilenet_v3_small",
+                 "weights": str(weights), "image_size": 64}
         store = ResultsStore.create(tmp_path_factory.mktemp("results"))
         ctx = AnalysisContext(study=study, store=store, device="cpu", random_state=0,
-                              params={"image-models": ImageModelsParams(**STEP_PARAMS)})
+                              params={"image-models": ImageModelsParams(**STEP_PARAMS, models=[other])})
         reports = []
         with store.staged("image-models"):
             run_to_end(image_models_step(ctx), reports.append)
@@ -176,7 +182,7 @@ def test_image_models_step_writes_tables_figure_and_checkpoints(image_models_run
     store = ctx.store
     assert store.is_done("image-models")
     table = store.read_table("image_models_rsa")
-    models = {"caption embedding", "caption network", "untrained network", "category network"}
+    models = {"caption embedding", "caption network", "untrained network", "category network", "mobilenet"}
     assert set(table["model"]) == models
     rois = set(table["roi"])
     assert {"planted/relation", "planted/number", "planted/colour", "floc-faces/FFA-1"} <= rois
@@ -193,6 +199,8 @@ def test_image_models_step_writes_tables_figure_and_checkpoints(image_models_run
     np.testing.assert_allclose(again.transform(pixels), state["features"]["caption network"], rtol=1e-5,
                                atol=1e-6)
     assert any(p.step == "image networks" for p in reports)
+    assert any(p.step == "image features" and "mobilenet" in p.message for p in reports)
+    assert state["features"]["mobilenet"].shape == (len(rows), 576)
 
 
 def test_caption_network_generalises_to_held_out_images(image_models_run):

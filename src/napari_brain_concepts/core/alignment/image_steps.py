@@ -5,7 +5,8 @@ true stimulus, cosines, BLEU/chrF, top-k captions with scores) and ``arrays/capt
 embeddings, test rows, top-k corpus indices and scores); ``tables/captions.tsv`` (one summary row per
 subject), ``tables/captions_corpus.tsv`` and ``figures/captions.png``. It leaves in ``ctx.state["captions"]``:
 ``{"summary": DataFrame, "per_stimulus": {subject: DataFrame}, "reconstructors": {subject:
-CaptionReconstructor}, "corpus": CaptionCorpus, "encoder": SentenceEncoder}``.
+CaptionReconstructor}, "corpus": CaptionCorpus, "encoder": SentenceEncoder}``, and loaded sentence models
+in ``ctx.state["sentence_encoders"]`` (``{str(model folder or None): SentenceEncoder}``, reused by both steps).
 
 ``image_models_step`` trains the image→caption-embedding network, its untrained twin and the category
 control on the training images, reads the activations of every network and of any extra image model
