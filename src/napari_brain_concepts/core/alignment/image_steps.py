@@ -83,7 +83,8 @@ class ImageModelsParams:
         ``model`` when the study lacks it).
     model : local sentence-model folder used when the embedding must be computed.
     channels, recurrent, n_steps, image_size, pool_grid, epochs, batch_size, lr : the network (see
-        :class:`~.image_networks.ImageToTextNetwork`).
+        :class:`~.image_networks.ImageToTextNetwork`). The defaults train in about a minute per network on
+        two CPU cores for the demo's 500 training images; use more channels and epochs on a GPU.
     seeds : one caption network, untrained network and category control per seed.
     layer : network layer compared with the brain (``"pool"``, ``"readout"`` or ``"convK"``).
     category_control : train the multi-hot category control (needs category labels).
@@ -96,12 +97,12 @@ class ImageModelsParams:
 
     embedding: str = "captions"
     model: str | None = None
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
     recurrent: bool = False
     n_steps: int = 3
-    image_size: int = 64
+    image_size: int = 48
     pool_grid: int = 1
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 2e-3
     seeds: list[int] = field(default_factory=lambda: [0])
