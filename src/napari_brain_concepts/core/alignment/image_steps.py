@@ -83,8 +83,8 @@ class ImageModelsParams:
         ``model`` when the study lacks it).
     model : local sentence-model folder used when the embedding must be computed.
     channels, recurrent, n_steps, image_size, pool_grid, epochs, batch_size, lr : the network (see
-        :class:`~.image_networks.ImageToTextNetwork`). The defaults train in about a minute per network on
-        two CPU cores for the demo's 500 training images; use more channels and epochs on a GPU.
+        :class:`~.image_networks.ImageToTextNetwork`). The defaults are sized for the demo on a CPU; use more
+        channels, a larger image size and more epochs on a GPU.
     seeds : one caption network, untrained network and category control per seed.
     layer : network layer compared with the brain (``"pool"``, ``"readout"`` or ``"convK"``).
     category_control : train the multi-hot category control (needs category labels).
