@@ -106,3 +106,37 @@ def test_bad_input_is_named(pairs):
     b = ConceptBasis(4, n_iter=5, device="cpu", prune=False).fit(Y, Yh)
     with pytest.raises(InputError, match="expected"):
         b.transform(Y[:, :10])
+
+
+def test_concepts_step_writes_basis_retrieval_names_and_truth(tmp_path):
+    from napari_brain_concepts.core.concepts.steps import concepts_step
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+
+    study = planted_study(seed=4, n_stimuli=120)
+    store = ResultsStore.create(tmp_path / "res")
+    ctx = AnalysisContext(study, store, params={"concepts": {"n_components": 6, "n_iter": 60,
+                                                             "learning_rate": 3e-3}}, device="cpu")
+    ctx.state["decoders"], ctx.state["prepared"] = {}, {}
+    for s in study.subject_names:
+        p = prepare_subject(study, s, "captions", protocol="sdc", val_fraction=0.3, random_state=0)
+        ctx.state["prepared"][s] = p
+        ctx.state["decoders"][s] = RidgeDecoder(device="cpu").fit(p.X_train, p.Y_train)
+    run_to_end(concepts_step(ctx))
+    assert store.is_done("concepts")
+    ids = ctx.state["concept_ids"]
+    arrays = store.read_arrays("concept_basis")
+    np.testing.assert_array_equal(arrays["components"], ctx.state["concept_basis"].components_)
+    assert list(arrays["concept_ids"]) == ids
+    retrieval = store.read_table("concept_retrieval")
+    assert set(retrieval["space"]) == {"full", "basis", "pca"}
+    assert set(retrieval["subject"]) == set(study.subject_names) | {"mean"}
+    assert set(store.read_table("concept_names")["concept"]) == set(ids)
+    assert all(store.figure_path(f"concept_{c}").is_file() for c in ids)
+    truth = store.read_table("concept_truth")
+    assert set(truth["planted"]) == set(CONCEPTS) and set(truth["concept"]) <= set(ids)
+
+    ctx.state["decoders"].clear()
+    with pytest.raises(InputError, match="run the decode step first"):
+        run_to_end(concepts_step(ctx))

@@ -153,3 +153,26 @@ def test_masks_step_writes_nifti_in_subject_space(planted, tmp_path):
         assert not vol[~sub.mask].any()
         soft = nib.load(store.maps(s)["mask_face"]).get_fdata()
         np.testing.assert_array_equal(vol.astype(bool), (soft >= 0.5) & sub.mask)
+
+
+def test_masks_step_rejects_a_decoder_of_other_voxels(planted, tmp_path):
+    from napari_brain_concepts.core.concepts.basis import ConceptBasis
+    from napari_brain_concepts.core.concepts.steps import masks_step
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+
+    study, data, dirs = planted
+    ctx = AnalysisContext(study, ResultsStore.create(tmp_path / "res"), params={"masks": {"n_steps": 5}},
+                          device="cpu")
+    p1 = data["sub-01"][0]
+    narrow = RidgeDecoder(device="cpu").fit(p1.X_train[:, :50], p1.Y_train)
+    ctx.state["decoders"] = {"sub-01": narrow}
+    ctx.state["prepared"] = {"sub-01": p1}
+    basis = ConceptBasis(len(dirs))
+    basis.components_ = dirs.astype(np.float32)
+    ctx.state["concept_basis"], ctx.state["concept_ids"] = basis, list(CONCEPTS)
+    with pytest.raises(InputError, match="decoder of subject sub-01.*fitted on 50 voxels"):
+        run_to_end(masks_step(ctx))
+    with pytest.raises(InputError, match="run the concepts step first"):
+        run_to_end(masks_step(AnalysisContext(study, ctx.store, device="cpu")))
