@@ -229,3 +229,16 @@ def test_whitened_clustering_ignores_linear_changes_of_the_embedding_space():
     np.testing.assert_array_equal(a.labels_, b.labels_)
     assert a.n_clusters_ > 0
     assert not np.array_equal(c.labels_, a.labels_)  # plain cosine does depend on it
+
+
+def test_a_border_voxel_between_two_clusters_is_a_member_of_both():
+    angles = np.array([0.0, 0.01, 0.02, 0.03, 0.115, 0.2, 0.21, 0.22, 0.23])
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    model = SharedConceptClustering(eps=0.004, min_participants=3, expand_eps=0).fit(
+        points, groups=np.arange(len(points)))
+    ref = DBSCAN(eps=0.004, min_samples=4, metric="cosine").fit(points)
+    np.testing.assert_array_equal(model.labels_, ref.labels_)
+    assert model.labels_[4] == 0 and not model.core_sample_mask_[4]
+    middle = model.subjects_[4]
+    assert model.memberships_[middle][:, 0].tolist() == [True, True]  # both masks hold it
+    np.testing.assert_array_equal(model.n_participants_, [5, 5])

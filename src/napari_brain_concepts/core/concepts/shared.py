@@ -144,11 +144,13 @@ class SharedConceptClustering:
     whitening_ : ndarray, shape (n_targets, n_features) or None
         The whitening map applied to the centred columns (``None`` without whitening).
     memberships_ : dict of str to ndarray of bool, shape (n_clusters, n_voxels)
-        Per participant and cluster, its voxels after the post-expansion (clusters may overlap).
+        Per participant and cluster, its voxels: core voxels, every border voxel within ``eps`` of one
+        of its core voxels (also when ``labels_`` gives that voxel to an earlier cluster), and the
+        post-expansion; clusters may overlap.
     subject_labels_ : dict of str to ndarray of int
         ``labels_`` split per participant.
     participant_counts_ : ndarray of int, shape (n_clusters, n_subjects)
-        Voxels per cluster and participant, before the post-expansion.
+        Member voxels per cluster and participant (core and border), before the post-expansion.
     expand_eps_ : float
         The post-expansion radius used.
     """
@@ -263,14 +265,20 @@ class SharedConceptClustering:
             labels[hit] = best[hit]
 
         n_clusters = len(first_comps)
+        # memberships: core points plus every border point of the cluster, even one that DBSCAN's label
+        # gives to an earlier cluster, so each cluster keeps the participants that made its cores core
+        base = np.zeros((n_clusters, n), dtype=bool)
+        base[labels[core_idx], core_idx] = True
+        if border.any():
+            base[labels[c[border]], r[border]] = True
+        member = base.copy()
         # post-expansion inside each participant (memberships may overlap)
-        member = np.zeros((n_clusters, n), dtype=bool)
-        lab = np.flatnonzero(labels >= 0)
-        member[labels[lab], lab] = True
         if expand_eps > 0 and n_clusters:
-            grow = (dists <= expand_eps) & (groups[rows] == groups[cols]) & (labels[rows] >= 0)
-            member[labels[rows[grow]], cols[grow]] = True
-        return {"core": core, "labels": labels, "n_clusters": n_clusters, "member": member}
+            grow = (dists <= expand_eps) & (groups[rows] == groups[cols])
+            adjacency = sparse.csr_matrix((np.ones(grow.sum(), dtype=np.float32), (rows[grow], cols[grow])),
+                                          shape=(n, n))
+            member |= (sparse.csr_matrix(base, dtype=np.float32) @ adjacency).toarray() > 0
+        return {"core": core, "labels": labels, "n_clusters": n_clusters, "member": member, "base": base}
 
     # -- public API ----------------------------------------------------------------------------------
     def fit(self, weights: Mapping[str, Any] | np.ndarray, groups: Sequence | np.ndarray | None = None
@@ -320,8 +328,9 @@ class SharedConceptClustering:
         self.centroids_ = _cluster_means(self.points_, self.labels_, self.n_clusters_)
         self.directions_ = (_cluster_means(original, self.labels_, self.n_clusters_) if self.whiten
                             else self.centroids_.copy())
+        base = out["base"]
         self.participant_counts_ = np.stack(
-            [np.bincount(self.groups_[self.labels_ == k], minlength=n_groups) for k in range(self.n_clusters_)]
+            [np.bincount(self.groups_[base[k]], minlength=n_groups) for k in range(self.n_clusters_)]
         ).astype(np.int64) if self.n_clusters_ else np.zeros((0, n_groups), dtype=np.int64)
         idx = [np.flatnonzero(self.groups_ == g) for g in range(n_groups)]
         self.memberships_ = {name: member[:, idx[g]] for g, name in enumerate(names)}
@@ -388,7 +397,7 @@ class SharedConceptClustering:
         for e, x in zip(eps_values, expands):
             out = self._cluster(edges, e, x)
             labels, k = out["labels"], out["n_clusters"]
-            parts = [len(np.unique(self.groups_[labels == j])) for j in range(k)]
+            parts = [len(np.unique(self.groups_[out["base"][j]])) for j in range(k)]
             sizes = np.bincount(labels[labels >= 0], minlength=k) if k else np.zeros(0, int)
             rows.append({
                 "eps": e, "expand_eps": x, "n_clusters": k,
