@@ -174,7 +174,8 @@ class ConceptBasis:
             idx = torch.from_numpy(rng.choice(n, size=batch, replace=False)).to(device)
             fy = F.leaky_relu(Yt[idx] @ W.T, self.negative_slope)
             fh = F.leaky_relu(Yht[idx] @ W.T, self.negative_slope)
-            logits = -torch.cdist(fy, fh).pow(2) / self.temperature
+            sq = fy.pow(2).sum(1, keepdim=True) + fh.pow(2).sum(1) - 2.0 * fy @ fh.T  # cdist's backward is slow
+            logits = -sq.clamp_min(0.0) / self.temperature
             g = gt[idx]
             same = (g[:, None] == g[None, :]).float()
             target = same / same.sum(1, keepdim=True)
