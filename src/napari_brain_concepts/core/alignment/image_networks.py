@@ -346,7 +346,8 @@ class ImageToTextNetwork:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for unreadable files
-            raise InputError(path, f"cannot be read as a torch checkpoint ({type(err).__name__}: {err})",
+            raise InputError(path, f"cannot be read as a torch checkpoint ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})",
                              "give a file written by ImageToTextNetwork.save_checkpoint") from err
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise InputError(path, "is not an image-network checkpoint of this package (another model's weights?)",

@@ -53,6 +53,10 @@ def zscore_by_session(responses: np.ndarray, sessions: np.ndarray | None = None)
     for s in np.unique(sessions):
         rows = sessions == s
         block = R[rows].astype(np.float64)
+        if len(block) > 1 and np.all(block == block.flat[0]):
+            # a session where nothing varies is a failed export (e.g. zero-filled), not data
+            raise InputError("responses", f"session {s} holds the same value ({block.flat[0]:g}) in every voxel "
+                             "and trial", "re-export that session's responses or leave its trials out")
         mean = block.mean(0)
         std = block.std(0)
         std[std == 0] = np.inf

@@ -419,6 +419,10 @@ class RidgeDecoder:
         from sklearn.metrics import r2_score
 
         X, Y = check_xy(X, Y)
+        self._check_fitted()
+        if Y.shape[1] != self.n_targets_:
+            raise InputError("parameter Y", f"has {Y.shape[1]} columns, the decoder was fitted on "
+                             f"{self.n_targets_}-d targets", "score with the embedding the decoder was fitted on")
         return float(r2_score(Y, self.predict(X)))
 
     def torch_forward(self, X: torch.Tensor) -> torch.Tensor:

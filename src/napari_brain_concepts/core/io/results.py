@@ -243,7 +243,7 @@ class ResultsStore:
         return save_nifti(np.asarray(volume).astype(np.uint8), affine, self.mask_path(subject, concept))
 
     def write_shared(self, concept: str, counts: np.ndarray, affine: np.ndarray) -> Path:
-        return save_nifti(np.asarray(counts).astype(np.int16), affine, self.base / "shared" / f"{concept}.nii.gz")
+        return save_nifti(counts, affine, self.base / "shared" / f"{concept}.nii.gz", dtype=np.int16)
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
         return write_atomic(self.table_path(name),

@@ -58,6 +58,14 @@ def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
     """Write ``data`` with ``affine`` (and ``header``) to ``path`` atomically."""
     data = np.asarray(data)
     if dtype is not None:
+        if np.issubdtype(np.dtype(dtype), np.integer) and data.size and data.dtype != np.bool_:
+            info = np.iinfo(dtype)
+            low, high = np.min(data), np.max(data)
+            if not (np.isfinite(low) and np.isfinite(high)) or low < info.min or high > info.max:
+                worst = high if not np.isfinite(low) or high > info.max else low
+                raise InputError(path, f"values up to {worst} do not fit {np.dtype(dtype).name} "
+                                 f"({info.min}..{info.max}); writing them would wrap around",
+                                 f"scale or clip the values to {info.min}..{info.max}, or save as float32")
         data = data.astype(dtype)
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
