@@ -35,10 +35,10 @@ def main() -> None:
     from napari_brain_concepts.core.compat import preload_triton
 
     preload_triton()
+    import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    import napari
     from napari_brain_concepts._napari import workers
     from napari_brain_concepts.core.decoding.ridge import RidgeDecoder
 

@@ -48,10 +48,12 @@ def start(function: Callable[..., Any], *args: Any, on_yield: Callable | None = 
         def iterate():
             return (yield from gen)
 
-        worker = create_worker(iterate, _progress=progress)
+        # errors go to ``on_error`` alone: without _ignore_errors superqt also re-raises them in the event
+        # loop, where napari shows the same error a second time
+        worker = create_worker(iterate, _progress=progress, _ignore_errors=True)
     else:
         gen = None
-        worker = create_worker(function, *args, _progress=progress, **kwargs)
+        worker = create_worker(function, *args, _progress=progress, _ignore_errors=True, **kwargs)
     if on_yield is not None and isinstance(worker, GeneratorWorker):
         worker.yielded.connect(on_yield)
     if on_return is not None:

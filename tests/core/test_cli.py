@@ -1,0 +1,108 @@
+"""The command line as a user runs it: determinism, kill and resume, one-line errors on bad input."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_brain_concepts.cli import main, parse_params
+from napari_brain_concepts.core.errors import InputError
+
+FAST = ["--param", "decode.cv=3", "--param", "decode.alphas=[1.0, 100.0, 10000.0]", "--quiet"]
+
+
+def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "napari_brain_concepts.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def study_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "study"
+    result = _cli("demo", "--size", "tiny", "--write", str(folder), "--write-only")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_two_runs_give_identical_files(study_folder, tmp_path):
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        result = _cli("maps", str(study_folder), "--out", str(out), *FAST)
+        assert result.returncode == 0, result.stderr
+    first, second = (_hashes(o) for o in outs)
+    assert any(name.endswith(".nii.gz") for name in first)
+    assert first == second
+
+
+def test_kill_then_resume_keeps_finished_steps(study_folder, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    args = [sys.executable, "-m", "napari_brain_concepts.cli", "maps", str(study_folder), "--out", str(out), *FAST]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    manifest = out / "manifest.json"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file() and "decode" in json.loads(manifest.read_text()).get("steps", {}):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps = json.loads(manifest.read_text())["steps"]
+    assert list(steps) == ["decode"]
+    decoded = out / "tables" / "decoding.tsv"
+    before = decoded.stat().st_mtime_ns, decoded.read_bytes()
+    assert not (out / "tables" / "concept_maps.tsv").exists()
+
+    result = _cli("maps", str(study_folder), "--out", str(out), *FAST, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert list(json.loads(manifest.read_text())["steps"]) == ["decode", "maps"]
+    assert (decoded.stat().st_mtime_ns, decoded.read_bytes()) == before
+    assert (out / "tables" / "concept_maps.tsv").is_file()
+    assert not (out / ".staging").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda root: root, "study.json"),
+        (lambda root: (root / "study.json").write_text("{not json") and root, "study.json"),
+    ],
+    ids=["empty-folder", "bad-json"],
+)
+def test_bad_study_is_one_line_and_exit_2(tmp_path, capsys, make, expected):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    folder = make(bad)
+    code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err
+    assert expected in err and "Fix:" in err
+
+
+def test_cli_subprocess_reports_parameter_error(study_folder, tmp_path):
+    result = _cli("run", str(study_folder), "--out", str(tmp_path / "o"), "--steps", "shared",
+                  "--param", "shared.eps=3", *FAST)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "eps" in lines[0] and "Fix:" in lines[0]
+
+
+def test_parse_params():
+    assert parse_params(["decode.cv=3", "masks.batched=false", "decode.alphas=[1, 10]", "embed.model=/m"]) == {
+        "decode": {"cv": 3, "alphas": [1, 10]}, "masks": {"batched": False}, "embed": {"model": "/m"}}
+    with pytest.raises(InputError, match="STEP.NAME=VALUE"):
+        parse_params(["cv=3"])
