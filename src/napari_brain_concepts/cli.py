@@ -41,7 +41,7 @@ def load_study(study: str | None, nsd: str | None = None, subject: list[int] | N
 
         if not subject:
             raise InputError("--subject", "is required with --nsd", "add e.g. --subject 1")
-        return read_nsd(nsd, subjects=subject, sessions=sessions)
+        return read_nsd(nsd, subjects=subject, sessions=sessions, embed_captions=True)
     if study is None:
         from .core.synthetic import make_synthetic_study
 

@@ -91,7 +91,7 @@ def stimulus_images(stimuli: Stimuli, rows: Sequence[int] | np.ndarray | None = 
     All missing files are found before any is read, so the error says how many are missing and names the first.
     """
     rows = np.arange(len(stimuli)) if rows is None else np.asarray(rows, dtype=np.int64)
-    if stimuli.pixels is None:
+    if stimuli.pixels is None and getattr(stimuli, "image_source", None) is None:
         no_image = [int(r) for r in rows if stimuli.image_paths[r] is None]
         if no_image:
             raise InputError("stimuli", f"{len(no_image)} of {len(rows)} stimuli have no image "
