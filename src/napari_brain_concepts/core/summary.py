@@ -51,16 +51,47 @@ def table_summary(ctx: AnalysisContext, name: str, title: str, max_rows: int = 2
     return f"{title}\n{_fmt(df.head(max_rows))}{more}"
 
 
+def mask_summary(ctx: AnalysisContext) -> str | None:
+    df = _table(ctx, "mask_truth")
+    if df is None or "dice" not in df:
+        return None
+    planted = df[df["planted_here"].astype(str).str.lower() == "true"]
+    wide = planted.pivot_table(index="planted", columns="subject", values="dice", aggfunc="mean")
+    wide["mean"] = wide.mean(axis=1)
+    return "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(wide.reset_index())
+
+
+def _state_table(ctx: AnalysisContext, key: str, title: str, columns: list[str] | None = None) -> str | None:
+    entry = ctx.state.get(key)
+    table = entry.get("summary") if isinstance(entry, dict) else None
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        return None
+    if columns:
+        table = table[[c for c in columns if c in table.columns]]
+    return f"{title}\n{_fmt(table)}"
+
+
 def format_summary(ctx: AnalysisContext) -> str:
-    """Study, decoding, concept maps and what later steps left as their summaries."""
+    """Study, decoding, concept maps, masks, shared concepts, alignment and captions, as far as they ran."""
     study = ctx.study
     n_vox = [s.n_voxels for s in study.subjects.values()]
     parts = [f"Study {study.name}: {len(study.subjects)} participants, {len(study.stimuli)} stimuli, "
              f"{int(np.min(n_vox))}–{int(np.max(n_vox))} voxels; steps: "
              f"{', '.join(ctx.store.finished_steps) or 'none'}"]
-    for block in (decoding_summary(ctx), concept_map_summary(ctx)):
-        if block:
-            parts.append(block)
-    for text in ctx.state.get("summaries", {}).values():
-        parts.append(text)
+    blocks = [
+        decoding_summary(ctx),
+        concept_map_summary(ctx),
+        table_summary(ctx, "concept_truth", "Concept basis: the component that best matches each planted concept"),
+        mask_summary(ctx),
+        _state_table(ctx, "shared", "Shared concepts across participants, and localizer validation"),
+        table_summary(ctx, "rsa_summary", "RSA with each ROI (noise-ceiling-normalised r; FDR-significant marked)"),
+        table_summary(ctx, "captions", "Caption reconstruction (rank of the true stimulus among test stimuli)"),
+        _state_table(ctx, "image_models", "Image models vs the brain (RSA)"),
+    ]
+    parts += [b for b in blocks if b]
+    if "captions" in ctx.state:
+        from .alignment.image_steps import caption_examples
+
+        parts.append("Captions read out of the brain (first participant, five test stimuli)\n"
+                     + caption_examples(ctx, n=5))
     return "\n\n".join(parts)
