@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_brain_concepts.core.context import AnalysisContext
@@ -43,18 +44,19 @@ def _hashes(root: Path) -> dict[str, str]:
             if p.is_file() and p.name != "manifest.json" and p.suffix != ".png"}
 
 
-def _analyse(study, out: Path, seed: int = 0) -> dict[str, str]:
+def _analyse(study, out: Path, seed: int = 0) -> tuple[dict[str, str], pd.DataFrame]:
     store = ResultsStore.create(out, parameters={"params": SMALL, "seed": seed})
     ctx = AnalysisContext(study=study, store=store, params={k: dict(v) for k, v in SMALL.items()},
                           random_state=seed, device="cpu")
     run_to_end(run_analysis(ctx, STEPS))
     assert list(store.manifest["steps"]) == STEPS
-    return _hashes(out)
+    return _hashes(out), ctx.state["decoding_scores"]
 
 
 def test_two_runs_of_every_step_give_identical_files(study, tmp_path):
-    first = _analyse(study, tmp_path / "a")
-    second = _analyse(study, tmp_path / "b")
+    first, scores = _analyse(study, tmp_path / "a")
+    second, again = _analyse(study, tmp_path / "b")
+    pd.testing.assert_frame_equal(scores, again, check_exact=True)   # the TSV rounds to 6 digits
     kinds = {name.split("/")[0] for name in first}
     assert {"tables", "arrays", "subjects"} <= kinds
     assert any(name.endswith(".nii.gz") for name in first)
