@@ -80,7 +80,7 @@ class MasksParams:
     burn_in: int = 350
     eval_every: int = 10
     threshold: float = 0.5
-    min_decodability: float = 0.1
+    min_decodability: float = 0.3
     fill: str = "shuffle"
     batched: bool = True
     concepts: list[str] | None = None
