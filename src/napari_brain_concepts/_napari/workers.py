@@ -17,8 +17,24 @@ from napari.utils.notifications import show_error, show_info
 SYNCHRONOUS = False
 
 
+class StepRuntimeError(Exception):
+    """A ``RuntimeError`` raised inside a worker's generator, carried out under another type.
+
+    superqt takes a ``RuntimeError`` from a generator for a deleted worker: it only warns and never emits
+    ``errored`` or ``finished``, so the widget would wait for ever. torch raises ``RuntimeError`` for many
+    bad inputs, so the workers re-raise it as this (the notification shows the original).
+    """
+
+    def __init__(self, original: RuntimeError):
+        super().__init__(str(original))
+        self.original = original
+
+
 def _error_message(exc: BaseException) -> str:
     from ..core.errors import BrainConceptsError
+
+    if isinstance(exc, StepRuntimeError):
+        exc = exc.original
 
     return str(exc) if isinstance(exc, BrainConceptsError) else f"{type(exc).__name__}: {exc}"
 
@@ -46,7 +62,10 @@ def start(function: Callable[..., Any], *args: Any, on_yield: Callable | None = 
         gen = function(*args, **kwargs)
 
         def iterate():
-            return (yield from gen)
+            try:
+                return (yield from gen)
+            except RuntimeError as err:
+                raise StepRuntimeError(err) from err
 
         # errors go to ``on_error`` alone: without _ignore_errors superqt also re-raises them in the event
         # loop, where napari shows the same error a second time

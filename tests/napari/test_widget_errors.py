@@ -1,0 +1,102 @@
+"""A failure injected into the steps of every dock widget: exactly one napari error notification carrying
+the core's message, the widget is ready again, and the viewer stays usable (another step then runs)."""
+
+from __future__ import annotations
+
+import pytest
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_brain_concepts._napari.session import get_session
+
+PLUGIN = "napari-brain-concepts"
+FAST = {
+    "decode": {"alphas": [1.0, 100.0, 10000.0], "cv": 3},
+    "concepts": {"n_components": 8, "n_iter": 150, "prune": False, "contact_sheets": False},
+    "masks": {"n_steps": 60, "burn_in": 20, "eval_every": 10},
+    "shared": {"contact_sheets": False, "eps_sweep": [0.6]},
+    "embed": {"controls": ["categories_multihot"]},
+    "rsa": {"searchlight": False},
+    "captions": {"n_folds": 3},
+}
+
+
+@pytest.fixture
+def loaded(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    _, study_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Study")
+    study_widget.load_synthetic(size="tiny", seed=0)
+    qtbot.waitUntil(lambda: study_widget.subject is not None, timeout=600_000)
+    session = get_session(viewer)
+    session.ensure_context({k: dict(v) for k, v in FAST.items()})
+    return viewer, session
+
+
+def _errors() -> list[str]:
+    return [str(n.message) for n in notification_manager.records if n.severity == NotificationSeverity.ERROR]
+
+
+def _run_and_collect(qtbot, widget) -> list[str]:
+    """Run the widget's steps to the end; the error notifications that appeared meanwhile."""
+    before = len(_errors())
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=600_000)
+    return _errors()[before:]
+
+
+def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbot, tmp_path, monkeypatch):
+    from napari_brain_concepts.core import pipeline
+
+    viewer, session = loaded
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    # (widget, how to make its first step fail, expected core message, the step that failed)
+    cases = [
+        ("Decode", lambda w: (w.embedding.addItem("no-such-embedding"), w.embedding.setCurrentText("no-such-embedding")),
+         "no embedding 'no-such-embedding'", "decode"),
+        ("Concepts", lambda w: session.ensure_context({"concepts": {**FAST["concepts"], "n_components": 0}}),
+         "parameter n_components: 0 is not a positive integer", "concepts"),
+        ("Alignment", lambda w: session.ensure_context({"embed": {**FAST["embed"], "batch_size": 0}}),
+         "parameter batch_size", "embed"),
+        ("Captions", lambda w: session.ensure_context({"captions": {**FAST["captions"], "model": str(not_a_model)}}),
+         f"{not_a_model}: is not a Hugging Face model folder (no config.json)", "captions"),
+    ]
+    widgets = {}
+    for name, inject, expected, step in cases:
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        widgets[name] = widget
+        inject(widget)
+        errors = _run_and_collect(qtbot, widget)
+        assert len(errors) == 1, (name, errors)
+        assert expected in errors[0] and "Fix:" in errors[0], (name, errors[0])
+        assert "\n" not in errors[0] and "Traceback" not in errors[0]
+        assert not session.done(step)
+        assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+        assert "error" in widget.status.text()
+        if name == "Decode":      # the decode widget's form sets the embedding of every later decode run
+            widget.embedding.setCurrentText("captions")
+            widget.embedding.removeItem(widget.embedding.findText("no-such-embedding"))
+            session.ensure_context({"decode": dict(FAST["decode"])})
+
+    # not only InputError: any exception raised inside a step is one notification naming its type
+    captions = widgets["Captions"]
+    session.ensure_context({"captions": dict(FAST["captions"])})
+    original = pipeline.StepSpec.function
+
+    def broken(ctx):
+        yield from ()
+        raise RuntimeError("injected failure in captions")
+
+    monkeypatch.setattr(pipeline.StepSpec, "function",
+                        lambda self: broken if self.name == "captions" else original(self))
+    assert _run_and_collect(qtbot, captions) == ["RuntimeError: injected failure in captions"]
+    assert not session.done("captions") and captions.run_button.isEnabled()
+    monkeypatch.undo()
+
+    # the viewer is still usable: with the bad input fixed, a step runs to the end without a new error
+    decode = widgets["Decode"]
+    decode.embedding.setCurrentText("captions")
+    session.ensure_context({"decode": dict(FAST["decode"])})
+    assert _run_and_collect(qtbot, decode) == []
+    assert session.done("decode"), decode.status.text()
+    subject = session.study.subject(session.subject)
+    assert f"{subject.name} decoder_weight_norm" in viewer.layers
