@@ -96,12 +96,13 @@ class StepWidget(QWidget):
             self.status.setText("Cancelling …")
 
     def _on_progress(self, p) -> None:
-        if self._progress is not None:
-            if p.total and self._progress.total != p.total:
-                self._progress.total = p.total
-            self._progress.n = p.done
-            self._progress.set_description(f"{p.step}: {p.message}"[:80])
-            self._progress.refresh()
+        bar = self._progress  # a local: updating the bar may process events that close it
+        if bar is not None:
+            if p.total and bar.total != p.total:
+                bar.total = p.total
+            bar.n = p.done
+            bar.set_description(f"{p.step}: {p.message}"[:80])
+            bar.refresh()
         self.status.setText(f"{p.step}: {p.message}")
 
     def _on_return(self, ctx) -> None:
