@@ -81,7 +81,16 @@ def test_serial_and_dask_pieces_are_identical(study):
     emb = "captions" if "captions" in study.stimuli.embeddings else next(iter(study.stimuli.embeddings))
     names = study.subject_names
     shared = {"study": study, "embedding": emb}
-    serial = run_to_end(map_pieces(_fit_subject, names, scheduler=None, shared=shared))
+    import torch
+
+    # dask workers run one thread each (the nanny sets OMP_NUM_THREADS=1); float32 sums are bit-identical
+    # only for the same thread count, so the serial run uses one thread too
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run_to_end(map_pieces(_fit_subject, names, scheduler=None, shared=shared))
+    finally:
+        torch.set_num_threads(threads)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         parallel = run_to_end(map_pieces(_fit_subject, names, scheduler=cluster.scheduler_address, shared=shared))
     assert len(serial) == len(parallel) == len(names)

@@ -32,6 +32,7 @@ class StepWidget(QWidget):
         self.session = get_session(napari_viewer)
         self.worker = None
         self._progress = None
+        self._failed = False
         self.run_button = QPushButton(self.run_label)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -81,6 +82,7 @@ class StepWidget(QWidget):
             workers.notify_error(exc)
             return None
         todo = list(steps or self.steps)
+        self._failed = False
         self._set_running(True, f"Running {', '.join(todo)} …")
         from napari.utils import progress
 
@@ -96,6 +98,8 @@ class StepWidget(QWidget):
             self.status.setText("Cancelling …")
 
     def _on_progress(self, p) -> None:
+        if self._failed:
+            return  # a report queued before the error must not hide it
         bar = self._progress  # a local: updating the bar may process events that close it
         if bar is not None:
             if p.total and bar.total != p.total:
@@ -115,6 +119,7 @@ class StepWidget(QWidget):
         self.on_finished(ctx)
 
     def _on_error(self, exc: BaseException) -> None:
+        self._failed = True
         self.status.setText("Stopped with an error (see the notification).")
         workers.notify_error(exc)
 
