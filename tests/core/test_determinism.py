@@ -64,7 +64,11 @@ def test_two_runs_of_every_step_give_identical_files(study, tmp_path):
 
 
 def _fit_subject(name, study, embedding):
+    import torch
+
     from napari_brain_concepts.core.decoding.prepare import prepare_subject
+
+    torch.set_num_threads(1)  # the same in the test process and in every dask worker
     from napari_brain_concepts.core.decoding.ridge import RidgeDecoder
 
     data = prepare_subject(study, name, embedding, random_state=0)

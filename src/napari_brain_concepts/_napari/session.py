@@ -62,10 +62,9 @@ class AnalysisSession:
             store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True)
             self.context = AnalysisContext(study=self.study, store=store, params={},
                                            random_state=self.random_state, device=self.device)
-        for step, values in (params or {}).items():
-            current = self.context.params.get(step)
-            # the form's values win; what scripts or tests set for other names of the step is kept
-            self.context.params[step] = {**current, **values} if isinstance(current, dict) else dict(values)
+        if params:
+            # a widget's form gives the whole parameter set of its steps
+            self.context.params.update(params)
         return self.context
 
     def done(self, step: str) -> bool:
