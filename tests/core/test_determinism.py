@@ -98,6 +98,9 @@ def test_serial_and_dask_pieces_are_identical(study):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         parallel = run_to_end(map_pieces(_fit_subject, names, scheduler=cluster.scheduler_address, shared=shared))
     assert len(serial) == len(parallel) == len(names)
-    for a, b in zip(serial, parallel):
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)
+    for (coef_a, alpha_a, pred_a), (coef_b, alpha_b, pred_b) in zip(serial, parallel):
+        np.testing.assert_array_equal(coef_a, coef_b)
+        np.testing.assert_array_equal(alpha_a, alpha_b)
+        # predictions are one float32 matrix product of those equal weights; its last bits depend on the
+        # memory alignment of the arrays (unpickled in the worker), not on the fit
+        np.testing.assert_allclose(pred_a, pred_b, rtol=1e-5, atol=1e-7)

@@ -100,14 +100,16 @@ class StepWidget(QWidget):
     def _on_progress(self, p) -> None:
         if self._failed:
             return  # a report queued before the error must not hide it
-        bar = self._progress  # a local: updating the bar may process events that close it
+        # the text first: updating the bar may process queued events (the step's error, its end), whose
+        # handlers must have the last word
+        self.status.setText(f"{p.step}: {p.message}")
+        bar = self._progress  # a local: those events may close the bar
         if bar is not None:
             if p.total and bar.total != p.total:
                 bar.total = p.total
             bar.n = p.done
             bar.set_description(f"{p.step}: {p.message}"[:80])
             bar.refresh()
-        self.status.setText(f"{p.step}: {p.message}")
 
     def _on_return(self, ctx) -> None:
         from .display import sync_results
