@@ -3,32 +3,9 @@ the core's message, the widget is ready again, and the viewer stays usable (anot
 
 from __future__ import annotations
 
-import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_brain_concepts._napari.session import get_session
-
-PLUGIN = "napari-brain-concepts"
-FAST = {
-    "decode": {"alphas": [1.0, 100.0, 10000.0], "cv": 3},
-    "concepts": {"n_components": 8, "n_iter": 150, "prune": False, "contact_sheets": False},
-    "masks": {"n_steps": 60, "burn_in": 20, "eval_every": 10},
-    "shared": {"contact_sheets": False, "eps_sweep": [0.6]},
-    "embed": {"controls": ["categories_multihot"]},
-    "rsa": {"searchlight": False},
-    "captions": {"n_folds": 3},
-}
-
-
-@pytest.fixture
-def loaded(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer(show=True)
-    _, study_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Study")
-    study_widget.load_synthetic(size="tiny", seed=0)
-    qtbot.waitUntil(lambda: study_widget.subject is not None, timeout=600_000)
-    session = get_session(viewer)
-    session.ensure_context({k: dict(v) for k, v in FAST.items()})
-    return viewer, session
+from .conftest import FAST, PLUGIN
 
 
 def _errors() -> list[str]:
@@ -46,7 +23,7 @@ def _run_and_collect(qtbot, widget) -> list[str]:
 def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbot, tmp_path, monkeypatch):
     from napari_brain_concepts.core import pipeline
 
-    viewer, session = loaded
+    viewer, _, session = loaded
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
     # (widget, how to make its first step fail, expected core message, the step that failed)
