@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..decoding.prepare import mean_by_stimulus, zscore_by_session
 from ..errors import InputError, check_range
 from ..study import Study, Subject
 
@@ -259,32 +260,21 @@ def stimulus_patterns(study: Study, subject: Subject, rows: np.ndarray, zscore: 
     """Mean response pattern (n_rows, n_voxels) of each stimulus row over its repeats.
 
     With ``zscore`` every voxel is z-scored within each session first (the usual single-trial
-    normalisation), so that session offsets do not enter the patterns.
+    normalisation, :func:`~..decoding.prepare.zscore_by_session`), so that session offsets do not enter
+    the patterns.
     """
-    resp = subject.responses.astype(np.float64)
-    if zscore:
-        resp = resp.copy()
-        for sess in np.unique(subject.sessions):
-            sel = subject.sessions == sess
-            if sel.sum() < 2:
-                continue
-            block = resp[sel]
-            sd = block.std(axis=0)
-            sd[sd == 0] = 1.0
-            resp[sel] = (block - block.mean(axis=0)) / sd
+    rows = np.asarray(rows, dtype=np.int64)
     trial_rows = study.trial_rows(subject)
-    lookup = np.full(len(study.stimuli), -1, dtype=np.int64)
-    lookup[rows] = np.arange(len(rows))
-    target = lookup[trial_rows]
-    keep = target >= 0
-    counts = np.bincount(target[keep], minlength=len(rows))
-    if np.any(counts == 0):
-        missing = study.stimuli.ids[rows[counts == 0][0]]
-        raise InputError(f"subject {subject.name}", f"never saw stimulus {missing!r}",
+    keep = np.isin(trial_rows, rows)
+    resp = subject.responses[keep]
+    if zscore:
+        resp = zscore_by_session(subject.responses, subject.sessions)[keep]
+    shown, means = mean_by_stimulus(resp, trial_rows[keep])
+    missing = ~np.isin(rows, shown)
+    if np.any(missing):
+        raise InputError(f"subject {subject.name}", f"never saw stimulus {study.stimuli.ids[rows[missing][0]]!r}",
                          "restrict the analysis to stimuli every subject saw")
-    sums = np.zeros((len(rows), resp.shape[1]))
-    np.add.at(sums, target[keep], resp[keep])
-    return sums / counts[:, None]
+    return means[np.searchsorted(shown, rows)]
 
 
 def roi_regions(subject: Subject, extra: Mapping[str, np.ndarray] | None = None,

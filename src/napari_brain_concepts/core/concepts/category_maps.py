@@ -22,14 +22,10 @@ from ..study import Study, Subject
 
 def stimulus_responses(study: Study, subject: Subject) -> tuple[np.ndarray, np.ndarray]:
     """Session-z-scored responses averaged over repeats: (rows in stimuli, (n_stimuli_shown, n_voxels))."""
-    from ..decoding.prepare import zscore_by_session
+    from ..decoding.prepare import mean_by_stimulus, zscore_by_session
 
-    X = zscore_by_session(subject.responses, subject.sessions)
-    rows = study.trial_rows(subject)
-    shown, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    mean = np.zeros((len(shown), X.shape[1]), dtype=np.float64)
-    np.add.at(mean, inverse, X)
-    mean /= counts[:, None]
+    shown, mean = mean_by_stimulus(zscore_by_session(subject.responses, subject.sessions),
+                                   study.trial_rows(subject))
     return shown, mean.astype(np.float32)
 
 

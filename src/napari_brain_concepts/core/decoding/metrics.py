@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .prepare import mean_by_stimulus
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,6 @@ def pearson_per_dimension(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (P * T).sum(0) / denom
     return np.nan_to_num(r).astype(np.float32)
-
-
-def mean_by_stimulus(values: np.ndarray, stimulus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average rows sharing a stimulus: (unique stimuli, (n_unique, d) means)."""
-    values = np.asarray(values, dtype=np.float64)
-    uniq, inverse = np.unique(np.asarray(stimulus), return_inverse=True)
-    total = np.zeros((len(uniq), values.shape[1]))
-    np.add.at(total, inverse, values)
-    return uniq, total / np.bincount(inverse)[:, None]
 
 
 def decoding_scores(pred: np.ndarray, stimulus: np.ndarray, embedding: np.ndarray,

@@ -185,11 +185,17 @@ class PreparedData:
         return out
 
 
-def _average_by_stimulus(X: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, inverse = np.unique(rows, return_inverse=True)
-    total = np.zeros((len(uniq), X.shape[1]), dtype=np.float64)
-    np.add.at(total, inverse, X)
-    return (total / np.bincount(inverse)[:, None]).astype(np.float32), uniq
+def mean_by_stimulus(values: np.ndarray, stimulus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average rows sharing a stimulus: (sorted unique stimuli, (n_unique, d) float64 means).
+
+    The one repeat-averaging of the project: decoder inputs (MindEye protocol), RSA and encoding
+    patterns, concept maps and decoded predictions all average through it.
+    """
+    values = np.asarray(values)
+    uniq, inverse = np.unique(np.asarray(stimulus), return_inverse=True)
+    total = np.zeros((len(uniq), values.shape[1]))
+    np.add.at(total, inverse, values)
+    return uniq, total / np.bincount(inverse)[:, None]
 
 
 def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: np.ndarray, *,
@@ -276,7 +282,8 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
         sel = np.isin(rows, stims)
         X, r = Z[sel], rows[sel]
         if protocol == "mindeye":
-            X, r = _average_by_stimulus(X, r)
+            r, X = mean_by_stimulus(X, r)
+            X = X.astype(np.float32)
         return X, E[r], r
 
     Xtr, Ytr, rtr = pick(train_s)

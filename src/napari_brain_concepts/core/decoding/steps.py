@@ -32,8 +32,8 @@ from ..context import AnalysisContext
 from ..errors import InputError
 from ..progress import Progress
 from .contrastive import ContrastiveDecoder
-from .metrics import decoding_scores, mean_by_stimulus
-from .prepare import PreparedData, prepare_subject
+from .metrics import decoding_scores
+from .prepare import PreparedData, mean_by_stimulus, prepare_subject
 from .ridge import DEFAULT_ALPHAS, RidgeDecoder
 
 STEP = "decode"
