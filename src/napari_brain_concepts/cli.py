@@ -233,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and args.study is None and args.nsd is None:
         parser.error("run needs a STUDY folder or --nsd ROOT --subject N")
     try:
+        if getattr(args, "param", None):
+            from .core.pipeline import check_params
+
+            check_params(parse_params(args.param))  # before a study is loaded
         return int(args.func(args) or 0)
     except BrainConceptsError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -103,8 +103,29 @@ def test_cli_subprocess_reports_parameter_error(study_folder, tmp_path):
     assert len(lines) == 1 and "eps" in lines[0] and "Fix:" in lines[0]
 
 
+@pytest.mark.parametrize(("param", "expected"), [("masks.n_step=10", "unknown names ['n_step']"),
+                                                 ("mask.n_steps=10", "no step has that name")])
+def test_unknown_parameter_fails_before_the_study_is_read(tmp_path, capsys, param, expected):
+    missing = tmp_path / "no-such-study"  # reading it would fail with a different error
+    code = main(["run", str(missing), "--out", str(tmp_path / "out"), "--param", param, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err
+    assert expected in err and "Fix:" in err and "no-such-study" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_parse_params():
     assert parse_params(["decode.cv=3", "masks.batched=false", "decode.alphas=[1, 10]", "embed.model=/m"]) == {
         "decode": {"cv": 3, "alphas": [1, 10]}, "masks": {"batched": False}, "embed": {"model": "/m"}}
     with pytest.raises(InputError, match="STEP.NAME=VALUE"):
         parse_params(["cv=3"])
+
+
+def test_every_step_names_its_parameter_class():
+    import dataclasses
+
+    from napari_brain_concepts.core.pipeline import STEPS, check_params
+
+    for spec in STEPS.values():
+        assert dataclasses.is_dataclass(spec.params_class()), spec.name
+    check_params({"decode": {"cv": 3}, "masks": {"n_steps": 10}, "rsa": {"radius": 3}})

@@ -8,9 +8,11 @@ knows their order and dependencies, so the CLI, the Python API and the widgets r
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .context import AnalysisContext
 from .errors import InputError
@@ -24,35 +26,51 @@ class StepSpec:
     requires: tuple[str, ...] = ()
     help: str = ""
     optional: bool = False  # not part of a whole analysis unless asked for (needs parameters)
+    params: str = ""  # "module:Class" of the step's parameter dataclass
 
     def function(self) -> Callable[[AnalysisContext], Generator[Progress, None, None]]:
         module, func = self.target.split(":")
         return getattr(importlib.import_module(module, __package__), func)
 
+    def params_class(self) -> type:
+        module, cls = self.params.split(":")
+        return getattr(importlib.import_module(module, __package__), cls)
+
 
 _STEP_LIST = [
     StepSpec("clip", ".embeddings.clip:clip_step", (),
-             "CLIP image/caption embeddings from a local open_clip or Hugging Face checkpoint", optional=True),
+             "CLIP image/caption embeddings from a local open_clip or Hugging Face checkpoint", optional=True,
+             params=".embeddings.clip:ClipParams"),
     StepSpec("decode", ".decoding.steps:decode_step", (),
-             "fit a brain→embedding decoder per subject; retrieval scores"),
+             "fit a brain→embedding decoder per subject; retrieval scores",
+             params=".decoding.steps:DecodeParams"),
     StepSpec("maps", ".concepts.category_maps:maps_step", ("decode",),
-             "per-concept brain maps and their overlap with known regions"),
+             "per-concept brain maps and their overlap with known regions",
+             params=".concepts.category_maps:MapsParams"),
     StepSpec("concepts", ".concepts.steps:concepts_step", ("decode",),
-             "concept basis of the decodable embedding directions, with names"),
+             "concept basis of the decodable embedding directions, with names",
+             params=".concepts.steps:ConceptsParams"),
     StepSpec("masks", ".concepts.steps:masks_step", ("decode", "concepts"),
-             "voxel masks per subject and concept"),
+             "voxel masks per subject and concept",
+             params=".concepts.steps:MasksParams"),
     StepSpec("shared", ".concepts.shared_steps:shared_step", ("decode",),
-             "concepts shared across participants; localizer validation"),
+             "concepts shared across participants; localizer validation",
+             params=".concepts.shared_steps:SharedParams"),
     StepSpec("embed", ".alignment.steps:embed_step", (),
-             "caption embeddings and word-level control embeddings"),
+             "caption embeddings and word-level control embeddings",
+             params=".alignment.steps:EmbedParams"),
     StepSpec("rsa", ".alignment.steps:rsa_step", ("embed",),
-             "RSA of every model with every ROI, and searchlight maps"),
+             "RSA of every model with every ROI, and searchlight maps",
+             params=".alignment.steps:RsaParams"),
     StepSpec("encode", ".alignment.steps:encode_step", ("embed",),
-             "encoding models embedding→voxels: r maps"),
+             "encoding models embedding→voxels: r maps",
+             params=".alignment.steps:EncodeParams"),
     StepSpec("captions", ".alignment.image_steps:captions_step", (),
-             "caption reconstruction from brain activity"),
+             "caption reconstruction from brain activity",
+             params=".alignment.image_steps:CaptionsParams"),
     StepSpec("image-models", ".alignment.image_steps:image_models_step", ("embed",),
-             "image→caption-embedding networks vs other image models"),
+             "image→caption-embedding networks vs other image models",
+             params=".alignment.image_steps:ImageModelsParams"),
 ]
 STEPS: dict[str, StepSpec] = {s.name: s for s in _STEP_LIST}
 STEP_ORDER: list[str] = [s.name for s in _STEP_LIST]
@@ -75,6 +93,25 @@ def with_requirements(steps: Iterable[str]) -> list[str]:
     for s in steps:
         add(s)
     return [s for s in STEP_ORDER if s in wanted]
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Fail fast on parameters no step knows: unknown step names and unknown parameter names.
+
+    ``params`` maps a step name to a dict of parameter values (or to the step's parameter dataclass). The
+    same check runs again when the step starts; doing it first spares loading a study for a typo.
+    """
+    for step, values in params.items():
+        if step not in STEPS:
+            raise InputError(f"parameters of step {step!r}", "no step has that name",
+                             f"choose from {', '.join(STEP_ORDER)}")
+        if not isinstance(values, Mapping):
+            continue
+        names = {f.name for f in dataclasses.fields(STEPS[step].params_class())}
+        unknown = set(values) - names
+        if unknown:
+            raise InputError(f"parameters of step {step!r}", f"unknown names {sorted(unknown)}",
+                             f"use some of {sorted(names)}")
 
 
 def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resume: bool = False
