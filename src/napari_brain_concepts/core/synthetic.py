@@ -848,24 +848,20 @@ def _localizers(rng, xyz, brain, planted: dict[str, np.ndarray], radius: float) 
     def jitter(ps):
         return [np.asarray(p, float) + np.clip(rng.normal(0, 2.5, 3), -4, 4) for p in ps]
 
-    rois: dict[str, RoiAtlas] = {}
-    ffa = _shift_dilate(rng, planted["face"], brain)
-    ofa = _sphere(xyz, brain, jitter(LOCALIZER_EXTRA["OFA"]), 0.9 * radius) & ~ffa
-    lab = np.zeros(brain.shape, dtype=np.int32)
-    lab[ofa], lab[ffa] = 1, 2
-    rois["floc-faces"] = RoiAtlas(lab, {1: "OFA", 2: "FFA-1"})
-    lab = np.zeros(brain.shape, dtype=np.int32)
-    lab[_shift_dilate(rng, planted["body"], brain)] = 1
-    rois["floc-bodies"] = RoiAtlas(lab, {1: "EBA"})
-    ppa = _shift_dilate(rng, planted["place"], brain)
-    opa = _sphere(xyz, brain, jitter(LOCALIZER_EXTRA["OPA"]), 0.9 * radius) & ~ppa
-    lab = np.zeros(brain.shape, dtype=np.int32)
-    lab[opa], lab[ppa] = 1, 2
-    rois["floc-places"] = RoiAtlas(lab, {1: "OPA", 2: "PPA"})
-    lab = np.zeros(brain.shape, dtype=np.int32)
-    lab[_shift_dilate(rng, planted["text"], brain)] = 1
-    rois["floc-words"] = RoiAtlas(lab, {1: "VWFA-1"})
-    return rois
+    def atlas(concept: str, main: str, extra: str | None = None) -> RoiAtlas:
+        """The localizer of ``concept``: its planted region shifted and dilated (label ``main``), plus an
+        ``extra`` sphere at a nominal place (label 1) where the fLoc atlas has a second region."""
+        region = _shift_dilate(rng, planted[concept], brain)
+        lab = np.zeros(brain.shape, dtype=np.int32)
+        if extra is None:
+            lab[region] = 1
+            return RoiAtlas(lab, {1: main})
+        lab[_sphere(xyz, brain, jitter(LOCALIZER_EXTRA[extra]), 0.9 * radius) & ~region] = 1
+        lab[region] = 2
+        return RoiAtlas(lab, {1: extra, 2: main})
+
+    return {"floc-faces": atlas("face", "FFA-1", "OFA"), "floc-bodies": atlas("body", "EBA"),
+            "floc-places": atlas("place", "PPA", "OPA"), "floc-words": atlas("text", "VWFA-1")}
 
 
 def _caption_embedding(embedding: str, captions, ids, features, details):
