@@ -136,6 +136,23 @@ def test_invalid_subject(changes, where, problem):
     assert info.value.where == where and problem in info.value.problem and info.value.fix
 
 
+@pytest.mark.parametrize("trial, voxel", [(0, 7), (5, 1), (9, 0), (9, 7)])
+def test_nonfinite_responses_found_in_any_block_of_rows(monkeypatch, trial, voxel):
+    """The finite check works in blocks of rows (no whole-array temporary) and still names the first NaN."""
+    import napari_brain_concepts.core.study as study_module
+
+    monkeypatch.setattr(study_module, "_CHECK_CHUNK_BYTES", 16)       # 2 rows of 8 voxels per block
+    responses = np.zeros((10, 8), np.float32)
+    responses[trial, voxel] = np.nan
+    responses[9, 7] = np.inf                                          # a later one is not the first
+    with pytest.raises(InputError, match=rf"NaN or Inf \(first at trial {trial}, voxel {voxel}\)"):
+        _subject(responses=responses, stimulus_ids=["a"] * 10)
+    responses[:] = 0
+    assert _subject(responses=responses, stimulus_ids=["a"] * 10).n_trials == 10
+    with pytest.raises(InputError, match="contains NaN or Inf"):
+        Embedding("e", np.where(np.arange(40).reshape(5, 8) == 37, np.nan, 1.0))
+
+
 STIMULI_ERRORS = [
     ("no-ids", dict(ids=[], captions=[]), "no stimulus ids"),
     ("duplicate-ids", dict(ids=["a", "a"]), "duplicate stimulus ids: a"),
