@@ -221,6 +221,16 @@ def test_wrong_root_and_missing_captions(tmp_path, nsd):
         read_nsd(nsd.root, 1, sessions=[1], annotations=folder, categories=False)
 
 
+def test_caption_files_are_checked_before_any_session_is_read(tmp_path, nsd):
+    """A missing COCO file fails at once, not after minutes of betas; the stimuli come first."""
+    reports = []
+    with pytest.raises(InputError, match="captions_train2017.json: COCO caption file for train2017 is missing"):
+        read_nsd(nsd.root, [1, 2], annotations=tmp_path, progress=reports.append)
+    assert [r.message for r in reports] == ["stimuli and captions"]
+    with pytest.raises(InputError, match="embed_captions.*needs the captions"):
+        next(load_nsd(nsd.root, 1, captions=False, embed_captions=True))
+
+
 def test_mask_choices(nsd):
     planted = nsd.subjects[1]
     brain = read_nsd(nsd.root, 1, sessions=[1], mask="brainmask", rois=(), captions=False)

@@ -428,14 +428,24 @@ class _Session:
         return out
 
 
+_ROW_BLOCK = 64
+
+
 def _standardize(block: np.ndarray, zscore: bool) -> None:
-    """In place: ÷ 300 (percent signal change), then z-score each voxel over the session's trials."""
+    """In place: ÷ 300 (percent signal change), then z-score each voxel over the session's trials.
+
+    The sum of squares is taken over blocks of rows, so no temporary as large as the session is made.
+    """
     block *= np.float32(1.0 / BETAS_SCALE)
     if not zscore:
         return
     mean = block.mean(axis=0, dtype=np.float64)
     block -= mean.astype(np.float32)
-    sd = np.sqrt(np.square(block).mean(axis=0, dtype=np.float64))
+    squares = np.zeros(block.shape[1], dtype=np.float64)
+    for r0 in range(0, block.shape[0], _ROW_BLOCK):
+        part = block[r0:r0 + _ROW_BLOCK]
+        squares += np.square(part).sum(axis=0, dtype=np.float64)
+    sd = np.sqrt(squares / max(1, block.shape[0]))
     constant = sd <= 1e-8 * np.maximum(1.0, np.abs(mean))
     block /= np.where(constant, 1.0, sd).astype(np.float32)
     block[:, constant] = 0.0
@@ -577,42 +587,15 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
         _check_against_stim_info(info, k, trials, nsd_ids, layout)
         plans.append((k, chosen, files, sel, affine, trials, nsd_ids, tps))
 
-    total = sum(len(p[1]) for p in plans) + 1
-    done = 0
-    subjects_out: dict[str, Subject] = {}
-    for k, chosen, files, sel, affine, trials, nsd_ids, tps in plans:
-        label = f"subj{k:02d}"
-        n_vox = int(sel.sum())
-        session_of_trial = np.repeat(np.asarray(chosen), tps)
-        if average_repeats:
-            uniq, first, inverse = np.unique(nsd_ids, return_index=True, return_inverse=True)
-            responses = np.zeros((len(uniq), n_vox), dtype=np.float32)
-            counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float32)
-        else:
-            responses = np.empty((len(trials), n_vox), dtype=np.float32)
-        for i, sess in enumerate(files):
-            yield Progress("load", done, total, f"{label} session {chosen[i]} ({i + 1}/{len(files)})")
-            rows = slice(i * tps, (i + 1) * tps)
-            if average_repeats:
-                block = sess.read()
-                _standardize(block, zscore)
-                np.add.at(responses, inverse[rows], block)
-                del block
-            else:
-                _standardize(sess.read(responses[rows]), zscore)
-            done += 1
-        if average_repeats:
-            responses /= counts[:, None]
-            stim_ids, sess_out = uniq, session_of_trial[first]
-        else:
-            stim_ids, sess_out = nsd_ids, session_of_trial
-        subjects_out[label] = _make_subject(layout, k, label, responses, sel, affine, stim_ids, sess_out,
-                                            rois, anat, mask_name, _to_common(to_common, k, label))
-        del responses
+    if embed_captions is not False and not captions:
+        raise InputError("parameter embed_captions", "needs the captions, but captions=False",
+                         "pass captions=True or leave embed_captions off")
 
-    yield Progress("load", done, total, "stimuli and captions")
-    shown = np.unique(np.concatenate([np.asarray([int(s[4:]) for s in subj.stimulus_ids])
-                                      for subj in subjects_out.values()]))
+    # Stimuli first: the images every read subject saw are known from the design, so the COCO files are
+    # checked before minutes of betas reading, and their parsing is not stacked on the full responses.
+    total = sum(len(p[1]) for p in plans) + 1
+    yield Progress("load", 0, total, "stimuli and captions")
+    shown = np.unique(np.concatenate([p[6] for p in plans]))
     ann = None if annotations is None else Path(annotations)
     caps = _read_coco(layout, info, shown, ann, "captions") if captions else None
     cats = _read_coco(layout, info, shown, ann, "categories") if categories else None
@@ -624,12 +607,43 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
     stimuli = Stimuli(ids=[nsd_stimulus_id(i) for i in shown], captions=caps or [[] for _ in shown],
                       categories=cats or [],
                       test=_as_bool(info.loc[shown, "shared1000"].to_numpy()), root=root, image_source=source)
+    del caps, cats
+
+    done = 1
+    subjects_out: dict[str, Subject] = {}
+    for k, chosen, files, sel, affine, trials, nsd_ids, tps in plans:
+        label = f"subj{k:02d}"
+        n_vox = int(sel.sum())
+        session_of_trial = np.repeat(np.asarray(chosen), tps)
+        if average_repeats:
+            uniq, first, inverse = np.unique(nsd_ids, return_index=True, return_inverse=True)
+            responses = np.zeros((len(uniq), n_vox), dtype=np.float32)
+            counts = np.bincount(inverse, minlength=len(uniq)).astype(np.float32)
+            block = np.empty((tps, n_vox), dtype=np.float32)     # one session, reused for every session
+        else:
+            responses = np.empty((len(trials), n_vox), dtype=np.float32)
+        for i, sess in enumerate(files):
+            yield Progress("load", done, total, f"{label} session {chosen[i]} ({i + 1}/{len(files)})")
+            rows = slice(i * tps, (i + 1) * tps)
+            if average_repeats:
+                _standardize(sess.read(block), zscore)
+                np.add.at(responses, inverse[rows], block)
+            else:
+                _standardize(sess.read(responses[rows]), zscore)
+            done += 1
+        if average_repeats:
+            del block
+            responses /= counts[:, None]
+            stim_ids, sess_out = uniq, session_of_trial[first]
+        else:
+            stim_ids, sess_out = nsd_ids, session_of_trial
+        subjects_out[label] = _make_subject(layout, k, label, responses, sel, affine, stim_ids, sess_out,
+                                            rois, anat, mask_name, _to_common(to_common, k, label))
+        del responses
+
     if embed_captions is not False:
         from ..embeddings.text import SentenceEncoder, iter_embed_captions
 
-        if not captions:
-            raise InputError("parameter embed_captions", "needs the captions, but captions=False",
-                             "pass captions=True or leave embed_captions off")
         encoder = SentenceEncoder(None if embed_captions is True else embed_captions)
         values = yield from iter_embed_captions(stimuli.captions, model=encoder, ids=list(stimuli.ids))
         stimuli.add_embedding(Embedding("captions", values, model=encoder.name, kind="caption-mean"))
