@@ -145,3 +145,38 @@ def test_stimulus_images_reports_missing_files(tmp_path):
     no_images = Stimuli(ids=["a", "b"], captions=[["x"], ["y"]])
     with pytest.raises(InputError, match="2 of 2 stimuli have no image"):
         stimulus_images(no_images)
+
+
+def test_stimulus_images_stream_in_batches_with_the_same_features(resnet_file):
+    """Images are decoded when a batch needs them, never all at once, and give the features of a list."""
+    path, _ = resnet_file
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (7, 40, 40, 3), dtype=np.uint8)
+    reads = []
+
+    def source(i):
+        reads.append(i)
+        return pixels[i]
+
+    stimuli = Stimuli(ids=[f"s{i}" for i in range(7)], captions=[[] for _ in range(7)], image_source=source)
+    images = stimulus_images(stimuli)
+    assert len(images) == 7 and reads == []
+    subset = images[[6, 2, 4]]
+    assert len(subset) == 3 and len(images[2:5]) == 3 and reads == []
+    np.testing.assert_array_equal(np.asarray(subset[0]), pixels[6])
+    assert reads == [6]
+    reads.clear()
+    spec = ImageModelSpec("r", "torchvision", "resnet18", weights=path, layer="layer2", image_size=32)
+    model = load_image_model(spec, device="cpu")
+    gen = image_features_iter(model, images, batch_size=3)
+    first = next(gen)
+    assert first.done == 3 and sorted(reads) == [0, 1, 2]     # only the first batch was read
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            streamed = stop.value
+            break
+    assert sorted(reads) == list(range(7))
+    eager = image_features(model, [Image.fromarray(p) for p in pixels], batch_size=3)
+    np.testing.assert_array_equal(streamed, eager)
