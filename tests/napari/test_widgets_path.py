@@ -3,6 +3,8 @@
 import nibabel as nib
 import numpy as np
 
+from napari_brain_concepts._napari.captions_widget import text_overlay
+
 from .conftest import PLUGIN
 
 
@@ -40,7 +42,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     _wait(qtbot, captions)
     assert session.done("captions"), captions.status.text()
     assert captions.stimulus.count() > 0
-    assert viewer.text_overlay.visible and "“" in viewer.text_overlay.text
+    overlay = text_overlay(viewer)
+    assert overlay.visible and "“" in overlay.text
 
     _, alignment = viewer.window.add_plugin_dock_widget(PLUGIN, "Alignment")
     alignment.run()

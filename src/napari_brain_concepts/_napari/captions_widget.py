@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel
 
 from .concepts_widget import _pixmap
 from .step_widget import StepWidget
+
+#: characters per line of the caption written on the canvas
+OVERLAY_WIDTH = 48
+
+
+def text_overlay(viewer):
+    """The canvas text overlay (``viewer.canvas.overlays.text`` since napari 0.9, ``viewer.text_overlay`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    return overlays.text if overlays is not None and hasattr(overlays, "text") else viewer.text_overlay
 
 
 class CaptionsWidget(StepWidget):
@@ -70,8 +82,10 @@ class CaptionsWidget(StepWidget):
             f"<b>rank of the true stimulus:</b> {int(row['rank'])} of {len(self._table)}<br>"
             "<b>reconstructed:</b><br>" + "<br>".join(f"{n}. {c}" for n, c in enumerate(decoded, 1))
             + "<br><b>human captions:</b><br>" + "<br>".join(f"– {c}" for c in human))
-        overlay = self.viewer.text_overlay
-        overlay.text = f"{self.session.subject} · {stimulus_id}: “{row[f'caption_{k[0]}']}”"
+        overlay = text_overlay(self.viewer)
+        # wrapped: one long line would run off a canvas narrowed by the docks
+        caption = textwrap.fill(f"“{row[f'caption_{k[0]}']}”", OVERLAY_WIDTH)
+        overlay.text = f"{self.session.subject} · {stimulus_id} · read out of the brain:\n{caption}"
         overlay.position = "top_center"
-        overlay.font_size = 12
+        overlay.font_size = 11
         overlay.visible = True

@@ -27,6 +27,8 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
     Layers go to ``folder/SUBJ/NAME.nii.gz`` through the NIfTI writer, so each keeps the affine and header of
     the participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
     """
+    from napari.layers import Labels
+
     from .writer import write_image, write_labels
 
     folder = Path(folder)
@@ -39,8 +41,8 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         name = layer.name.removeprefix(f"{subject} ").replace(" ", "_").replace("/", "_")
         target = folder / subject / f"{name}.nii.gz"
         target.parent.mkdir(parents=True, exist_ok=True)
-        writer = write_labels if layer._type_string == "labels" else write_image
-        written += [Path(p) for p in writer(str(target), layer.data, layer._get_state())]
+        writer = write_labels if isinstance(layer, Labels) else write_image
+        written += [Path(p) for p in writer(str(target), layer.data, layer.as_layer_data_tuple()[1])]
     if results_dir is not None:
         for sub in ("tables", "figures"):
             src = Path(results_dir) / sub

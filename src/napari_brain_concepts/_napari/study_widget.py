@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 
 from . import workers
 from .session import get_session
+from .threshold import MapDisplay
 
 if TYPE_CHECKING:
     import napari
@@ -35,7 +36,8 @@ class StudyWidget(QWidget):
 
     Layers of a participant: anatomy, analysed-mask outline, ROI outlines with names, planted regions
     (synthetic study), and the maps and masks of a results folder when one is open. Switching participant
-    swaps these layers and keeps the camera and the current slice.
+    swaps these layers and keeps the camera and the current slice. Below, a threshold slider and a colour-bar
+    switch act on the selected map layer (:class:`~napari_brain_concepts._napari.threshold.MapDisplay`).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -54,6 +56,7 @@ class StudyWidget(QWidget):
         self.radiological = QCheckBox("Radiological view (right hemisphere on the left)")
         self.status = QLabel("No study loaded.")
         self.status.setWordWrap(True)
+        self.display = MapDisplay(napari_viewer)
 
         buttons = QHBoxLayout()
         for b in (self.open_button, self.results_button, self.sample_button):
@@ -65,6 +68,8 @@ class StudyWidget(QWidget):
         layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(self.status)
+        layout.addWidget(QLabel("<b>Map display</b> (the selected map layer)"))
+        layout.addWidget(self.display)
         layout.addStretch(1)
 
         self.open_button.clicked.connect(self._choose_study)
