@@ -104,6 +104,10 @@ class VoxelMaskOptimizer:
         literal product, degenerate for linear decoders; see the module notes).
     batched : bool
         One K × V problem (default) or a loop of K separate problems (same steps; slower).
+    dtype : {"float32", "float64"}
+        Precision of the optimisation. float32 (default) is the fast choice; float64 makes the batched and
+        the looped runs agree to rounding (in float32 the two take different matrix-product kernels, whose
+        rounding differs by ~1e-7 and is carried along by the optimisation; see ``benchmarks/masks.py``).
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     random_state : int or None
@@ -133,7 +137,7 @@ class VoxelMaskOptimizer:
     def __init__(self, *, sparsity: float = 5.0, learning_rate: float = 2e-3, n_steps: int = 1000,
                  burn_in: int = 350, eval_every: int = 10, init: float = 0.5, threshold: float = 0.5,
                  min_decodability: float = 0.3, validation_fraction: float = 0.2, fill: str = "shuffle",
-                 batched: bool = True,
+                 batched: bool = True, dtype: str = "float32",
                  device: str = "auto", random_state: int | None = 0):
         self.sparsity = sparsity
         self.learning_rate = learning_rate
@@ -146,6 +150,7 @@ class VoxelMaskOptimizer:
         self.validation_fraction = validation_fraction
         self.fill = fill
         self.batched = batched
+        self.dtype = dtype
         self.device = device
         self.random_state = random_state
 
@@ -161,6 +166,9 @@ class VoxelMaskOptimizer:
         check_range("validation_fraction", self.validation_fraction, 0.0, 1.0, high_open=True)
         if self.fill not in ("shuffle", "zero"):
             raise InputError("parameter fill", f"{self.fill!r} is not a fill", "use 'shuffle' or 'zero'")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError("parameter dtype", f"{self.dtype!r} is not a supported precision",
+                             "use 'float32' or 'float64'")
 
     # -- data --------------------------------------------------------------------------------------
     @staticmethod
@@ -179,7 +187,7 @@ class VoxelMaskOptimizer:
         if X.shape[0] < 3:
             raise InputError(where, f"hold {X.shape[0]} trials; a correlation needs at least 3",
                              "keep more validation trials")
-        if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y))):
+        if not (_all_finite(X) and _all_finite(Y)):
             raise InputError(where, "contain NaN or Inf", "clean the responses before masking")
         return X, Y
 
@@ -224,12 +232,17 @@ class VoxelMaskOptimizer:
                                  f"give (n, {X.shape[1]}) responses and (n, {Y.shape[1]}) embeddings")
         n_vox = X.shape[1]
         device = resolve_device(self.device)
-        dt = torch.float32
-        Wt = torch.from_numpy(W).to(device)
+        dt = getattr(torch, self.dtype)
+        Wt = torch.from_numpy(W).to(device, dt)
         n_in = getattr(decoder, "n_features_in_", None)
         if n_in is not None and n_in != n_vox:
             raise InputError("decoder", f"was fitted on {n_in} voxels but the subject's responses have {n_vox}",
                              "use the decoder fitted on this subject's voxels (same mask and voxel selection)")
+        linear = hasattr(decoder, "coef_") or isinstance(decoder, (np.ndarray, tuple)) or not (
+            hasattr(decoder, "torch_forward") or callable(decoder))
+        if not linear and self.dtype != "float32":
+            raise InputError("parameter dtype", f"{self.dtype} needs a linear decoder (coef_)",
+                             "use dtype='float32' with a non-linear decoder")
         if not hasattr(decoder, "coef_") and hasattr(decoder, "torch_forward"):
             readout = _CallableReadout(decoder.torch_forward, Wt)
         elif callable(decoder) and not hasattr(decoder, "coef_") and not isinstance(decoder, (np.ndarray, tuple)):
@@ -239,18 +252,18 @@ class VoxelMaskOptimizer:
             if B.shape[0] != W.shape[1]:
                 raise InputError("decoder", f"decodes {B.shape[0]}-d embeddings, directions are {W.shape[1]}-d",
                                  "use directions from the decoder's embedding space")
-            readout = _LinearReadout(torch.from_numpy(B).to(device), torch.from_numpy(b).to(device), Wt)
+            readout = _LinearReadout(torch.from_numpy(B).to(device, dt), torch.from_numpy(b).to(device, dt), Wt)
         rng = np.random.default_rng(None if self.random_state is None else self.random_state + 1)
-        Xt = torch.from_numpy(X).to(device)
-        Xv = torch.from_numpy(X_val).to(device)
+        Xt = torch.from_numpy(X).to(device, dt)
+        Xv = torch.from_numpy(X_val).to(device, dt)
         Xv_zero = readout.prepare(Xv, None)
         if self.fill == "shuffle":
-            Xt = readout.prepare(Xt, Xt[torch.from_numpy(rng.permutation(len(X))).to(device)])
-            Xv = readout.prepare(Xv, Xv[torch.from_numpy(rng.permutation(len(X_val))).to(device)])
+            Xt = readout.prepare(Xt, torch.from_numpy(rng.permutation(len(X))).to(device))
+            Xv = readout.prepare(Xv, torch.from_numpy(rng.permutation(len(X_val))).to(device))
         else:
             Xt, Xv = readout.prepare(Xt, None), Xv_zero
-        T = torch.relu(torch.from_numpy(Y).to(device) @ Wt.T).T.contiguous()      # (K, n)
-        Tv = torch.relu(torch.from_numpy(Y_val).to(device) @ Wt.T).T.contiguous()  # (K, n_val)
+        T = torch.relu(torch.from_numpy(Y).to(device, dt) @ Wt.T).T.contiguous()      # (K, n)
+        Tv = torch.relu(torch.from_numpy(Y_val).to(device, dt) @ Wt.T).T.contiguous()  # (K, n_val)
         K = W.shape[0]
         lam = float(self.sparsity)
 
@@ -261,17 +274,21 @@ class VoxelMaskOptimizer:
         groups_k = [np.arange(K)] if self.batched else [np.array([k]) for k in range(K)]
         params = [torch.full((len(g), n_vox), float(self.init), dtype=dt, device=device, requires_grad=True)
                   for g in groups_k]
-        opts = [torch.optim.Adam([p], lr=self.learning_rate) for p in params]
+        opts = [torch.optim.Adam([p], lr=self.learning_rate, fused=True) for p in params]  # one kernel per step
         best = torch.full((K, n_vox), float(self.init), dtype=dt, device=device)
         best_loss = torch.full((K,), float("inf"), dtype=torch.float64, device=device)
         best_step = np.full(K, -1, dtype=np.int64)
         curve = np.zeros((int(self.n_steps), K), dtype=np.float32)
         report = max(1, int(self.n_steps) // 50)
         gidx = [torch.from_numpy(g).to(device) for g in groups_k]
+        # the batched problem reads every concept's rows in place (no per-step copy of U and the targets)
+        sel = [None] if self.batched else gidx
+        targets = [T] if self.batched else [T[gi] for gi in gidx]
+        targets_v = [Tv] if self.batched else [Tv[gi] for gi in gidx]
         for step in range(int(self.n_steps)):
-            for p, opt, gi, g in zip(params, opts, gidx, groups_k):
-                pred = torch.relu(readout(Xt, p, gi))
-                losses = -_pearson(pred, T[gi]) + lam * p.mean(1)
+            for p, opt, si, t, g in zip(params, opts, sel, targets, groups_k):
+                pred = torch.relu(readout(Xt, p, si))
+                losses = -_pearson(pred, t) + lam * p.mean(1)
                 opt.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 opt.step()
@@ -281,8 +298,8 @@ class VoxelMaskOptimizer:
             last = step + 1 == self.n_steps
             if (step >= self.burn_in and (step - self.burn_in) % self.eval_every == 0) or last:
                 with torch.no_grad():
-                    for p, gi in zip(params, gidx):
-                        vloss = (-_pearson(torch.relu(readout(Xv, p, gi)), Tv[gi]) + lam * p.mean(1)).double()
+                    for p, gi, si, tv in zip(params, gidx, sel, targets_v):
+                        vloss = (-_pearson(torch.relu(readout(Xv, p, si)), tv) + lam * p.mean(1)).double()
                         better = vloss < best_loss[gi]
                         if bool(better.any()):
                             rows = gi[better]
@@ -323,6 +340,11 @@ class VoxelMaskOptimizer:
         return X[~held], Y[~held], X[held], Y[held]
 
 
+def _all_finite(a: np.ndarray) -> bool:
+    """No NaN or Inf in ``a`` (its minimum and maximum are finite: two passes, no temporary array)."""
+    return a.size == 0 or bool(np.isfinite(a.min()) and np.isfinite(a.max()))
+
+
 def _pearson(pred, target, eps: float = 1e-8):
     """Pearson r along the last axis of (K, n) tensors; 0 where either side is constant."""
     pc = pred - pred.mean(-1, keepdim=True)
@@ -335,24 +357,28 @@ def _pearson(pred, target, eps: float = 1e-8):
 class _LinearReadout:
     """Read-outs of concepts ``k`` as one product ``(M ⊙ U) Dᵀ`` with ``U = W B``.
 
-    With fill ``F`` (zeros or shuffled trials) the decoder sees ``m ⊙ X + (1 − m) ⊙ F``, whose read-out is
-    ``(X − F)(m_k ⊙ u_k) + F u_k + b·w_k``: the difference ``D = X − F`` and the offset are computed once.
+    With fill ``F = X[π]`` (the same voxels' responses to other trials) the decoder sees
+    ``m ⊙ X + (1 − m) ⊙ F``, whose read-out is ``Z − Z[:, π] + (U Xᵀ)[:, π] + b·w`` with ``Z = (M ⊙ U) Xᵀ``:
+    one product with the trials themselves per step (the shuffled copy and the difference ``X − F`` are
+    never formed), the constant part ``(U Xᵀ)[:, π] + b·w`` once. With zero fill it is ``Z + b·w``.
     """
 
     def __init__(self, B, b, W):
         self.U = (W @ B).contiguous()  # (K, V)
         self.c = W @ b                  # (K,)
 
-    def prepare(self, X, fill):
-        if fill is None:
-            return X, self.c[:, None].expand(-1, X.shape[0])
-        return (X - fill).contiguous(), (self.U @ fill.T + self.c[:, None]).contiguous()
+    def prepare(self, X, perm):
+        """Read-out data of trials ``X`` (n, V) with fill ``X[perm]`` (``perm=None``: zero fill)."""
+        if perm is None:
+            return X, None, self.c[:, None].expand(-1, X.shape[0])
+        return X, perm, ((self.U @ X.T)[:, perm] + self.c[:, None]).contiguous()
 
     def __call__(self, data, M, rows=None):
-        D, offset = data
+        X, perm, offset = data
         U = self.U if rows is None else self.U[rows]
         off = offset if rows is None else offset[rows]
-        return (M * U) @ D.T + off
+        Z = (M * U) @ X.T
+        return (Z if perm is None else Z - Z[:, perm]) + off
 
 
 class _CallableReadout:
@@ -362,8 +388,8 @@ class _CallableReadout:
         self.decode = decode
         self.W = W
 
-    def prepare(self, X, fill):
-        return X, (torch_zeros_like(X) if fill is None else fill)
+    def prepare(self, X, perm):
+        return X, (torch_zeros_like(X) if perm is None else X[perm])
 
     def __call__(self, data, M, rows=None):
         X, F = data
