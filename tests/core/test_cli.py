@@ -129,3 +129,22 @@ def test_every_step_names_its_parameter_class():
     for spec in STEPS.values():
         assert dataclasses.is_dataclass(spec.params_class()), spec.name
     check_params({"decode": {"cv": 3}, "masks": {"n_steps": 10}, "rsa": {"radius": 3}})
+
+
+def test_run_nsd_one_subject_runs_every_step_that_applies(tmp_path):
+    """`brain-concepts run --nsd ROOT --subject 1` on the miniature NSD: every step of a whole analysis
+    runs, but `shared`, which needs several participants, is left out with its reason printed."""
+    from .nsd_fixture import make_nsd_tree
+
+    make_nsd_tree(tmp_path / "nsd", subjects=(1,))
+    out = tmp_path / "out"
+    fast = ["--param", "concepts.n_iter=200", "--param", "masks.n_steps=60", "--param", "masks.burn_in=20",
+            "--param", "image-models.epochs=2", "--param", "rsa.radius=2"]
+    result = _cli("run", "--nsd", str(tmp_path / "nsd"), "--subject", "1", "--out", str(out), *FAST, *fast)
+    assert result.returncode == 0, result.stderr
+    steps = json.loads((out / "manifest.json").read_text())["steps"]
+    assert list(steps) == ["decode", "maps", "concepts", "masks", "embed", "rsa", "encode", "captions",
+                           "image-models"]
+    assert "Left out step shared: it needs at least 4 participants" in result.stdout
+    assert (out / "subjects" / "subj01" / "masks").is_dir()
+    assert not (out / ".staging").exists()

@@ -27,10 +27,18 @@ class StepSpec:
     help: str = ""
     optional: bool = False  # not part of a whole analysis unless asked for (needs parameters)
     params: str = ""  # "module:Class" of the step's parameter dataclass
+    applies: str = ""  # "module:function" (ctx → None, or why the step cannot apply to this study)
 
     def function(self) -> Callable[[AnalysisContext], Generator[Progress, None, None]]:
         module, func = self.target.split(":")
         return getattr(importlib.import_module(module, __package__), func)
+
+    def not_applicable(self, ctx: AnalysisContext) -> str | None:
+        """Why this step cannot run on ``ctx.study`` (e.g. too few participants), or None."""
+        if not self.applies:
+            return None
+        module, func = self.applies.split(":")
+        return getattr(importlib.import_module(module, __package__), func)(ctx)
 
     def params_class(self) -> type:
         module, cls = self.params.split(":")
@@ -55,7 +63,7 @@ _STEP_LIST = [
              params=".concepts.steps:MasksParams"),
     StepSpec("shared", ".concepts.shared_steps:shared_step", ("decode",),
              "concepts shared across participants; localizer validation",
-             params=".concepts.shared_steps:SharedParams"),
+             params=".concepts.shared_steps:SharedParams", applies=".concepts.shared_steps:not_applicable"),
     StepSpec("embed", ".alignment.steps:embed_step", (),
              "caption embeddings and word-level control embeddings",
              params=".alignment.steps:EmbedParams"),
@@ -118,6 +126,10 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
                  ) -> Generator[Progress, None, AnalysisContext]:
     """Run ``steps`` (default: all) and the steps they need; yields Progress from every step.
 
+    A whole analysis (``steps`` None) leaves out the steps that cannot apply to the study (the ``shared``
+    step on a study with too few participants), says why in a Progress message and in
+    ``ctx.state["skipped_steps"]``; a step asked for by name always runs and fails with a clear error.
+
     A required step that already finished in this context (its fitted objects are in ``ctx.state``) is not
     run again; the requested steps always run. Each step writes into a staging folder that reaches the results
     folder only when the step finishes, so a cancelled or failed step leaves no partial result.
@@ -127,6 +139,14 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
     the pending step finds its fitted objects.
     """
     requested = list(DEFAULT_STEPS if steps is None else steps)
+    if steps is None:  # a whole analysis leaves out what this study cannot support, and says so
+        skipped = ctx.state.setdefault("skipped_steps", {})
+        for name in list(requested):
+            reason = STEPS[name].not_applicable(ctx)
+            if reason:
+                skipped[name] = reason
+                requested.remove(name)
+                yield Progress("analysis", 0, 1, f"leaving out step {name}: {reason}")
     finished = ctx.state.setdefault("finished_steps", [])
     order = [s for s in with_requirements(requested) if s in requested or s not in finished]
     in_memory: set[str] = set()

@@ -78,6 +78,7 @@ def format_summary(ctx: AnalysisContext) -> str:
     parts = [f"Study {study.name}: {len(study.subjects)} participants, {len(study.stimuli)} stimuli, "
              f"{int(np.min(n_vox))}–{int(np.max(n_vox))} voxels; steps: "
              f"{', '.join(ctx.store.finished_steps) or 'none'}"]
+    parts += [f"Left out step {name}: {reason}." for name, reason in ctx.state.get("skipped_steps", {}).items()]
     blocks = [
         decoding_summary(ctx),
         concept_map_summary(ctx),

@@ -303,7 +303,7 @@ def image_models_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
             net.save_checkpoint(ctx.store.array_path(f"image_net_{kind}_s{seed}", ".pt"), kind=kind)
     for spec_dict in params.models:
         spec = ImageModelSpec(**spec_dict)
-        features[spec.name] = yield from image_features_iter(spec, [pil[r] for r in rows], device=ctx.device)
+        features[spec.name] = yield from image_features_iter(spec, pil[rows], device=ctx.device)
     yield Progress("image models", 0, 1, f"RSA of {len(features)} models")
     full = {}
     for name, f in features.items():

@@ -305,7 +305,8 @@ class SharedConceptClustering:
             raise InputError("parameter min_participants",
                              f"{self.min_participants} other participants are required but only {n_groups} "
                              "participants are given",
-                             f"lower min_participants to at most {max(n_groups - 1, 1)} or add participants")
+                             f"lower min_participants to at most {n_groups - 1} or add participants" if n_groups > 1
+                             else "shared concepts need at least 2 participants: add participants")
         self._valid = np.linalg.norm(points, axis=1) > 0
         original = _normalise(points, self._valid)
         self.whitening_ = None

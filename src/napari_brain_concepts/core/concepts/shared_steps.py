@@ -274,6 +274,16 @@ def _write_tsv(path, table: pd.DataFrame) -> None:
     write_atomic(path, lambda p: table.to_csv(p, sep="\t", index=False, float_format="%.6g"))
 
 
+def not_applicable(ctx: AnalysisContext) -> str | None:
+    """Why a whole analysis must leave this step out (too few participants for ``min_participants``), or None."""
+    params = ctx.step_params(STEP, SharedParams)
+    n = len(ctx.study.subject_names)
+    if n - 1 < params.min_participants:
+        return (f"it needs at least {params.min_participants + 1} participants (shared.min_participants="
+                f"{params.min_participants} others) and the study has {n}")
+    return None
+
+
 def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]:
     """Find, name, overlap and validate the concepts shared across participants (see module doc)."""
     params = ctx.step_params(STEP, SharedParams)
