@@ -319,7 +319,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
                     subsets: Sequence[np.ndarray] | None = None, *, radius: float = 6,
                     threshold: float = 0.5, method: str = "pearson", device: str = "auto",
                     dtype: torch.dtype = torch.float64, batch_size: int | None = None,
-                    memory_mb: int = 16, spheres: Spheres | None = None, engine: str = "sliding"
+                    memory_mb: int | None = None, spheres: Spheres | None = None, engine: str = "sliding"
                     ) -> Generator[Progress, None, SearchlightResult]:
     """Searchlight RSA of several models over a volume (a generator yielding progress).
 
@@ -344,9 +344,10 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
         their comparison are always computed in float64 from the Gram matrices.
     batch_size : int, optional
         Centres (gather) or lines of centres (sliding) per batch (default from ``memory_mb``).
-    memory_mb : int
-        Size of the largest temporary a batch gathers (default 16 MB: small batches stay in the CPU's
-        caches and below the allocator's threshold for returning memory to the system at every step).
+    memory_mb : int, optional
+        Size of the largest temporary a batch gathers. Default 16 MB on the CPU (small batches stay in
+        the CPU's caches and below the allocator's threshold for returning memory to the system at every
+        step) and 512 MB on a GPU (fewer, larger kernels).
     spheres : Spheres, optional
         Precomputed :func:`searchlight_spheres` of ``mask`` (reused across subjects and calls).
     engine : {"sliding", "gather"}
@@ -375,8 +376,10 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
                          "lower the radius or the threshold, or use a larger mask")
     if engine not in ("sliding", "gather"):
         raise InputError("parameter engine", f"{engine!r} is unknown", "use 'sliding' or 'gather'")
-    check_range("memory_mb", memory_mb, 0, low_open=True)
     dev = torch.device(resolve_device(device))
+    if memory_mb is None:
+        memory_mb = 16 if dev.type == "cpu" else 512
+    check_range("memory_mb", memory_mb, 0, low_open=True)
     names = list(models)
     largest = max(len(s) for s in subsets)
     if batch_size is None:
