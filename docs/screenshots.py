@@ -121,6 +121,8 @@ def main() -> None:
     shown = [soft] + [n for n in (f"mask {cid}",) if any(lay.name.endswith(n) for lay in viewer.layers)]
     show_only(*shown, select=soft, outlines=False)
     threshold(soft, 0.0, colorbar=True)
+    if "face" in centres:  # a click on the planted face region: the voxel's concepts and images
+        concepts.show_voxel(np.asarray(centres["face"], dtype=float).reshape(-1, 3)[0][::-1])
     shot("widget_concepts", "Concepts")
 
     if captions.stimulus.count() > 1:

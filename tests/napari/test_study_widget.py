@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_brain_concepts._napari.study_widget import StudyWidget
+from napari_brain_concepts._napari.study_widget import StudyWidget, camera
 
 
 def _ours(viewer):
@@ -21,14 +21,14 @@ def test_study_widget_loads_and_switches_participant(make_napari_viewer, qtbot):
                if layer.metadata["brain_concepts"]["subject"] is not None)
 
     viewer.dims.set_point(0, viewer.dims.point[0] + 8)
-    viewer.camera.zoom = viewer.camera.zoom * 1.7
-    point, zoom = tuple(viewer.dims.point), viewer.camera.zoom
+    camera(viewer).zoom = camera(viewer).zoom * 1.7
+    point, zoom = tuple(viewer.dims.point), camera(viewer).zoom
     second = widget.study.subject_names[1]
     widget.subject_box.setCurrentText(second)
     subjects = {layer.metadata["brain_concepts"]["subject"] for layer in _ours(viewer)}
     assert subjects == {second}
     assert np.allclose(viewer.dims.point, point)
-    assert np.isclose(viewer.camera.zoom, zoom)
+    assert np.isclose(camera(viewer).zoom, zoom)
     # ROI outlines carry their names
     rois = [layer for layer in _ours(viewer) if layer.metadata["brain_concepts"]["role"] == "roi"]
     assert rois and all("name" in layer.features.columns for layer in rois)

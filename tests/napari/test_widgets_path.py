@@ -1,7 +1,10 @@
 """The whole path through the dock widgets on the tiny synthetic study, and cancelling a long step."""
 
+from types import SimpleNamespace
+
 import nibabel as nib
 import numpy as np
+import pytest
 
 from napari_brain_concepts._napari.captions_widget import text_overlay
 
@@ -14,6 +17,38 @@ def _wait(qtbot, widget, timeout=300_000):
 
 def _layer_names(viewer):
     return [layer.name for layer in viewer.layers]
+
+
+def _click_a_voxel(viewer, concepts, session, subject):
+    """A click on the planted face region lists the voxel's preferred stimuli and concepts."""
+    centre = np.asarray(session.study.truth["region_centres_mm"][subject.name]["face"], dtype=float).reshape(-1, 3)[0]
+    point = centre[::-1]  # napari world order (S, A, R)
+    event = SimpleNamespace(type="mouse_press", position=point, button=1)
+    gen = concepts._on_click(viewer, event)
+    next(gen)
+    event.type = "mouse_release"  # napari updates the same event object
+    with pytest.raises(StopIteration):
+        next(gen)
+    profile = concepts.profile
+    assert profile is not None and profile.in_mask, concepts.voxel.text()
+    ijk = profile.ijk
+    np.testing.assert_allclose(nib.affines.apply_affine(subject.affine, ijk), centre, atol=subject.voxel_size.max())
+    # the voxel's mean response to each stimulus it saw, computed here from the responses
+    column = int(np.flatnonzero(subject.mask.ravel()).searchsorted(np.ravel_multi_index(ijk, subject.mask.shape)))
+    rows = session.study.trial_rows(subject)
+    seen = np.unique(rows)
+    means = np.array([subject.responses[rows == r, column].astype(np.float64).mean() for r in seen])
+    assert [r for r, _ in profile.stimuli] == list(seen[np.argsort(-means, kind="stable")][:len(profile.stimuli)])
+    # concepts: Pearson r of those means with the concept scores of the concepts step, largest first
+    names = session.context.state["concept_names"]
+    r = {c: np.corrcoef(means, names.scores[seen, k])[0, 1] for k, c in enumerate(names.concepts)}
+    best = sorted(r, key=lambda c: -r[c])[:len(profile.concepts)]
+    assert [c for c, _ in profile.concepts] == best
+    np.testing.assert_allclose([v for _, v in profile.concepts], [r[c] for c in best], atol=1e-6)
+    # the planted face region prefers the face stimuli
+    face = [i for i, cats in enumerate(session.study.stimuli.categories) if "face" in cats]
+    assert len(set(r for r, _ in profile.stimuli) & set(face)) >= 3, concepts.voxel.text()
+    assert "preferred concepts" in concepts.voxel.text() and concepts.voxel_layout.count() > 1
 
 
 def test_widgets_whole_path(loaded, qtbot, tmp_path):
@@ -36,6 +71,7 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     concepts.concepts.setCurrentRow(0)
     assert concepts.gallery_layout.count() > 0
     assert any(name.startswith(f"{subject.name} mask_") for name in _layer_names(viewer))
+    _click_a_voxel(viewer, concepts, session, subject)
 
     _, captions = viewer.window.add_plugin_dock_widget(PLUGIN, "Captions")
     captions.run()

@@ -33,7 +33,8 @@ class ConceptsWidget(StepWidget):
 
     Selecting a concept lists its words, shows its most (top row) and least (bottom row, the "negation")
     associated stimuli, and makes its soft and hard mask of the participant on show and, for a shared
-    concept, the n-of-N overlap map visible.
+    concept, the n-of-N overlap map visible. Clicking a voxel on the canvas lists its preferred concepts and
+    images (:mod:`napari_brain_concepts._napari.voxel`).
     """
 
     steps = ("concepts", "masks", "shared")
@@ -60,8 +61,18 @@ class ConceptsWidget(StepWidget):
         self.body.addWidget(self.concepts)
         self.body.addWidget(self.words)
         self.body.addWidget(self.gallery)
+        self.voxel = QLabel("Click a voxel on the canvas: its preferred concepts and images appear here.")
+        self.voxel.setWordWrap(True)
+        self.voxel_images = QWidget()
+        self.voxel_layout = QHBoxLayout(self.voxel_images)
+        self.voxel_layout.setSpacing(2)
+        self.voxel_layout.setContentsMargins(0, 0, 0, 0)
+        self.body.addWidget(self.voxel)
+        self.body.addWidget(self.voxel_images)
         self.concepts.currentItemChanged.connect(lambda item, _: self.select(item))
         self._names = None
+        self.profile = None
+        napari_viewer.mouse_drag_callbacks.append(self._on_click)
 
     def show_results(self, store) -> None:
         self.refresh(store)
@@ -103,6 +114,65 @@ class ConceptsWidget(StepWidget):
         self._fill_gallery(rows)
         for name in (f"mask_{concept}", f"mask {concept}", concept, f"shared {concept}"):
             self.show_layer(name)
+
+    def _on_click(self, viewer, event):
+        """A click (a press and release without moving: a drag pans the view) shows the voxel under it."""
+        if event.button != 1:
+            return
+        start = np.asarray(event.position, dtype=float)
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = moved or not np.allclose(event.position, start)
+            yield
+        if not moved:
+            self.show_voxel(event.position)
+
+    def show_voxel(self, point) -> None:
+        """List the preferred concepts and stimuli (by mean response) of the voxel at world ``point``."""
+        from .voxel import voxel_profile
+
+        study, subject = self.session.study, self.session.subject
+        if study is None or subject is None:
+            return
+        ctx = self.session.context
+        names = ctx.state.get("concept_names") if ctx is not None else None
+        profile = voxel_profile(study, subject, point, concept_names=names, table=self._names)
+        self.profile = profile
+        while self.voxel_layout.count():
+            item = self.voxel_layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        if profile is None:
+            self.voxel.setText("Outside the participant's grid.")
+            return
+        where = f"<b>voxel {profile.ijk}</b> of {subject}"
+        if not profile.in_mask:
+            self.voxel.setText(f"{where}: not analysed (outside the mask).")
+            return
+        labels = self._labels()
+        concepts = "; ".join(f"{c} {labels.get(c, '')} ({v:+.2f})".replace("  ", " ") for c, v in profile.concepts)
+        if concepts:
+            concepts += f" <i>[{profile.measure}]</i>"
+        stimuli = study.stimuli
+        captions = "<br>".join(f"{n}. {stimuli.captions[r][0] if stimuli.captions[r] else stimuli.ids[r]} "
+                               f"<i>({v:+.2f})</i>" for n, (r, v) in enumerate(profile.stimuli, 1))
+        self.voxel.setText(f"{where}<br><b>preferred concepts:</b> {concepts or 'none (run the concept basis)'}"
+                           f"<br><b>preferred images</b> (mean response):<br>{captions}")
+        if stimuli.has_images:
+            for r, _ in profile.stimuli:
+                label = QLabel()
+                label.setPixmap(_pixmap(stimuli.image(r), 48))
+                label.setToolTip(str(stimuli.ids[r]))
+                self.voxel_layout.addWidget(label)
+        self.voxel_layout.addStretch(1)
+
+    def _labels(self) -> dict[str, str]:
+        """Concept id → its label (the first words of its positive end)."""
+        if self._names is None:
+            return {}
+        pos = self._names[self._names["end"] == "positive"]
+        return dict(zip(pos["concept"].astype(str), pos["label"].astype(str)))
 
     def _fill_gallery(self, rows) -> None:
         while self.gallery_layout.count():

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from ..core.study import Study
 
 
+def camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
 def _tag(layer) -> dict | None:
     return layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
 
@@ -134,7 +140,8 @@ class StudyWidget(QWidget):
 
         if self.study is None or name is None:
             return
-        camera = (tuple(self.viewer.camera.center), self.viewer.camera.zoom)
+        cam = camera(self.viewer)
+        view = (tuple(cam.center), cam.zoom)
         point = tuple(self.viewer.dims.point)
         had_layers = any(_tag(layer) for layer in self.viewer.layers)
         for layer in [layer for layer in self.viewer.layers if _tag(layer)]:
@@ -146,8 +153,8 @@ class StudyWidget(QWidget):
             layer_data[1:1] = results_layers(results, name)
         add_layer_data(self.viewer, layer_data)
         if had_layers:
-            self.viewer.camera.center = camera[0]
-            self.viewer.camera.zoom = camera[1]
+            cam.center = view[0]
+            cam.zoom = view[1]
             self.viewer.dims.point = point
         self.subject = name
         self.session.set_subject(name)
@@ -158,7 +165,7 @@ class StudyWidget(QWidget):
 
     def set_radiological(self, radiological: bool) -> None:
         """Flip the camera, never the data: anterior up; the right hemisphere right (neurological) or left."""
-        self.viewer.camera.orientation2d = ("up", "left" if radiological else "right")
+        camera(self.viewer).orientation2d = ("up", "left" if radiological else "right")
         if self.radiological.isChecked() != radiological:
             self.radiological.setChecked(radiological)
 
