@@ -193,9 +193,15 @@ def mean_by_stimulus(values: np.ndarray, stimulus: np.ndarray) -> tuple[np.ndarr
     """
     values = np.asarray(values)
     uniq, inverse = np.unique(np.asarray(stimulus), return_inverse=True)
-    total = np.zeros((len(uniq), values.shape[1]))
-    np.add.at(total, inverse, values)
-    return uniq, total / np.bincount(inverse)[:, None]
+    counts = np.bincount(inverse, minlength=len(uniq))
+    if len(values) == 0:
+        return uniq, np.zeros((0, values.shape[1]))
+    # rows grouped by stimulus in their original order, summed group by group in float64 (the same sums,
+    # in the same order, as accumulating row by row; np.add.at is ~10x slower)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    total = np.add.reduceat(values[order], starts, axis=0, dtype=np.float64)
+    return uniq, total / counts[:, None]
 
 
 def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: np.ndarray, *,
