@@ -4,8 +4,8 @@ Every alpha of the grid is scored for every target from a single factorisation, 
 costs little more than one fit:
 
 - **kernel form** (``n_samples < n_features``, the usual fMRI decoding case): the centred kernel
-  ``K = Xc Xcᵀ`` of all training samples is factorised once as ``U B Uᵀ`` (U orthonormal; B tridiagonal
-  from LAPACK's Householder reduction on the CPU, diagonal from ``eigh`` on CUDA). With
+  ``K = Xc Xcᵀ`` of all training samples is factorised once as ``U B Uᵀ`` (U orthonormal; B diagonal from
+  ``torch.linalg.eigh``, or tridiagonal from LAPACK's Householder reduction, see below). With
   ``I − H(α) = α U (B + α)⁻¹ Uᵀ`` (the residual-maker of ridge with an intercept), the held-out residuals
   of a fold ``V`` are the exact leave-group-out formula ``r_V = [(I − H)_VV]⁻¹ [(I − H) y]_V`` — the same
   numbers a refit without the fold gives, but from one factorisation for all folds. The constant direction
@@ -15,9 +15,11 @@ costs little more than one fit:
 
 Leave-one-out (``loo=True``) uses the diagonal of ``I − H`` from the same factorisation. Targets are
 processed in batches of ``target_batch_size`` so memory stays bounded however many targets there are.
-Why tridiagonal on the CPU: the reduction is the first half of an eigendecomposition; skipping the second
-half (the tridiagonal eigenvectors and their back-transformation) is about 1.7× faster for the factorisation
-and exact — a shifted tridiagonal system is solved in O(n) per right-hand side.
+The tridiagonal route (``_kernel_method = "tridiagonal"``) is the first half of an eigendecomposition;
+skipping the second half is about 1.7× faster for the factorisation and exact. It is not the default because
+scipy's ``?sytrd`` holds Python's GIL for the whole call: a fit in a napari worker then freezes the viewer's
+event loop (largest 10 ms-timer gap 110 ms against 35 ms with ``eigh``, ``benchmarks/gui_latency.py``), for
+a ~12% faster fit.
 """
 
 from __future__ import annotations
@@ -160,9 +162,9 @@ class _KernelFactor:
     """``Kc = U B Uᵀ`` on the complement of the constant: ``U`` (n, m) orthonormal, ``B`` diagonal or tridiagonal.
 
     Everything the cross-validation needs is a resolvent ``(B + α)⁻¹`` applied to a few vectors, so one
-    factorisation serves every alpha. On CUDA ``B`` is diagonal (``torch.linalg.eigh``); on the CPU it is
-    the symmetric tridiagonal matrix of LAPACK's Householder reduction ``sytrd`` (the first, and on a CPU
-    the cheaper, half of an eigendecomposition): then ``(B + α)⁻¹ R`` is one O(m·k) call of LAPACK's
+    factorisation serves every alpha. By default ``B`` is diagonal (``torch.linalg.eigh``); with
+    ``method="tridiagonal"`` it is the symmetric tridiagonal matrix of LAPACK's Householder reduction ``sytrd``
+    (the first, and on a CPU the cheaper, half of an eigendecomposition, but holding the GIL): then ``(B + α)⁻¹ R`` is one O(m·k) call of LAPACK's
     positive-definite tridiagonal solver ``ptsv`` for k right-hand sides, and no eigenvector is computed.
     """
 
@@ -176,7 +178,7 @@ class _KernelFactor:
     def from_kernel(cls, K: torch.Tensor, centre: bool, method: str = "auto") -> _KernelFactor:
         """Factorise a kernel matrix (overwritten). ``method``: ``"eigh"``, ``"tridiagonal"`` or ``"auto"``."""
         if method == "auto":
-            method = "tridiagonal" if K.device.type == "cpu" else "eigh"
+            method = "eigh"  # releases the GIL (see the module docstring); "tridiagonal" is opt-in
         B, w = _deflate_constant(K, centre)
         if method == "eigh":
             s, V = torch.linalg.eigh(B)  # reads the lower triangle only
@@ -319,7 +321,7 @@ class RidgeDecoder:
         self.target_batch_size = target_batch_size
         self.scoring = scoring
 
-    _kernel_method = "auto"  # "eigh" or "tridiagonal" (tests compare both; "auto": tridiagonal on the CPU)
+    _kernel_method = "auto"  # "eigh" or "tridiagonal" (tests compare both; "auto": eigh)
 
     # -- parameters ------------------------------------------------------------------------------
     def _check_params(self) -> np.ndarray:
