@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, default=6000)
     parser.add_argument("--targets", type=int, default=384)
     parser.add_argument("--rounds", type=int, default=30, help="refresh measurements per way")
+    parser.add_argument("--window", type=int, nargs=2, metavar=("W", "H"),
+                        help="resize the main window (default: napari's own size); 1500 950 as in the screenshots")
     args = parser.parse_args()
 
     from napari_brain_concepts.core.compat import preload_triton
@@ -68,7 +70,8 @@ def main() -> None:
 
     X, Y = _problem(args.samples, args.voxels, args.targets)
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1500, 950)  # as in the README screenshots
+    if args.window:
+        viewer.window.resize(*args.window)
     _, study_widget = viewer.window.add_plugin_dock_widget("napari-brain-concepts", "Study")
     display = study_widget.display
     # the default synthetic study's grids: 2 mm anatomy, 4 mm maps
