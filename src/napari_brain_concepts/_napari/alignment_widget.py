@@ -41,21 +41,29 @@ class AlignmentWidget(StepWidget):
         self.show_layer("encoding_r_captions")
 
     def plot_rsa(self, summary) -> None:
-        """Bars: noise-ceiling-normalised r per ROI (groups) and model (bars); * where FDR-significant."""
+        """Bars: RSA r per ROI (groups) and model (bars), * where FDR-significant; a grey line over each ROI
+        marks its noise ceiling (the leave-one-subject-out lower bound), as rsatoolbox draws it.
+
+        Raw r against the ceiling rather than r / ceiling: in small, noisy ROIs the lower-bound ceiling is
+        near zero and the ratio runs far above 1 without meaning anything.
+        """
         ax = self.plot.axes()
         rois = list(dict.fromkeys(summary["roi"]))
         models = list(dict.fromkeys(summary["model"]))
-        value = "r_norm" if summary["r_norm"].notna().any() else "r"
         width = 0.8 / max(1, len(models))
         for j, model in enumerate(models):
             df = summary[summary["model"] == model].set_index("roi").reindex(rois)
             x = np.arange(len(rois)) + j * width
-            ax.bar(x, df[value].to_numpy(dtype=float), width, label=model)
-            for xi, (v, sig) in enumerate(zip(df[value], df.get("significant", [False] * len(df)))):
+            ax.bar(x, df["r"].to_numpy(dtype=float), width, label=model)
+            for xi, (v, sig) in enumerate(zip(df["r"], df.get("significant", [False] * len(df)))):
                 if bool(sig) and np.isfinite(v):
                     ax.text(x[xi], v, "*", ha="center", va="bottom", color="#ffffff", fontsize=8)
+        if "noise_ceiling" in summary:
+            ceiling = summary.groupby("roi", sort=False)["noise_ceiling"].mean().reindex(rois).to_numpy(dtype=float)
+            left = np.arange(len(rois)) - width / 2
+            ax.hlines(ceiling, left, left + 0.8, colors="#aaaaaa", linewidth=1.5, label="noise ceiling")
         ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("r / noise ceiling" if value == "r_norm" else "RSA r")
+        ax.set_ylabel("RSA r")
         ax.legend(fontsize=6, ncol=2, facecolor="#262930", labelcolor="#dddddd", frameon=False)
         self.plot.draw()
 
