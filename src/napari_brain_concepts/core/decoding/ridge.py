@@ -4,9 +4,8 @@ Every alpha of the grid is scored for every target from a single factorisation, 
 costs little more than one fit:
 
 - **kernel form** (``n_samples < n_features``, the usual fMRI decoding case): the centred kernel
-  ``K = Xc Xcᵀ`` of all training samples is factorised once as ``U B Uᵀ`` (U orthonormal; B diagonal from
-  ``torch.linalg.eigh``, or tridiagonal from LAPACK's Householder reduction, see below). With
-  ``I − H(α) = α U (B + α)⁻¹ Uᵀ`` (the residual-maker of ridge with an intercept), the held-out residuals
+  ``K = Xc Xcᵀ`` of all training samples is factorised once as ``U S Uᵀ`` (``torch.linalg.eigh``). With
+  ``I − H(α) = α U (S + α)⁻¹ Uᵀ`` (the residual-maker of ridge with an intercept), the held-out residuals
   of a fold ``V`` are the exact leave-group-out formula ``r_V = [(I − H)_VV]⁻¹ [(I − H) y]_V`` — the same
   numbers a refit without the fold gives, but from one factorisation for all folds. The constant direction
   is removed exactly (Householder deflation) rather than by picking the eigenvector closest to it.
@@ -15,11 +14,9 @@ costs little more than one fit:
 
 Leave-one-out (``loo=True``) uses the diagonal of ``I − H`` from the same factorisation. Targets are
 processed in batches of ``target_batch_size`` so memory stays bounded however many targets there are.
-The tridiagonal route (``_kernel_method = "tridiagonal"``) is the first half of an eigendecomposition;
-skipping the second half is about 1.7× faster for the factorisation and exact. It is not the default because
-scipy's ``?sytrd`` holds Python's GIL for the whole call: a fit in a napari worker then freezes the viewer's
-event loop (largest 10 ms-timer gap 110 ms against 35 ms with ``eigh``, ``benchmarks/gui_latency.py``), for
-a ~12% faster fit.
+Why ``eigh`` and not the cheaper tridiagonal reduction (LAPACK ``sytrd`` + ``ptsv``, tried: ~12% faster
+fits): scipy's ``?sytrd`` holds Python's GIL for the whole call, so a fit in a napari worker froze the
+viewer's event loop for 110 ms (35 ms with ``eigh``, ``benchmarks/gui_latency.py``).
 """
 
 from __future__ import annotations
@@ -159,108 +156,33 @@ def _undeflate(V: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
 
 
 class _KernelFactor:
-    """``Kc = U B Uᵀ`` on the complement of the constant: ``U`` (n, m) orthonormal, ``B`` diagonal or tridiagonal.
+    """``Kc = U diag(s) Uᵀ`` on the complement of the constant: ``U`` (n, m) orthonormal, ``s`` ≥ 0.
 
-    Everything the cross-validation needs is a resolvent ``(B + α)⁻¹`` applied to a few vectors, so one
-    factorisation serves every alpha. By default ``B`` is diagonal (``torch.linalg.eigh``); with
-    ``method="tridiagonal"`` it is the symmetric tridiagonal matrix of LAPACK's Householder reduction ``sytrd``
-    (the first, and on a CPU the cheaper, half of an eigendecomposition, but holding the GIL): then ``(B + α)⁻¹ R`` is one O(m·k) call of LAPACK's
-    positive-definite tridiagonal solver ``ptsv`` for k right-hand sides, and no eigenvector is computed.
+    Everything the cross-validation needs is a resolvent ``(diag(s) + α)⁻¹`` applied to a few vectors, so one
+    eigendecomposition serves every alpha.
     """
 
-    def __init__(self, U: torch.Tensor, diag: torch.Tensor, offdiag: torch.Tensor | None = None):
+    def __init__(self, U: torch.Tensor, diag: torch.Tensor):
         self.U = U
         self.diag = diag
-        self.offdiag = offdiag
         self._U_sq = None
 
     @classmethod
-    def from_kernel(cls, K: torch.Tensor, centre: bool, method: str = "auto") -> _KernelFactor:
-        """Factorise a kernel matrix (overwritten). ``method``: ``"eigh"``, ``"tridiagonal"`` or ``"auto"``."""
-        if method == "auto":
-            method = "eigh"  # releases the GIL (see the module docstring); "tridiagonal" is opt-in
+    def from_kernel(cls, K: torch.Tensor, centre: bool) -> _KernelFactor:
+        """Factorise a kernel matrix (overwritten)."""
         B, w = _deflate_constant(K, centre)
-        if method == "eigh":
-            s, V = torch.linalg.eigh(B)  # reads the lower triangle only
-            return cls(_undeflate(V, w), s.clamp_min(0))
-        from scipy.linalg import lapack
-
-        m = B.shape[0]
-        kind = "s" if B.dtype == torch.float32 else "d"
-        a = B.contiguous().numpy().T  # Fortran order; symmetric, so the same matrix
-        lwork = int(getattr(lapack, f"{kind}sytrd_lwork")(m, lower=1)[0])
-        refl, d, e, tau, info = getattr(lapack, f"{kind}sytrd")(a, lower=1, lwork=lwork, overwrite_a=1)
-        if info != 0:
-            raise RuntimeError(f"LAPACK {kind}sytrd failed (info={info})")
-        del a
-        Q = torch.zeros(m, m, dtype=B.dtype)
-        Q[0, 0] = 1.0
-        if m > 1:  # Q = H(1) … H(m−1), reflector i stored below the subdiagonal of column i
-            Q[1:, 1:] = torch.linalg.householder_product(torch.from_numpy(refl)[1:, :-1],
-                                                          torch.from_numpy(tau[:-1]))
-        del refl
-        return cls(_undeflate(Q, w), torch.from_numpy(d), torch.from_numpy(e))
+        s, V = torch.linalg.eigh(B)  # reads the lower triangle only; releases the GIL
+        return cls(_undeflate(V, w), s.clamp_min(0))
 
     def solve(self, alpha: float, R: torch.Tensor) -> torch.Tensor:
-        """``(B + α)⁻¹ R`` for R of shape (m, k)."""
-        if self.offdiag is None:
-            return R / (self.diag + alpha)[:, None]
-        from scipy.linalg import lapack
+        """``(diag(s) + α)⁻¹ R`` for R of shape (m, k)."""
+        return R / (self.diag + alpha)[:, None]
 
-        ptsv = lapack.sptsv if R.dtype == torch.float32 else lapack.dptsv
-        b = R.T.clone(memory_format=torch.contiguous_format).numpy().T  # Fortran order, a copy it overwrites
-        _, _, x, info = ptsv((self.diag + alpha).numpy(), self.offdiag.numpy(), b, overwrite_b=1)
-        if info != 0:
-            raise _NotPositive(alpha)
-        return torch.from_numpy(x)
-
-    def inv_diag(self, alpha: float, block: int = 64) -> torch.Tensor:
-        """``diag(U (B + α)⁻¹ Uᵀ)`` (n,).
-
-        Tridiagonal B: with ``B + α = L D Lᵀ`` (LAPACK ``pttrf``, L unit lower bidiagonal), the diagonal is
-        ``Σ_j W_ij² / D_j`` for ``W = U L⁻ᵀ``. The recurrence along the columns of W runs over all n rows
-        at once, a block of columns per triangular solve (BLAS 3), the previous block entering as a carry.
-        """
-        if self.offdiag is None:
-            if self._U_sq is None:
-                self._U_sq = self.U * self.U
-            return self._U_sq @ (1.0 / (self.diag + alpha))
-        from scipy.linalg import lapack
-
-        pttrf = lapack.spttrf if self.U.dtype == torch.float32 else lapack.dpttrf
-        D, lsub, info = pttrf((self.diag + alpha).numpy(), self.offdiag.numpy())
-        if info != 0:
-            raise _NotPositive(alpha)
-        D = torch.from_numpy(D)
-        lsub = torch.from_numpy(lsub)
-        m = D.shape[0]
-        out = torch.zeros(self.U.shape[0], dtype=self.U.dtype)
-        carry = None
-        for j0 in range(0, m, block):
-            j1 = min(m, j0 + block)
-            Lt = torch.eye(j1 - j0, dtype=self.U.dtype)  # the block of Lᵀ: unit upper bidiagonal
-            Lt.diagonal(1).copy_(lsub[j0:j1 - 1])
-            rhs = self.U[:, j0:j1].clone()
-            if carry is not None:
-                rhs[:, 0].sub_(carry, alpha=float(lsub[j0 - 1]))
-            W = torch.linalg.solve_triangular(Lt, rhs, upper=True, left=False, unitriangular=True)
-            carry = W[:, -1]
-            out.addmv_(W * W, 1.0 / D[j0:j1])
-        return out
-
-    def to_eigen(self) -> _KernelFactor:
-        """The same factorisation with ``B`` diagonalised (fallback when a shifted solve is not positive)."""
-        if self.offdiag is None:
-            return self
-        from scipy.linalg import eigh_tridiagonal
-
-        s, Z = eigh_tridiagonal(self.diag.numpy(), self.offdiag.numpy())
-        Z = torch.from_numpy(Z).to(self.U.dtype)
-        return _KernelFactor(self.U @ Z, torch.from_numpy(s).to(self.U.dtype).clamp_min(0))
-
-
-class _NotPositive(ArithmeticError):
-    """A shifted tridiagonal matrix was not numerically positive definite (rounding at a tiny alpha)."""
+    def inv_diag(self, alpha: float) -> torch.Tensor:
+        """``diag(U (diag(s) + α)⁻¹ Uᵀ)`` (n,)."""
+        if self._U_sq is None:
+            self._U_sq = self.U * self.U
+        return self._U_sq @ (1.0 / (self.diag + alpha))
 
 
 def _r2(resid_ss: torch.Tensor, total_ss: torch.Tensor) -> torch.Tensor:
@@ -321,8 +243,6 @@ class RidgeDecoder:
         self.target_batch_size = target_batch_size
         self.scoring = scoring
 
-    _kernel_method = "auto"  # "eigh" or "tridiagonal" (tests compare both; "auto": eigh)
-
     # -- parameters ------------------------------------------------------------------------------
     def _check_params(self) -> np.ndarray:
         alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
@@ -382,15 +302,10 @@ class RidgeDecoder:
             yield Progress(step, 0, 4, f"kernel {n}×{n}")
             K = _gram_rows(Xt)
             yield Progress(step, 1, 4, "factorisation")
-            fac = _KernelFactor.from_kernel(K, self.fit_intercept, self._kernel_method)
+            fac = _KernelFactor.from_kernel(K, self.fit_intercept)
             del K
             yield Progress(step, 2, 4, f"scoring {len(alphas)} alphas")
-            try:
-                yield from self._kernel_scores(fac, Yt, alphas, folds, batches, scores, n)
-            except _NotPositive:  # a tiny alpha below float rounding of the kernel: diagonalise after all
-                fac = fac.to_eigen()
-                scores.zero_()
-                yield from self._kernel_scores(fac, Yt, alphas, folds, batches, scores, n)
+            yield from self._kernel_scores(fac, Yt, alphas, folds, batches, scores, n)
             yield Progress(step, 3, 4, "final fit")
             best = scores.argmax(0)
             coef = torch.empty(t, p, dtype=dtype, device=device)
