@@ -36,12 +36,16 @@ def launch_viewer(path: str | Path | None = None, screenshot: str | Path | None 
                              "give a folder with study.json or manifest.json")
     finally:
         workers.SYNCHRONOUS = False
-    if screenshot is not None:
-        from qtpy.QtWidgets import QApplication
+    from qtpy.QtWidgets import QApplication
 
-        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+    if screenshot is not None:
         viewer.window.resize(1500, 950)
-        viewer.window.show()
+    viewer.window.show()
+    for _ in range(5):
+        QApplication.processEvents()
+    viewer.reset_view()  # fit the volumes to the canvas at its shown size (it was loaded before the window showed)
+    if screenshot is not None:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             QApplication.processEvents()
         viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
