@@ -3,15 +3,16 @@
 import pytest
 
 from napari_brain_concepts._napari.launch import launch_viewer
+from napari_brain_concepts._napari.study_widget import camera
 
 
 def test_view_opens_loaded_and_fitted_to_the_canvas(qtbot):
     viewer = launch_viewer(None, block=False, size="tiny")
     try:
         assert any(layer.name.endswith("anatomy") for layer in viewer.layers)
-        zoom = viewer.camera.zoom
+        zoom = camera(viewer).zoom
         viewer.reset_view()  # already fitted to the shown canvas: fitting again changes nothing
-        assert viewer.camera.zoom == pytest.approx(zoom, rel=1e-3)
+        assert camera(viewer).zoom == pytest.approx(zoom, rel=1e-3)
     finally:
         viewer.close()
 

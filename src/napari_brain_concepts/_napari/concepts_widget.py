@@ -24,7 +24,7 @@ THUMB_SIZE = 64
 
 def _pixmap(image, size: int = THUMB_SIZE) -> QPixmap:
     rgb = np.ascontiguousarray(np.asarray(image.convert("RGB").resize((size, size))))
-    qimage = QImage(rgb.data, size, size, 3 * size, QImage.Format_RGB888)
+    qimage = QImage(rgb.data, size, size, 3 * size, QImage.Format.Format_RGB888)
     return QPixmap.fromImage(qimage.copy())
 
 
@@ -97,13 +97,13 @@ class ConceptsWidget(StepWidget):
             pos = df[df["end"] == "positive"]["label"]
             label = pos.iloc[0] if len(pos) else ""
             item = QListWidgetItem(f"{concept}  {label}")
-            item.setData(Qt.UserRole, concept)
+            item.setData(Qt.ItemDataRole.UserRole, concept)
             self.concepts.addItem(item)
 
     def select(self, item) -> None:
         if item is None or self._names is None or self.session.study is None:
             return
-        concept = item.data(Qt.UserRole)
+        concept = item.data(Qt.ItemDataRole.UserRole)
         rows = self._names[self._names["concept"] == concept]
         text = []
         for end, title in (("positive", "most"), ("negative", "least")):

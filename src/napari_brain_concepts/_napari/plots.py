@@ -15,7 +15,7 @@ class PlotCanvas(QWidget):
 
         self.figure = Figure(figsize=(4, height), facecolor="#262930", layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.canvas.setMinimumHeight(int(height * 80))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

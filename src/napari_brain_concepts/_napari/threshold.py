@@ -121,7 +121,7 @@ class MapDisplay(QWidget):
         self.layer = None
         self.name = QLabel("Select a map layer.")
         self.name.setWordWrap(True)
-        self.slider = QLabeledDoubleSlider(Qt.Horizontal)
+        self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.slider.setDecimals(3)
         self.slider.setToolTip("hide the voxels below this value (|value| for signed maps)")
         self.colorbar = QCheckBox("Colour bar")
