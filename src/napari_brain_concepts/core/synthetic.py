@@ -3,16 +3,19 @@
 Everything else in the project is validated on it, so it is built to exercise every method while its
 truth stays exact:
 
-* **Stimuli** — procedurally drawn 96×96 scenes of two objects in a visible relation ("next to",
-  "on top of", "holding"). Object categories: face, body (person), place (house), food, text (a sign with
-  a word), animal, vehicle; the second object may be a small group (2–5 items: numerosity) and one object
-  may be drawn in a vivid colour. Five captions per scene from a grammar with synonyms and varied
-  relation wording; category labels (object categories only); a shared test set.
+* **Stimuli** — procedurally drawn 96×96 scenes of 1–7 objects side by side. Object categories: face,
+  body (person), place (house), food, text (a sign with a word), animal, vehicle. Every concept is drawn
+  independently of the others, so none is confounded with another: each category is present with
+  probability 0.28; one object may be a small group (2–5 items: numerosity), one drawn in a vivid colour,
+  and the first may stand on top of a table (the relation). Five captions per scene from a grammar with
+  synonyms and varied wording; category labels (object categories only); a shared test set.
 * **Brains** — subjects on a coarse grid in MNI152 space (nilearn's bundled template and brain mask),
   analysed inside a posterior, nsdgeneral-like visual mask. Concept regions are compact blobs at
   plausible MNI places, jittered per subject: face (FFA), body (EBA), place (PPA), food (ventral, between
-  FFA and V4), text (left VWFA), number (IPS), colour (V4), relation (posterior STS, a caption-driven
-  region), and animal (lateral occipital) planted in ONE subject only. Vehicle has no region anywhere.
+  FFA and V4), text (left VWFA), number (IPS), colour (V4), relation (posterior STS: "on top of", a
+  caption-driven region), and animal (lateral occipital) planted in ONE subject only. Vehicle has no
+  region anywhere. Tuning is a plateau: every voxel of a region carries its concept (±20%), so the region
+  is the set of voxels a concept can be read from.
 * **Responses** — single trials, 3 repeats per image in different sessions:
   ``scale[session] * (features @ W + details @ W_detail + noise) + offset[session]`` where the noise is
   spatially smooth (low rank) + a per-trial global signal with voxel loadings + independent noise; the
@@ -47,7 +50,15 @@ CAPTION_DRIVEN = ("number", "colour", "relation")
 NO_REGION_CONCEPTS = ("vehicle",)
 SINGLE_SUBJECT_CONCEPT = "animal"
 SINGLE_SUBJECT_INDEX = 1
-RELATIONS = ("next to", "on top of", "holding")
+RELATIONS = ("next to", "on top of")
+#: Every object category appears in a scene independently with this probability, so no category's presence
+#: tells anything about another's (beyond the scene not being empty: an empty draw is drawn again).
+OBJECT_PROBABILITY = 0.28
+#: Given at least one object, one of them is a small group (numerosity), drawn in a vivid colour, or put on
+#: top of a table (the relation concept) — each independently of the rest.
+GROUP_PROBABILITY = 0.35
+COLOUR_PROBABILITY = 0.5
+STACK_PROBABILITY = 0.5
 
 #: Nominal MNI centres (mm) of the planted regions (one per hemisphere where bilateral).
 MNI_CENTRES: dict[str, list[tuple[float, float, float]]] = {
@@ -66,13 +77,11 @@ MNI_CENTRES: dict[str, list[tuple[float, float, float]]] = {
 LOCALIZER_EXTRA = {"OFA": [(40, -80, -8), (-40, -80, -8)], "OPA": [(34, -84, 24), (-34, -84, 24)]}
 
 DETAIL_FEATURES = ("hue_cos", "hue_sin", "food_apple", "food_banana", "food_pizza", "food_cake",
-                   "animal_dog", "animal_cat", "vehicle_car", "vehicle_bus", "relation_on_top",
-                   "relation_next_to")
+                   "animal_dog", "animal_cat", "vehicle_car", "vehicle_bus")
 #: Which concept region carries each detail feature (finer tuning inside that region).
 DETAIL_REGION = {"hue_cos": "colour", "hue_sin": "colour", "food_apple": "food", "food_banana": "food",
                  "food_pizza": "food", "food_cake": "food", "animal_dog": "animal", "animal_cat": "animal",
-                 "vehicle_car": "vehicle", "vehicle_bus": "vehicle", "relation_on_top": "relation",
-                 "relation_next_to": "relation"}
+                 "vehicle_car": "vehicle", "vehicle_bus": "vehicle"}
 
 SUBTYPES = {"food": ("apple", "banana", "pizza", "cake"), "animal": ("dog", "cat"), "vehicle": ("car", "bus")}
 SIGN_WORDS = ("OPEN", "STOP", "CAFE", "EXIT", "SALE", "HELLO", "BOOKS", "TAXI", "PARK", "HOTEL")
@@ -83,11 +92,13 @@ CONCEPT_WORDS: dict[str, list[str]] = {
     "face": ["face", "faces", "portrait", "portraits"],
     "body": ["person", "people", "man", "woman", "child", "figure", "figures", "persons"],
     "place": ["house", "houses", "building", "buildings", "cottage", "cottages", "home"],
-    "food": ["food", "apple", "apples", "banana", "bananas", "pizza", "cake", "cakes", "fruit", "snack"],
+    "food": ["food", "apple", "apples", "banana", "bananas", "pizza", "cake", "cakes", "fruit", "snack", "piece",
+             "pieces", "slice", "slices"],
     "text": ["sign", "signs", "word", "text", "letters", "says", "reading"],
     "number": ["two", "three", "four", "five", "pair"],
-    "colour": list(VIVID),
-    "relation": ["holding", "holds", "carrying", "carries", "carried", "grasping", "held"],
+    "colour": [*VIVID, "bright", "vivid"],
+    "relation": ["top", "table", "tables", "sitting", "sits", "resting", "rests", "stacked", "under", "below",
+                 "beneath", "underneath", "supporting", "supports"],
     "animal": ["dog", "dogs", "puppy", "puppies", "cat", "cats", "kitten", "kittens", "animal", "animals"],
     "vehicle": ["car", "cars", "bus", "buses", "vehicle", "vehicles"],
 }
@@ -115,6 +126,8 @@ PRESETS = {
 }
 
 N_REPEATS = 3
+#: Tuning of every voxel inside a planted region (before the preset's gain and ``snr``).
+PLATEAU = 0.6
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,20 +136,27 @@ N_REPEATS = 3
 
 @dataclass
 class Scene:
-    """One stimulus: object A ``relation`` object B (B possibly a group of ``count`` items)."""
+    """One stimulus: 1–7 objects side by side; the first may stand on top of a table (``stacked``)."""
 
-    a: str
-    a_sub: str
-    b: str
-    b_sub: str
-    relation: str
-    count: int
+    objects: list[str]          # categories, left to right
+    subs: list[str]
+    scales: list[float]
+    counts: list[int]           # items per object (at most one object is a group of 2–5)
+    stacked: bool
     colour: str | None
-    coloured: str | None        # "a" or "b": which object is drawn in the vivid colour
-    a_scale: float
-    b_scale: float
+    coloured: int | None        # index of the object drawn in the vivid colour
     word: str
-    swap: bool                  # for "next to": draw B on the left
+
+    @property
+    def relation(self) -> str:
+        """"on top of" (stacked), "next to" (two or more objects side by side) or "none"."""
+        if self.stacked:
+            return "on top of"
+        return "next to" if len(self.objects) > 1 else "none"
+
+    @property
+    def count(self) -> int:
+        return max(self.counts, default=1)
 
 
 def _subtype(rng: np.random.Generator, cat: str) -> str:
@@ -150,27 +170,25 @@ def _subtype(rng: np.random.Generator, cat: str) -> str:
 
 
 def _draw_scene(rng: np.random.Generator) -> Scene:
-    relation = str(rng.choice(RELATIONS, p=[0.4, 0.3, 0.3]))
-    if relation == "holding":
-        a = str(rng.choice(["body", "animal"], p=[0.75, 0.25]))
-        b = str(rng.choice(["food", "text", "vehicle"], p=[0.55, 0.3, 0.15]))
-        count = int(rng.choice([1, 2, 3], p=[0.65, 0.2, 0.15])) if b == "food" else 1
-    else:
-        a, b = (str(c) for c in rng.choice(OBJECT_CATEGORIES, size=2, replace=False))
-        if relation == "on top of" and a == "place":
-            a, b = b, a
-        count = int(rng.choice([1, 2, 3, 4, 5], p=[0.6, 0.1, 0.1, 0.1, 0.1]))
-        if relation == "on top of" and b == "place":
-            count = 1
-    colourable = [w for w, c in (("b", b), ("a", a)) if c not in ("face", "body")]
+    """Draw every concept independently: categories, group, colour and stacking do not inform one another."""
+    present: list[str] = []
+    while not present:           # an empty scene is drawn again: every stimulus shows something
+        present = [c for c in OBJECT_CATEGORIES if rng.random() < OBJECT_PROBABILITY]
+    objects = [present[i] for i in rng.permutation(len(present))]
+    n = len(objects)
+    counts = [1] * n
+    group = rng.random() < GROUP_PROBABILITY
+    if n and group:
+        counts[int(rng.integers(n))] = int(rng.choice([2, 3, 4, 5]))
     colour = coloured = None
-    if colourable and rng.random() < 0.5:
-        coloured = colourable[0] if len(colourable) == 1 else str(rng.choice(colourable))
+    colourable = [j for j, c in enumerate(objects) if c != "face"]     # a person's clothes, not a face
+    if colourable and rng.random() < COLOUR_PROBABILITY:
+        coloured = int(rng.choice(colourable))
         colour = str(rng.choice(list(VIVID)))
-    return Scene(a=a, a_sub=_subtype(rng, a), b=b, b_sub=_subtype(rng, b), relation=relation, count=count,
-                 colour=colour, coloured=coloured, a_scale=float(rng.uniform(0.7, 1.0)),
-                 b_scale=float(rng.uniform(0.7, 1.0)), word=str(rng.choice(SIGN_WORDS)),
-                 swap=bool(rng.random() < 0.5))
+    stacked = bool(n and rng.random() < STACK_PROBABILITY)
+    return Scene(objects=objects, subs=[_subtype(rng, c) for c in objects],
+                 scales=[float(rng.uniform(0.7, 1.0)) for _ in objects], counts=counts, stacked=stacked,
+                 colour=colour, coloured=coloured, word=str(rng.choice(SIGN_WORDS)))
 
 
 def _scene_features(s: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -178,10 +196,10 @@ def _scene_features(s: Scene) -> tuple[np.ndarray, np.ndarray]:
     d = np.zeros(len(DETAIL_FEATURES), dtype=np.float32)
     ci = {c: i for i, c in enumerate(CONCEPTS)}
     di = {c: i for i, c in enumerate(DETAIL_FEATURES)}
-    for cat, sub, scale in ((s.a, s.a_sub, s.a_scale), (s.b, s.b_sub, s.b_scale)):
-        f[ci[cat]] = max(f[ci[cat]], scale)
+    for cat, sub, scale in zip(s.objects, s.subs, s.scales):
+        f[ci[cat]] = scale
         if cat in SUBTYPES:
-            d[di[f"{cat}_{sub}"]] = max(d[di[f"{cat}_{sub}"]], scale)
+            d[di[f"{cat}_{sub}"]] = scale
     if s.count > 1:
         f[ci["number"]] = (s.count - 1) / 4.0
     if s.colour is not None:
@@ -189,12 +207,8 @@ def _scene_features(s: Scene) -> tuple[np.ndarray, np.ndarray]:
         hue = np.deg2rad(VIVID[s.colour])
         d[di["hue_cos"]] = np.cos(hue)
         d[di["hue_sin"]] = np.sin(hue)
-    if s.relation == "holding":
+    if s.stacked:
         f[ci["relation"]] = 1.0
-    elif s.relation == "on top of":
-        d[di["relation_on_top"]] = 1.0
-    else:
-        d[di["relation_next_to"]] = 1.0
     return f, d
 
 
@@ -203,10 +217,11 @@ def _scene_features(s: Scene) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 _SINGULAR = {
-    "face": {"man": ["a man's face", "a face", "a smiling face", "a human face", "a portrait of a man",
-                     "a person's face"],
-             "woman": ["a woman's face", "a face", "a smiling face", "a human face", "a portrait of a woman",
-                       "a person's face"]},
+    # faces are named without the words of people (man, woman, person), which name the body concept
+    "face": {"man": ["a face", "a smiling face", "a human face", "a portrait", "a bearded face",
+                     "a face with short hair"],
+             "woman": ["a face", "a smiling face", "a human face", "a portrait", "a face with long hair",
+                       "a young face"]},
     "body": {"man": ["a man", "a person", "a standing man", "a figure of a man"],
              "woman": ["a woman", "a person", "a standing woman", "a figure of a woman"],
              "child": ["a child", "a person", "a small child", "a little figure of a child"]},
@@ -237,15 +252,22 @@ _PLURAL = {
     "vehicle": {"car": ["{n} {adj}cars", "{n} small {adj}cars"], "bus": ["{n} {adj}buses", "{n} {adj}city buses"]},
 }
 _REL = {"next to": ["next to", "beside", "near", "by the side of", "alongside"],
-        "on top of": ["on top of", "on", "sitting on", "resting on", "standing on top of"],
-        "holding": ["holding", "carrying", "grasping", "holding up", "carrying"]}
+        "on top of": ["on top of", "sitting on top of", "resting on top of", "stacked on top of",
+                      "sitting on", "resting on"]}
 _REL_IS = {"next to": ["is next to", "stands beside", "is near"],
-           "on top of": ["is on top of", "sits on", "rests on"],
-           "holding": ["is holding", "holds", "carries"]}
+           "on top of": ["is on top of", "sits on top of", "rests on top of", "is stacked on"]}
+_REL_ARE = {"next to": ["are next to", "stand beside", "are near"],
+            "on top of": ["are on top of", "sit on top of", "rest on top of", "are stacked on"]}
+#: How a vivid colour is named: the hue, mostly with a word that says it is vivid.
+_VIVID_WORDS = ["bright {} ", "vivid {} ", "bright {} ", "{} "]
+_TABLES = ["a table", "a wooden table", "a small table", "a brown table"]
 _REL_INV = {"next to": ["next to", "beside", "near"],
-            "on top of": ["under", "below", "underneath", "beneath"],
-            "holding": ["held by", "being held by", "carried by"]}
+            "on top of": ["under", "below", "underneath", "beneath", "supporting"]}
 _SETTINGS = ["", "", "", " on a plain background", " outdoors", " in a simple drawing", " in a cartoon"]
+_ONE = ["{A}{set}.", "A picture of {A}.", "There is {A}{set}.", "An image showing {A}.", "A drawing of {A}{set}.",
+        "A simple picture with {A} in it."]
+_MANY = ["{L}{set}.", "A picture of {L}.", "An image showing {L}.", "A drawing of {L}{set}.",
+         "A scene with {L}.", "In this picture: {L}."]
 _TEMPLATES = ["{A} {rel} {B}{set}.", "{B} {inv} {A}{set}.", "A picture of {A} {rel} {B}.",
               "There is {A} {rel} {B}{set}.", "{A} {rel_is} {B}.", "An image showing {A} {rel} {B}.",
               "A drawing of {B} {inv} {A}.", "In this picture, {A} {rel_is} {B}."]
@@ -257,6 +279,9 @@ def _fix_articles(text: str) -> str:
 
 
 def _noun_phrase(rng: np.random.Generator, cat: str, sub: str, count: int, adj: str, word: str) -> str:
+    if cat == "body" and adj:       # people wear the colour
+        dressed = str(rng.choice(["dressed in", "in", "wearing"]))
+        return f"{_noun_phrase(rng, cat, sub, count, '', word)} {dressed} {adj.strip()}"
     if count > 1:
         table = _PLURAL[cat]
         choices = table[sub] if isinstance(table, dict) else table
@@ -268,18 +293,34 @@ def _noun_phrase(rng: np.random.Generator, cat: str, sub: str, count: int, adj: 
     return _fix_articles(str(rng.choice(_SINGULAR[cat][sub])).format(adj=adj, word=word))
 
 
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _captions(rng: np.random.Generator, s: Scene, n: int = 5) -> list[str]:
+    """Five captions; every one names each object, its group size, the table, and (but one, half the time)
+    the vivid colour."""
     out: list[str] = []
+    k_obj = len(s.objects)
     drop_colour = int(rng.integers(n)) if rng.random() < 0.5 else -1
-    templates = rng.permutation(len(_TEMPLATES))
+    pairwise = (k_obj == 1 and s.stacked) or (k_obj == 2 and not s.stacked)
+    pool = _TEMPLATES if pairwise else _ONE if k_obj == 1 else _MANY
+    templates = rng.permutation(len(pool))
     for k in range(n):
-        adj_a = f"{s.colour} " if s.coloured == "a" and k != drop_colour else ""
-        adj_b = f"{s.colour} " if s.coloured == "b" and k != drop_colour else ""
-        a = _noun_phrase(rng, s.a, s.a_sub, 1, adj_a, s.word)
-        b = _noun_phrase(rng, s.b, s.b_sub, s.count, adj_b, s.word)
-        t = _TEMPLATES[int(templates[k % len(templates)])]
-        text = t.format(A=a, B=b, rel=rng.choice(_REL[s.relation]), rel_is=rng.choice(_REL_IS[s.relation]),
-                        inv=rng.choice(_REL_INV[s.relation]), set=rng.choice(_SETTINGS))
+        t = pool[int(templates[k % len(templates)])]
+        adj = str(rng.choice(_VIVID_WORDS)).format(s.colour) if k != drop_colour else ""
+        phrases = [_noun_phrase(rng, cat, sub, cnt, adj if s.coloured == j else "", s.word)
+                   for j, (cat, sub, cnt) in enumerate(zip(s.objects, s.subs, s.counts))]
+        setting = rng.choice(_SETTINGS)
+        if pairwise:
+            b, rel = (str(rng.choice(_TABLES)), "on top of") if s.stacked else (phrases[1], "next to")
+            verbs = _REL_ARE if s.counts[0] > 1 else _REL_IS
+            text = t.format(A=phrases[0], B=b, rel=rng.choice(_REL[rel]), rel_is=rng.choice(verbs[rel]),
+                            inv=rng.choice(_REL_INV[rel]), set=setting)
+        else:
+            if s.stacked:
+                phrases[0] = f"{phrases[0]} {rng.choice(_REL['on top of'])} {rng.choice(_TABLES)}"
+            text = t.format(A=phrases[0], L=_join(phrases), set=setting)
         text = _fix_articles(text)
         out.append(text[0].upper() + text[1:])
     return out
@@ -393,6 +434,20 @@ def _scaled(box, scale: float):
     return (cx - w / 2, y1 - h, cx + w / 2, y1)
 
 
+def _draw_group(draw, rng, cat: str, sub: str, box, count: int, colour, word: str, font) -> None:
+    if count == 1:
+        _draw_object(draw, rng, cat, sub, box, colour, word, font)
+        return
+    x0, y0, x1, y1 = box
+    cols = 2 if count == 4 else min(count, 3)
+    rows = int(np.ceil(count / cols))
+    cw, ch = (x1 - x0) / cols, (y1 - y0) / max(rows, 2)
+    for k in range(count):
+        r, c = divmod(k, cols)
+        sub_box = (x0 + c * cw + 1, y1 - (r + 1) * ch + 1, x0 + (c + 1) * cw - 1, y1 - r * ch - 1)
+        _draw_object(draw, rng, cat, sub, sub_box, colour, word, font)
+
+
 def _render(rng: np.random.Generator, s: Scene, size: int, font) -> np.ndarray:
     from PIL import Image, ImageDraw
 
@@ -403,37 +458,25 @@ def _render(rng: np.random.Generator, s: Scene, size: int, font) -> np.ndarray:
     horizon = int(size * rng.uniform(0.6, 0.72))
     draw.rectangle([0, horizon, size, size], fill=ground)
     u = size / 96.0
-    if s.relation == "next to":
-        left, right = (4 * u, 28 * u, 46 * u, 90 * u), (50 * u, 28 * u, 92 * u, 90 * u)
-        box_a, box_b = (right, left) if s.swap else (left, right)
-    elif s.relation == "on top of":
-        box_b = (20 * u, 56 * u, 76 * u, 92 * u)
-        box_a = (26 * u, 14 * u, 70 * u, 57 * u)
-    else:
-        box_a = (4 * u, 12 * u, 56 * u, 92 * u)
-        box_b = (46 * u, 30 * u, 80 * u, 62 * u)
-    col_a = _hsv(VIVID[s.colour], 0.85, 0.9) if s.coloured == "a" else None
-    col_b = _hsv(VIVID[s.colour], 0.85, 0.9) if s.coloured == "b" else None
-    if s.relation == "on top of":
-        order = [("b", box_b), ("a", box_a)]
-    else:
-        order = [("a", box_a), ("b", box_b)]
-    for which, box in order:
-        if which == "a":
-            _draw_object(draw, rng, s.a, s.a_sub, _scaled(box, s.a_scale), col_a, s.word, font)
-            continue
-        box = _scaled(box, s.b_scale)
-        if s.count == 1:
-            _draw_object(draw, rng, s.b, s.b_sub, box, col_b, s.word, font)
-            continue
-        x0, y0, x1, y1 = box
-        cols = 2 if s.count == 4 else min(s.count, 3)
-        rows = int(np.ceil(s.count / cols))
-        cw, ch = (x1 - x0) / cols, (y1 - y0) / max(rows, 2)
-        for k in range(s.count):
-            r, c = divmod(k, cols)
-            sub_box = (x0 + c * cw + 1, y1 - (r + 1) * ch + 1, x0 + (c + 1) * cw - 1, y1 - r * ch - 1)
-            _draw_object(draw, rng, s.b, s.b_sub, sub_box, col_b, s.word, font)
+    # one column per object; a stacked first object stands on a table
+    n_col = max(len(s.objects), 1)
+    gap = 3 * u
+    width = (88 * u - gap * (n_col - 1)) / n_col
+    for j in range(len(s.objects)):
+        x0 = 4 * u + j * (width + gap)
+        x1 = x0 + width
+        box = (x0, 28 * u, x1, 90 * u)
+        if j == 0 and s.stacked:
+            wood = (125, 85, 50)
+            top = 64 * u
+            draw.rectangle([x0, top, x1, top + 5 * u], fill=wood, outline=(40, 40, 40))
+            leg = max(2.0, 0.1 * width)
+            for lx in (x0 + 0.08 * width, x1 - 0.08 * width - leg):
+                draw.rectangle([lx, top + 5 * u, lx + leg, 92 * u], fill=wood)
+            box = (x0 + 0.08 * width, 20 * u, x1 - 0.08 * width, top)
+        colour = _hsv(VIVID[s.colour], 0.85, 0.9) if s.coloured == j else None
+        _draw_group(draw, rng, s.objects[j], s.subs[j], _scaled(box, s.scales[j]), s.counts[j], colour,
+                    s.word, font)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -647,9 +690,9 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
 
         - ``concepts`` (list, the order of every concept axis), ``features`` (n_stimuli, n_concepts)
           float32: object salience (0.7–1) per category, ``number`` = (count − 1)/4, ``colour`` = 1 when
-          vivid, ``relation`` = 1 for "holding".
+          vivid, ``relation`` = 1 when the first object stands on a table.
         - ``detail_names``, ``detail_features`` (n_stimuli, n_details), ``detail_region`` (detail → concept
-          whose region carries it): hue, food/animal/vehicle subtypes, "on top of"/"next to".
+          whose region carries it): hue, food/animal/vehicle subtypes.
         - ``regions`` {subject: {concept: bool volume}} (only where planted), ``region_centres_mm``
           {subject: {concept: [[x, y, z], ...]}} (jittered), ``mni_centres`` {concept: nominal centres},
           ``region_radius_mm``.
@@ -659,7 +702,7 @@ def make_synthetic_study(seed: int = 0, size: str = "default", embedding: str = 
           {concept: subject}, ``no_region_concepts`` (["vehicle"]), ``caption_driven`` (concepts that the
           category labels do not carry: number, colour, relation), ``object_categories``.
         - ``embedding_space`` ("all-MiniLM-L6-v2" or "features"), ``scenes`` (per stimulus: objects,
-          subtypes, relation, count, colour, word), ``relations``.
+          subtypes, counts, relation, count, colour, coloured, word), ``relations``.
         - Noise model: ``session_offsets`` / ``session_scales`` {subject: (n_sessions, n_voxels)},
           ``noise_factors`` {subject: (k, n_voxels)} (structured noise covariance = FᵀF), ``noise_sd``
           (independent noise), ``snr``, ``n_repeats``, ``seed``, ``size``, ``build_seconds``.
@@ -709,7 +752,7 @@ def iter_make_synthetic_study(seed: int = 0, size: str = "default", embedding: s
     details = np.stack(dets).astype(np.float32)
     pixels = np.stack([_render(rng_img, s, image_size, font) for s in scenes])
     captions = [_captions(rng_cap, s) for s in scenes]
-    categories = [sorted({s.a, s.b}) for s in scenes]
+    categories = [sorted(s.objects) for s in scenes]
     ids = np.array([f"syn{seed:03d}-{i:04d}" for i in range(n_stim)], dtype=object)
     test = np.zeros(n_stim, dtype=bool)
     test[rng_split.choice(n_stim, n_test, replace=False)] = True
@@ -756,19 +799,19 @@ def iter_make_synthetic_study(seed: int = 0, size: str = "default", embedding: s
     scales: dict[str, np.ndarray] = {}
     noise_factors: dict[str, np.ndarray] = {}
     noise_sd = 0.6
-    amp_smooth, amp_global = 0.55, 0.35
+    amp_smooth, amp_global = 0.3, 0.18
     n_basis = 48
     rows_all = np.arange(n_stim)
     for si, (name, rng) in enumerate(zip(names, subj_rngs)):
         yield Progress(step, 3 + si, n_stages, f"responses of {name}")
         W = np.zeros((len(CONCEPTS), n_vox), dtype=np.float32)
         Wd = np.zeros((len(DETAIL_FEATURES), n_vox), dtype=np.float32)
-        sigma = radius / 1.5
         for c in planted_by_subject[name]:
             d = distances[name][c][mask]
             inside = np.isfinite(d)
             gain = float(rng.uniform(0.8, 1.2)) * snr * preset.gain
-            fall = np.exp(-(d[inside] ** 2) / (2 * sigma**2)) * np.exp(rng.normal(0, 0.2, inside.sum()))
+            # a plateau: every voxel of the region carries the concept (±20% per voxel), none outside it
+            fall = PLATEAU * np.exp(rng.normal(0, 0.2, inside.sum()))
             W[CONCEPTS.index(c), inside] = gain * fall
             for j, dn in enumerate(DETAIL_FEATURES):
                 if DETAIL_REGION[dn] == c:
@@ -824,8 +867,9 @@ def iter_make_synthetic_study(seed: int = 0, size: str = "default", embedding: s
         "caption_driven": list(CAPTION_DRIVEN),
         "object_categories": list(OBJECT_CATEGORIES),
         "embedding_space": space,
-        "scenes": [dict(a=s.a, a_sub=s.a_sub, b=s.b, b_sub=s.b_sub, relation=s.relation, count=s.count,
-                        colour=s.colour, coloured=s.coloured, word=s.word if "text" in (s.a, s.b) else None)
+        "scenes": [dict(objects=list(s.objects), subtypes=list(s.subs), counts=list(s.counts),
+                        relation=s.relation, count=s.count, colour=s.colour, coloured=s.coloured,
+                        word=s.word if "text" in s.objects else None)
                    for s in scenes],
         "relations": [s.relation for s in scenes],
         "session_offsets": offsets,
