@@ -28,10 +28,6 @@ def main() -> None:
 
     preload_triton()
     import napari
-    import napari._qt.qt_main_window
-
-    # napari's PyQt5 deprecation notice would sit on the canvas as a notification in every shot
-    napari._qt.qt_main_window.SHOW_QT_WARNING = False
     import numpy as np
     from PIL import Image
     from qtpy.QtWidgets import QApplication
