@@ -242,3 +242,24 @@ def test_a_border_voxel_between_two_clusters_is_a_member_of_both():
     middle = model.subjects_[4]
     assert model.memberships_[middle][:, 0].tolist() == [True, True]  # both masks hold it
     np.testing.assert_array_equal(model.n_participants_, [5, 5])
+
+
+def test_centre_removes_what_all_of_a_participants_voxels_share():
+    """Columns that carry a participant-wide offset (as a global signal gives every voxel's pattern) all
+    lie near each other; centring each participant's columns (most of them voxels without signal, as in a
+    brain) leaves the two planted directions apart and the voxels without signal out."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 64))
+    weights = {}
+    for s in range(4):
+        offset = 4 * rng.standard_normal(64)
+        cols = np.concatenate([a + 0.1 * rng.standard_normal((20, 64)), b + 0.1 * rng.standard_normal((20, 64)),
+                               0.3 * rng.standard_normal((400, 64))])
+        weights[f"sub-{s}"] = (cols + offset).T
+    plain = SharedConceptClustering(eps=0.15, min_participants=3).fit(weights)
+    centred = SharedConceptClustering(eps=0.15, min_participants=3, centre=True).fit(weights)
+    assert centred.n_clusters_ == 2
+    for s in weights:
+        labels = centred.subject_labels_[s]
+        assert len(set(labels[:20])) == 1 and len(set(labels[20:40])) == 1 and labels[0] != labels[20] >= 0
+    assert plain.n_clusters_ != 2 or len(set(plain.subject_labels_["sub-0"][:40])) == 1

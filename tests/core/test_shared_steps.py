@@ -33,13 +33,14 @@ def _context(study, root, state, **params):
 
 @pytest.fixture(scope="module")
 def result(fitted, tmp_path_factory):
-    study, decoders, prepared = fitted
-    ctx = _context(study, tmp_path_factory.mktemp("shared") / "results",
-                   {"decoders": decoders, "prepared": prepared, "decoder_embedding": "captions"},
-                   eps=0.65, contact_sheets=False)
-    with ctx.store.staged("shared"):
-        summary = run_to_end(shared_step(ctx))
-    return study, ctx, summary
+    """The decode and shared steps with their defaults (cross-validated ridge), as a whole analysis runs them."""
+    from napari_brain_concepts.core.pipeline import run_analysis
+
+    study = fitted[0]
+    ctx = _context(study, tmp_path_factory.mktemp("shared") / "results", {}, contact_sheets=False)
+    ctx.device = "cpu"
+    run_to_end(run_analysis(ctx, ["decode", "shared"]))
+    return study, ctx, ctx.state["shared"]["summary"]
 
 
 def test_planted_shared_concepts_are_found_in_every_subject(result):
@@ -52,8 +53,7 @@ def test_planted_shared_concepts_are_found_in_every_subject(result):
     for planted, concept in best.items():
         values = dice[(dice.planted == planted) & (dice.concept == concept)].set_index("subject")["dice"]
         assert sorted(values.index) == sorted(study.subjects)
-        assert values.mean() >= 0.7, (planted, values.round(2).to_dict())
-        assert values.min() >= 0.5, (planted, values.round(2).to_dict())
+        assert values.min() >= 0.7, (planted, values.round(2).to_dict())
     concepts = ctx.store.read_table("shared_concepts").set_index("concept")
     for planted, concept in best.items():
         assert concepts.loc[concept, "planted"] == planted
@@ -83,8 +83,9 @@ def test_localizer_validation_table_and_files(result):
         rows = whole[(whole.concept == by_planted[planted]) & (whole.roi == roi)]
         assert len(rows) == len(study.subjects)
         assert rows["dice"].mean() > 0.2 and rows["auc"].mean() > 0.6, rows.to_dict("list")
-        other = whole[(whole.concept == by_planted[planted]) & (whole.roi != roi)].groupby("roi").mean(
-            numeric_only=True)
+        # against the other face/body/place localizers (the words ROI, VWFA, lies next to FFA by design)
+        other = whole[(whole.concept == by_planted[planted]) & (whole.roi != roi)
+                      & (whole.roi != "floc-words")].groupby("roi").mean(numeric_only=True)
         assert rows["dice"].mean() > other["dice"].max() and rows["auc"].mean() > other["auc"].max()
     for path in ("tables/localizer_validation.tsv", "tables/shared_concepts.tsv", "shared/concepts.tsv",
                  "tables/shared_eps_sweep.tsv", "tables/shared_overlap.tsv", "tables/shared_concept_names.tsv",

@@ -118,6 +118,9 @@ class SharedConceptClustering:
         CLIP embeddings are strongly anisotropic), and they no longer change with the scale or rotation
         of the target space or with per-target regularisation of the decoders. Off by default, as in
         the paper.
+    centre : bool
+        Only centre each participant's voxel columns (no whitening) before normalising. Implied by
+        ``whiten``. Off by default, as in the paper.
     n_jobs : int or None
         Parallel jobs of the neighbour search (scikit-learn's meaning).
 
@@ -156,11 +159,12 @@ class SharedConceptClustering:
     """
 
     def __init__(self, eps: float = 0.6, min_participants: int = 3, expand_eps: float | None = None,
-                 whiten: bool = False, n_jobs: int | None = None):
+                 whiten: bool = False, centre: bool = False, n_jobs: int | None = None):
         self.eps = eps
         self.min_participants = min_participants
         self.expand_eps = expand_eps
         self.whiten = whiten
+        self.centre = centre
         self.n_jobs = n_jobs
 
     # -- input ---------------------------------------------------------------------------------------
@@ -314,6 +318,10 @@ class SharedConceptClustering:
             original, self.whitening_ = _centre(points, group_index, self._valid), None
             points, self.whitening_ = _whiten(original, self._valid)
             self._valid &= np.linalg.norm(points, axis=1) > 0
+        elif self.centre:
+            points = _centre(points, group_index, self._valid)
+            self._valid &= np.linalg.norm(points, axis=1) > 0
+            original = _normalise(points, self._valid)
         unit = _normalise(points, self._valid)
         self.subjects_ = names
         self.groups_ = group_index
