@@ -174,6 +174,12 @@ def test_masks_step_writes_nifti_in_subject_space(planted, tmp_path):
         assert not vol[~sub.mask].any()
         soft = nib.load(store.maps(s)["mask_face"]).get_fdata()
         np.testing.assert_array_equal(vol.astype(bool), (soft >= 0.5) & sub.mask)
+    # the step also checks the optimiser on each planted concept's own direction
+    direct = store.read_table("mask_truth_directions")
+    assert set(direct["subject"]) == set(study.subject_names)
+    here = direct[direct["planted_here"]]
+    assert (here["dice"] >= 0.8).all(), here[["subject", "planted", "dice"]].to_dict("list")
+    assert not direct[~direct["planted_here"]]["has_mask"].any()
 
 
 def test_masks_step_rejects_a_decoder_of_other_voxels(planted, tmp_path):

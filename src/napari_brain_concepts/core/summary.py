@@ -58,7 +58,19 @@ def mask_summary(ctx: AnalysisContext) -> str | None:
     planted = df[df["planted_here"].astype(str).str.lower() == "true"]
     wide = planted.pivot_table(index="planted", columns="subject", values="dice", aggfunc="mean")
     wide["mean"] = wide.mean(axis=1)
-    return "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(wide.reset_index())
+    out = "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(wide.reset_index())
+    direct = _table(ctx, "mask_truth_directions")
+    if direct is not None and "dice" in direct:
+        here = direct["planted_here"].astype(str).str.lower() == "true"
+        wide = direct[here].pivot_table(index="planted", columns="subject", values="dice", aggfunc="mean")
+        wide["mean"] = wide.mean(axis=1)
+        absent = direct[~here]
+        masked = absent[absent["has_mask"].astype(str).str.lower() == "true"]
+        out += ("\n\nThe same optimiser on each planted concept's own direction (apart from the basis)\n"
+                + _fmt(wide.reset_index())
+                + f"\nconcepts not planted in a subject: {len(masked)} of {len(absent)} got a mask "
+                  f"(decodability {absent['decodability'].min():.2f} to {absent['decodability'].max():.2f})")
+    return out
 
 
 def _state_table(ctx: AnalysisContext, key: str, title: str, columns: list[str] | None = None) -> str | None:

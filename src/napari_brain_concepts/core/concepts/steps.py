@@ -41,7 +41,7 @@ from ..progress import Progress
 from .basis import ConceptBasis
 from .masks import VoxelMaskOptimizer
 from .naming import name_directions, write_names
-from .truth import mask_truth_table, match_planted, truth_figure
+from .truth import mask_truth_table, match_planted, planted_directions, truth_figure
 
 DEFAULT_K = 128
 
@@ -251,6 +251,25 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         ctx.store.write_table("mask_truth", table)
         ctx.store.write_figure("mask_truth", truth_figure(table))
         ctx.state["mask_truth"] = table
+    if ctx.study.truth and "regions" in ctx.study.truth and "features" in ctx.study.truth:
+        # the optimiser on its own: masks of each planted concept's true direction
+        truth_dirs, planted = planted_directions(ctx.study, _embedding(ctx))
+        names = [f"truth-{c}" for c in planted]
+        hard_t, score_t, decodable_t = {}, {}, {}
+        for si, s in enumerate(subjects):
+            prepared, decoder = subject_data(ctx, s)
+            opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device,
+                                     random_state=int(ctx.rng("masks", "truth", s).integers(2**31)))
+            for p in opt.fit_iter(prepared.X_train, prepared.Y_train, truth_dirs, decoder,
+                                  X_val=prepared.X_val, Y_val=prepared.Y_val):
+                yield Progress("masks", si * p.total + p.done, len(subjects) * p.total,
+                               f"{s}: planted concepts' own directions, {p.message}")
+            hard_t[s] = prepared.voxel_values(opt.hard_masks_)
+            score_t[s], decodable_t[s] = opt.full_score_, opt.decodable_
+        direct = pd.DataFrame({"planted": planted, "concept": names})
+        table = mask_truth_table(ctx.study, direct, hard_t, score_t, decodable_t, names)
+        ctx.store.write_table("mask_truth_directions", table)
+        ctx.state["mask_truth_directions"] = table
     ctx.state["masks"] = fitted
     ctx.state["mask_scores"] = scores
     ctx.store.mark_done("masks", n_subjects=len(fitted), n_concepts=len(cids))

@@ -59,6 +59,24 @@ def match_planted(study: Study, activations: np.ndarray, concepts: Sequence[str]
     return pd.DataFrame(rows)
 
 
+def planted_directions(study: Study, embedding: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each planted concept's own direction in embedding space, unit rows (n_concepts, d), and the names.
+
+    The rows of the least-squares map from the (centred) generative features to the (centred) embeddings:
+    what a one-unit change of one concept, the others held fixed, does to the embedding. Masks optimised
+    for these directions check the mask optimiser on its own, apart from how well the concept basis found
+    the concepts.
+    """
+    truth = _truth(study)
+    F = np.asarray(truth["features"], dtype=np.float64)
+    E = np.asarray(embedding, dtype=np.float64)
+    if E.ndim != 2 or E.shape[0] != F.shape[0]:
+        raise InputError("embedding", f"has shape {E.shape}", f"give ({F.shape[0]}, d): one row per stimulus")
+    B = np.linalg.lstsq(F - F.mean(0), E - E.mean(0), rcond=None)[0]
+    norms = np.linalg.norm(B, axis=1, keepdims=True)
+    return (B / np.where(norms > 0, norms, 1.0)).astype(np.float32), list(truth["concepts"])
+
+
 def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[str, np.ndarray],
                      decodability: Mapping[str, np.ndarray], decodable: Mapping[str, np.ndarray],
                      concepts: Sequence[str]) -> pd.DataFrame:
