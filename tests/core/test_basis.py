@@ -140,3 +140,39 @@ def test_concepts_step_writes_basis_retrieval_names_and_truth(tmp_path):
     ctx.state["decoders"].clear()
     with pytest.raises(InputError, match="run the decode step first"):
         run_to_end(concepts_step(ctx))
+
+
+def test_concepts_step_on_held_out_pairs(tmp_path):
+    """pairs="held-out" adds every training trial, decoded by a clone of its subject's decoder fitted on the
+    other folds (grouped by stimulus), to the validation pairs; the fold decoders never saw the trial."""
+    from napari_brain_concepts.core.concepts.steps import concepts_step
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+
+    study = planted_study(seed=4, n_stimuli=120)
+    params = {"n_components": 6, "n_iter": 60, "learning_rate": 3e-3, "contact_sheets": False}
+
+    def run(**extra):
+        ctx = AnalysisContext(study, ResultsStore.create(tmp_path / f"res{len(extra)}{extra.get('held_out_folds', '')}"),
+                              params={"concepts": {**params, **extra}}, device="cpu")
+        ctx.state["decoders"], ctx.state["prepared"] = {}, {}
+        for s in study.subject_names:
+            p = prepare_subject(study, s, "captions", protocol="sdc", val_fraction=0.3, random_state=0)
+            ctx.state["prepared"][s] = p
+            ctx.state["decoders"][s] = RidgeDecoder(alphas=[10.0, 1000.0], device="cpu").fit(p.X_train, p.Y_train)
+        reports = []
+        run_to_end(concepts_step(ctx), reports.append)
+        return ctx, reports
+
+    val, _ = run()
+    held, reports = run(pairs="held-out")
+    prepared = held.state["prepared"].values()
+    assert val.state["concept_pairs"] == sum(len(p.X_val) for p in prepared)
+    assert held.state["concept_pairs"] == sum(len(p.X_val) + len(p.X_train) for p in prepared)
+    assert any("held out of fold 5" in r.message for r in reports)
+    assert held.store.is_done("concepts")
+    with pytest.raises(InputError, match="held_out_folds"):
+        run(pairs="held-out", held_out_folds=1)
+    with pytest.raises(InputError, match="pairs"):
+        run(pairs="training")

@@ -51,9 +51,21 @@ class ConceptsParams:
     """Parameters of the ``concepts`` step (DESIGN §5, SDC 2023 defaults).
 
     ``n_components`` None means ``min(128, embedding dimension)``.
+
+    ``pairs``: ``"validation"`` (the paper) fits the basis on the decoded validation trials of every
+    subject. ``"held-out"`` adds every training trial decoded by a copy of the subject's decoder fitted
+    without it (``held_out_folds`` folds grouped by stimulus; scikit-learn's ``clone``), so each pair is
+    still held out, and there are ten times more of them: on the default synthetic study 2,000 pairs
+    instead of 200 for a 128 × 384 map. With ``prune=False`` too, the demo's basis then reaches top-1
+    retrieval 0.63 against PCA's 0.49 (full space 0.32), the body component's match with the planted
+    feature rises from r = 0.49 to 0.77, and the hard masks' mean Dice per subject from 0.55–0.60 to
+    0.68–0.72; but the demo takes 4.3 minutes instead of 1.7 (each decoder refitted ``held_out_folds``
+    times, 2,000-pair batches, 128 concepts' masks), so it is not the default.
     """
 
     n_components: int | None = None
+    pairs: str = "validation"
+    held_out_folds: int = 5
     negative_slope: float = 0.05
     temperature: float = 1.0
     learning_rate: float = 2e-4
@@ -153,6 +165,30 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     if not Y:
         raise InputError("decode step", "left no validation trials in any subject",
                          "set the decode step's val_fraction above 0")
+    if params.pairs not in ("validation", "held-out"):
+        raise InputError("parameter pairs", f"{params.pairs!r} is not 'validation' or 'held-out'",
+                         "use 'validation' (the paper) or 'held-out' (validation + out-of-fold training trials)")
+    if params.pairs == "held-out" and not int(params.held_out_folds) >= 2:
+        raise InputError("parameter held_out_folds", f"{params.held_out_folds!r} is below 2",
+                         "give at least 2 folds (default 5)")
+    if params.pairs == "held-out":
+        from sklearn.base import clone
+        from sklearn.model_selection import GroupKFold
+
+        for si, (s, (prepared, decoder)) in enumerate(data.items()):
+            n_groups = len(np.unique(prepared.rows_train))
+            if n_groups < 2:
+                continue
+            folds = GroupKFold(n_splits=min(int(params.held_out_folds), n_groups))
+            decoded = np.empty_like(prepared.Y_train)
+            for fi, (tr, te) in enumerate(folds.split(prepared.X_train, groups=prepared.rows_train)):
+                yield Progress("concepts", si * folds.n_splits + fi, len(data) * folds.n_splits,
+                               f"{s}: decoding training trials held out of fold {fi + 1}")
+                fold_decoder = clone(decoder).fit(prepared.X_train[tr], prepared.Y_train[tr])
+                decoded[te] = fold_decoder.predict(prepared.X_train[te])
+            Y.append(prepared.Y_train)
+            Y_hat.append(decoded)
+            groups.append(prepared.rows_train)
     Y, Y_hat, groups = np.concatenate(Y), np.concatenate(Y_hat), np.concatenate(groups)
     E = _embedding(ctx)
     k = params.n_components if params.n_components is not None else min(DEFAULT_K, E.shape[1])
@@ -160,6 +196,7 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
                          learning_rate=params.learning_rate, batch_size=params.batch_size, n_iter=params.n_iter,
                          prune=params.prune, prune_tolerance=params.prune_tolerance,
                          device=ctx.device, random_state=int(ctx.rng("concepts").integers(2**31)))
+    ctx.state["concept_pairs"] = len(Y)
     yield from basis.fit_iter(Y, Y_hat, groups)
     ids = [f"c{i:03d}" for i in range(basis.n_concepts_)]
 

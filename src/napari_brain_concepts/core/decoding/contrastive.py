@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
 from ..errors import InputError, check_range
@@ -63,7 +64,7 @@ class _Network(torch.nn.Module):
         return x
 
 
-class ContrastiveDecoder:
+class ContrastiveDecoder(BaseEstimator):
     """Brain→embedding decoder trained with symmetric InfoNCE (SDC defaults).
 
     Parameters

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
 from ..errors import InputError
@@ -190,7 +191,7 @@ def _r2(resid_ss: torch.Tensor, total_ss: torch.Tensor) -> torch.Tensor:
     return 1.0 - resid_ss / total_ss.clamp_min(tiny)
 
 
-class RidgeDecoder:
+class RidgeDecoder(BaseEstimator):
     """Multi-target ridge regression with the regularisation chosen per target by cross-validation.
 
     Parameters
