@@ -70,10 +70,18 @@ class _Printer:
             print(f"[{p.step:>12}] {pct} {p.message}", file=sys.stderr, flush=True)
 
 
-#: parameters the demo uses on the synthetic study: on its coarse grid a 6-voxel searchlight would cover most of
-#: the mask; and with the paper's mask sparsity (λ = 5, set for NSD) its masks keep 100–250 voxels per concept,
-#: the planted region plus voxels whose structured noise helps cancel the region's, where λ = 20 keeps the region
-DEMO_PARAMS: dict[str, dict[str, Any]] = {"rsa": {"radius": 3}, "masks": {"sparsity": 20.0}}
+#: parameters the demo uses on the synthetic study, where the paper's (set for NSD) do not fit:
+#: - rsa: on its coarse grid a 6-voxel searchlight would cover most of the mask;
+#: - masks: with λ = 5 its masks keep 100–250 voxels per concept, the planted region plus voxels whose
+#:   structured noise helps cancel the region's; λ = 20 keeps the region;
+#: - concepts: its validation split gives 200 decoded pairs (NSD's, ~7,000) for a K × 384 basis; held-out
+#:   pairs (2,000), K = 64 unpruned and batches of 500 give a basis that beats PCA (top-1 0.52 vs 0.49) and
+#:   masks closer to the planted regions (mean Dice per subject 0.64–0.70 against 0.55–0.60) for ~30 s more.
+DEMO_PARAMS: dict[str, dict[str, Any]] = {
+    "rsa": {"radius": 3},
+    "masks": {"sparsity": 20.0},
+    "concepts": {"pairs": "held-out", "n_components": 64, "prune": False, "batch_size": 500},
+}
 
 
 def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, defaults: dict | None = None,
@@ -191,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--subject", type=int, action="append", help="NSD subject number (repeatable)")
         p.add_argument("--sessions", type=int, nargs="+", help="NSD sessions to read (default all)")
 
-    p = sub.add_parser("demo", help="run the whole analysis on the built-in synthetic study")
+    demo_params = ", ".join(f"{step}.{k}={v}" for step, values in DEMO_PARAMS.items() for k, v in values.items())
+    p = sub.add_parser("demo", help="run the whole analysis on the built-in synthetic study",
+                       description="Run the whole analysis on the built-in synthetic study. Where the papers' "
+                                   "settings were set for NSD and do not fit a 600-image study, the demo uses "
+                                   f"its own (--param overrides them): {demo_params}.")
     common(p, "demo_results")
     p.add_argument("--write", metavar="STUDY", help="also write the synthetic study as a study folder")
     p.add_argument("--write-only", action="store_true", help="with --write: write the study, run nothing")
