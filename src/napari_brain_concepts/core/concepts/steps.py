@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -236,6 +237,25 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.store.mark_done("concepts", n_concepts=len(ids), pruned=int(len(basis.pruned_)))
 
 
+def _optimise_masks(ctx: AnalysisContext, subjects: list[str], directions: np.ndarray, opt_kwargs: dict,
+                    seed: tuple[str, ...], what: str = ""
+                    ) -> Generator[Progress, None, dict[str, tuple[Any, VoxelMaskOptimizer]]]:
+    """Every subject's masks for ``directions``: {subject: (prepared data, fitted optimiser)}."""
+    out = {}
+    for si, s in enumerate(subjects):
+        prepared, decoder = subject_data(ctx, s)
+        if len(prepared.X_val) == 0:
+            raise InputError(f"subject {s} validation trials", "are empty",
+                             "set the decode step's val_fraction above 0 (masks are chosen on validation trials)")
+        opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device,
+                                 random_state=int(ctx.rng(*seed, s).integers(2**31)))
+        for p in opt.fit_iter(prepared.X_train, prepared.Y_train, directions, decoder,
+                              X_val=prepared.X_val, Y_val=prepared.Y_val):
+            yield Progress("masks", si * p.total + p.done, len(subjects) * p.total, f"{s}: {what}{p.message}")
+        out[s] = (prepared, opt)
+    return out
+
+
 def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Optimise every subject's voxel masks for all concepts at once; write them as NIfTI."""
     params: MasksParams = ctx.step_params("masks", MasksParams)
@@ -252,21 +272,12 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         keep = np.asarray([ids.index(c) for c in params.concepts], dtype=np.int64)
     directions, cids = basis.components_[keep], [ids[i] for i in keep]
     opt_kwargs = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "concepts"}
+    subjects = decoded_subjects(ctx)
+    fits = yield from _optimise_masks(ctx, subjects, directions, opt_kwargs, ("masks",))
     rows, fitted = [], {}
     hard_all, score_all, decodable_all = {}, {}, {}
-    subjects = decoded_subjects(ctx)
-    for si, s in enumerate(subjects):
-        prepared, decoder = subject_data(ctx, s)
+    for s, (prepared, opt) in fits.items():
         sub = ctx.study.subject(s)
-        opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device, random_state=int(ctx.rng("masks", s).integers(2**31)))
-        if len(prepared.X_val) == 0:
-            raise InputError(f"subject {s} validation trials", "are empty",
-                             "set the decode step's val_fraction above 0 (masks are chosen on validation trials)")
-        gen = opt.fit_iter(prepared.X_train, prepared.Y_train, directions, decoder,
-                           X_val=prepared.X_val, Y_val=prepared.Y_val)
-        for p in gen:
-            yield Progress("masks", si * p.total + p.done, len(subjects) * p.total,
-                           f"{s}: {p.message}")
         soft = prepared.voxel_values(opt.masks_)          # (K, n_voxels of the subject)
         hard = prepared.voxel_values(opt.hard_masks_)
         for k, cid in enumerate(cids):
@@ -292,19 +303,12 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         # the optimiser on its own: masks of each planted concept's true direction
         truth_dirs, planted = planted_directions(ctx.study, _embedding(ctx))
         names = [f"truth-{c}" for c in planted]
-        hard_t, score_t, decodable_t = {}, {}, {}
-        for si, s in enumerate(subjects):
-            prepared, decoder = subject_data(ctx, s)
-            opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device,
-                                     random_state=int(ctx.rng("masks", "truth", s).integers(2**31)))
-            for p in opt.fit_iter(prepared.X_train, prepared.Y_train, truth_dirs, decoder,
-                                  X_val=prepared.X_val, Y_val=prepared.Y_val):
-                yield Progress("masks", si * p.total + p.done, len(subjects) * p.total,
-                               f"{s}: planted concepts' own directions, {p.message}")
-            hard_t[s] = prepared.voxel_values(opt.hard_masks_)
-            score_t[s], decodable_t[s] = opt.full_score_, opt.decodable_
-        direct = pd.DataFrame({"planted": planted, "concept": names})
-        table = mask_truth_table(ctx.study, direct, hard_t, score_t, decodable_t, names)
+        direct_fits = yield from _optimise_masks(ctx, subjects, truth_dirs, opt_kwargs, ("masks", "truth"),
+                                                 "planted concepts' own directions, ")
+        hard_t = {s: prepared.voxel_values(opt.hard_masks_) for s, (prepared, opt) in direct_fits.items()}
+        table = mask_truth_table(ctx.study, pd.DataFrame({"planted": planted, "concept": names}), hard_t,
+                                 {s: opt.full_score_ for s, (_, opt) in direct_fits.items()},
+                                 {s: opt.decodable_ for s, (_, opt) in direct_fits.items()}, names)
         ctx.store.write_table("mask_truth_directions", table)
         ctx.state["mask_truth_directions"] = table
     ctx.state["masks"] = fitted
