@@ -144,7 +144,7 @@ def test_concepts_step_writes_basis_retrieval_names_and_truth(tmp_path):
 
 def test_concepts_step_on_held_out_pairs(tmp_path):
     """pairs="held-out" adds every training trial, decoded by a clone of its subject's decoder fitted on the
-    other folds (grouped by stimulus), to the validation pairs; the fold decoders never saw the trial."""
+    other folds (grouped by stimulus), to the validation pairs; bad pairs / fold parameters are named."""
     from napari_brain_concepts.core.concepts.steps import concepts_step
     from napari_brain_concepts.core.context import AnalysisContext
     from napari_brain_concepts.core.io.results import ResultsStore

@@ -51,23 +51,27 @@ def table_summary(ctx: AnalysisContext, name: str, title: str, max_rows: int = 2
     return f"{title}\n{_fmt(df.head(max_rows))}{more}"
 
 
+def _dice_by_subject(table: pd.DataFrame) -> pd.DataFrame:
+    """Dice per planted concept (rows) and subject (columns), where the concept was planted, with the mean."""
+    planted = table[table["planted_here"].astype(str).str.lower() == "true"]
+    wide = planted.pivot_table(index="planted", columns="subject", values="dice", aggfunc="mean")
+    wide["mean"] = wide.mean(axis=1)
+    return wide.reset_index()
+
+
 def mask_summary(ctx: AnalysisContext) -> str | None:
     df = _table(ctx, "mask_truth")
     if df is None or "dice" not in df:
         return None
-    planted = df[df["planted_here"].astype(str).str.lower() == "true"]
-    wide = planted.pivot_table(index="planted", columns="subject", values="dice", aggfunc="mean")
-    wide["mean"] = wide.mean(axis=1)
-    out = "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(wide.reset_index())
+    out = "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(_dice_by_subject(df))
     direct = _table(ctx, "mask_truth_directions")
     if direct is not None and "dice" in direct:
         here = direct["planted_here"].astype(str).str.lower() == "true"
-        wide = direct[here].pivot_table(index="planted", columns="subject", values="dice", aggfunc="mean")
-        wide["mean"] = wide.mean(axis=1)
+        wide = _dice_by_subject(direct)
         absent = direct[~here]
         masked = absent[absent["has_mask"].astype(str).str.lower() == "true"]
         out += ("\n\nThe same optimiser on each planted concept's own direction (apart from the basis)\n"
-                + _fmt(wide.reset_index())
+                + _fmt(wide)
                 + f"\nconcepts not planted in a subject: {len(masked)} of {len(absent)} got a mask "
                   f"(decodability {absent['decodability'].min():.2f} to {absent['decodability'].max():.2f})")
     return out

@@ -92,10 +92,10 @@ class VoxelMaskOptimizer:
         Voxels with ``m ≥ threshold`` form the hard mask.
     min_decodability : float
         A concept whose held-out Pearson r with the full (unmasked) decoder is below this is reported
-        as not decodable in this subject: its hard mask is left empty. 0.3: on the default synthetic study
-        the planted concepts' own directions (regression of the embedding on the generative features) reach
-        r = 0.55–0.95 in every subject, while the concepts without a region (vehicle; animal outside its one
-        subject) reach −0.25 to 0.24.
+        as not decodable in this subject: its hard mask is left empty. 0.3: in the demo (default synthetic
+        study, ``tables/mask_truth_directions.tsv``) the planted concepts' own directions (regression of the
+        embedding on the generative features) reach r = 0.77–0.93 in every subject, while the concepts
+        without a region there (vehicle; animal outside its one subject) reach 0.00–0.28.
     validation_fraction : float
         Share of the trials kept out of the optimisation to select the best mask (when no explicit
         held-out trials are given).

@@ -65,7 +65,8 @@ class SharedParams:
         weights that subtract its noise from the others'), which scatters them: on the default synthetic
         study (seed 0, cross-validated ridge) the weights find only the text concept at eps 0.15 (and
         half of relation), and one cluster of every voxel at the paper's 0.6; the patterns find all eight
-        shared concepts in every participant (Dice with the planted regions 0.95–1.0 for seeds 0, 1, 2).
+        shared concepts in every participant (Dice with the planted regions 0.95–1.0 for seed 0, 0.93–1.0
+        for seeds 1 and 2).
     eps : cosine-distance radius (0, 2]. 0.15 with patterns (above); from 0.45 up, the paper's range for
         its contrastive decoders' weights, every pattern chains into one cluster.
     min_participants : other participants that must share a voxel's neighbourhood.
