@@ -119,3 +119,18 @@ def test_constant_pattern_is_refused_with_its_row():
 def test_bad_method_is_refused():
     with pytest.raises(InputError, match="parameter method"):
         rsa.compare_rdms(np.ones(3), np.arange(3.0), "kendall")
+
+
+def test_summary_normalises_only_by_a_ceiling_that_replicates():
+    import pandas as pd
+
+    rows = []
+    for s, r in zip(("sub-01", "sub-02", "sub-03"), (0.04, 0.05, 0.06)):
+        rows += [{"subject": s, "roi": "reliable", "model": "m", "r": r, "noise_ceiling": 0.4},
+                 {"subject": s, "roi": "noise", "model": "m", "r": r, "noise_ceiling": 0.01}]
+    summary = rsa.summarize(pd.DataFrame(rows)).set_index("roi")
+    assert summary.loc["reliable", "r_norm"] == pytest.approx(0.05 / 0.4)
+    assert np.isnan(summary.loc["noise", "r_norm"])  # 0.05 / 0.01 would read as five times the ceiling
+    assert summary.loc["noise", "noise_ceiling"] == pytest.approx(0.01)
+    relaxed = rsa.summarize(pd.DataFrame(rows), min_ceiling=0.0).set_index("roi")
+    assert relaxed.loc["noise", "r_norm"] == pytest.approx(5.0)

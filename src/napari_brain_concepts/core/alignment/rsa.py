@@ -357,11 +357,14 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray], *, subjects: Sequenc
     return table
 
 
-def summarize(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+def summarize(table: pd.DataFrame, alpha: float = 0.05, min_ceiling: float = 0.1) -> pd.DataFrame:
     """Group table: one row per (roi, model) with mean r, noise-ceiling-normalised r, t, p and FDR q.
 
     The t-tests (r > 0 across subjects) of all (roi, model) pairs are FDR-corrected together. ``r_norm``
-    is the mean over subjects of r divided by the mean noise ceiling of the ROI (NaN without a ceiling).
+    is the mean over subjects of r divided by the mean noise ceiling of the ROI; it is NaN without a
+    ceiling and where the ceiling is under ``min_ceiling``: there the ROI's RDM does not replicate across
+    subjects, and dividing by a ceiling near zero gives any value (r = 0.05 over a ceiling of 0.01 reads as
+    five times the ceiling). ``noise_ceiling`` is still reported.
     """
     if table.empty:
         return pd.DataFrame(columns=["roi", "model", "n_subjects", "r", "r_sem", "noise_ceiling", "r_norm",
@@ -373,7 +376,8 @@ def summarize(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                         "n_subjects": wide.notna().sum(axis=0).to_numpy(), "r": test.mean, "r_sem": test.sem})
     out["noise_ceiling"] = out["roi"].map(ceiling).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["r_norm"] = np.where(out["noise_ceiling"] > 0, out["r"] / out["noise_ceiling"], np.nan)
+        out["r_norm"] = np.where(out["noise_ceiling"] >= max(min_ceiling, np.finfo(float).tiny),
+                                 out["r"] / out["noise_ceiling"], np.nan)
     out["t"], out["p"], out["q"], out["significant"] = test.t, test.p, test.q, test.significant
     return out
 
