@@ -80,7 +80,7 @@ class _Printer:
 DEMO_PARAMS: dict[str, dict[str, Any]] = {
     "rsa": {"radius": 3},
     "masks": {"sparsity": 20.0},
-    "concepts": {"pairs": "held-out", "n_components": 64, "prune": False, "batch_size": 500},
+    "concepts": {"pairs": "held-out", "n_components": 256, "prune": False, "batch_size": 500},
 }
 
 
