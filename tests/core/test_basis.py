@@ -43,6 +43,9 @@ def test_basis_keeps_retrieval_and_beats_pca(pairs, basis):
         assert t.loc["basis", "n_dims"] == t.loc["pca", "n_dims"] == basis.n_concepts_
         # the embedding's largest variance ("style") is not in the brain: PCA spends its dimensions on it
         assert t.loc["basis", "top5"] >= 0.9 * t.loc["full", "top5"]
+        # also against the full space centred as PCA centres it (cosine retrieval gains from centring)
+        assert t.loc["full_centred", "top5"] >= t.loc["full", "top5"]
+        assert t.loc["basis", "top5"] >= 0.9 * t.loc["full_centred", "top5"]
         assert t.loc["basis", "top5"] > t.loc["pca", "top5"] + 0.05
         assert t.loc["full", "top5"] > 1.5 * t.loc["full", "top5_chance"]
 
@@ -130,7 +133,7 @@ def test_concepts_step_writes_basis_retrieval_names_and_truth(tmp_path):
     np.testing.assert_array_equal(arrays["components"], ctx.state["concept_basis"].components_)
     assert list(arrays["concept_ids"]) == ids
     retrieval = store.read_table("concept_retrieval")
-    assert set(retrieval["space"]) == {"full", "basis", "pca"}
+    assert set(retrieval["space"]) == {"full", "full_centred", "basis", "pca"}
     assert set(retrieval["subject"]) == set(study.subject_names) | {"mean"}
     assert set(store.read_table("concept_names")["concept"]) == set(ids)
     assert all(store.figure_path(f"concept_{c}").is_file() for c in ids)

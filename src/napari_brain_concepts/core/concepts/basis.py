@@ -277,9 +277,11 @@ class ConceptBasis:
 
         Returns
         -------
-        DataFrame with one row per space — ``full`` (the original space), ``basis`` (the concept
-        activations), ``pca`` (the first K' principal components) — and columns ``top1``, ``top5``…,
-        their chance levels and ``n_dims``. Retrieval ranks candidates by cosine similarity in every space
+        DataFrame with one row per space — ``full`` (the original space), ``full_centred`` (the original
+        space less the mean of ``Y_pca``, as PCA centres: a cosine in an embedding space whose vectors share
+        a large mean compares mostly that mean), ``basis`` (the concept activations), ``pca`` (the first K'
+        principal components) — and columns ``top1``, ``top5``…, their chance levels and ``n_dims``.
+        Retrieval ranks candidates by cosine similarity in every space
         (:func:`~napari_brain_concepts.core.decoding.metrics.topk_retrieval`).
         """
         from sklearn.decomposition import PCA
@@ -297,6 +299,7 @@ class ConceptBasis:
         pca = PCA(n_components=min(k, *Y_pca.shape), random_state=0).fit(Y_pca)
         spaces = {
             "full": (Y_hat, Y_candidates),
+            "full_centred": (Y_hat - pca.mean_, Y_candidates - pca.mean_),
             "basis": (self.transform(Y_hat), self.transform(Y_candidates)),
             "pca": (pca.transform(Y_hat), pca.transform(Y_candidates)),
         }

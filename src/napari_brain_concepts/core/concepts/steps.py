@@ -11,7 +11,7 @@ Both read what the ``decode`` step left in ``ctx.state``:
 
 ``concepts`` writes
     ``arrays/concept_basis.npz`` (components, raw weights, order, linkage, loss curve, concept ids),
-    ``tables/concept_retrieval.tsv`` (top-k in full / basis / PCA space per subject),
+    ``tables/concept_retrieval.tsv`` (top-k in full / centred full / basis / PCA space per subject),
     ``tables/concept_names.tsv`` and ``figures/concept_CID.png`` (contact sheets),
     on a study with planted truth ``tables/concept_truth.tsv`` (planted concept ↔ component);
 and sets ``ctx.state["concept_basis"]`` (fitted :class:`ConceptBasis`), ``ctx.state["concept_ids"]``
