@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import nibabel as nib
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_brain_concepts._napari.captions_widget import text_overlay
 
@@ -67,10 +68,19 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     concepts.run()
     _wait(qtbot, concepts)
     assert all(session.done(s) for s in ("concepts", "masks", "shared")), concepts.status.text()
-    assert concepts.concepts.count() > 0
+    assert concepts.concepts.count() > 1
+    ids = [concepts.concepts.item(i).data(Qt.ItemDataRole.UserRole) for i in range(2)]
+
+    def concept_masks():
+        return {n for n in _layer_names(viewer) if any(n.endswith((f" mask_{c}", f" mask {c}")) for c in ids)}
+
+    assert not concept_masks()  # the basis concepts' masks come one concept at a time, when selected
     concepts.concepts.setCurrentRow(0)
     assert concepts.gallery_layout.count() > 0
-    assert any(name.startswith(f"{subject.name} mask_") for name in _layer_names(viewer))
+    assert concept_masks() == {f"{subject.name} mask_{ids[0]}", f"{subject.name} mask {ids[0]}"}
+    assert viewer.layers[f"{subject.name} mask_{ids[0]}"].visible
+    concepts.concepts.setCurrentRow(1)
+    assert concept_masks() == {f"{subject.name} mask_{ids[1]}", f"{subject.name} mask {ids[1]}"}
     _click_a_voxel(viewer, concepts, session, subject)
 
     _, captions = viewer.window.add_plugin_dock_widget(PLUGIN, "Captions")
@@ -94,6 +104,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     other = session.study.subject_names[1]
     study_widget.subject_box.setCurrentText(other)
     assert f"{other} decoder_weight_norm" in viewer.layers
+    assert f"{other} mask_{ids[1]}" in viewer.layers  # the selected concept's masks, for the new participant
+    assert not any(n.startswith(f"{subject.name} ") for n in _layer_names(viewer))
 
     _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
     written = export.export(tmp_path / "export")

@@ -32,8 +32,9 @@ class ConceptsWidget(StepWidget):
     """Run the concept basis, the voxel masks and the shared concepts; pick a concept to see it.
 
     Selecting a concept lists its words, shows its most (top row) and least (bottom row, the "negation")
-    associated stimuli, and makes its soft and hard mask of the participant on show and, for a shared
-    concept, the n-of-N overlap map visible. Clicking a voxel on the canvas lists its preferred concepts and
+    associated stimuli, and loads its soft and hard mask of the participant on show in place of the previous
+    concept's (a basis has up to hundreds of components: the viewer holds one concept's masks at a time)
+    and, for a shared concept, makes the n-of-N overlap map visible. Clicking a voxel on the canvas lists its preferred concepts and
     images (:mod:`napari_brain_concepts._napari.voxel`).
     """
 
@@ -112,8 +113,26 @@ class ConceptsWidget(StepWidget):
                 text.append(f"<b>{title}:</b> {str(r['words'].iloc[0]).replace(';', ', ')}")
         self.words.setText("<br>".join(text))
         self._fill_gallery(rows)
+        self._load_masks(concept)
         for name in (f"mask_{concept}", f"mask {concept}", concept, f"shared {concept}"):
             self.show_layer(name)
+
+    def _load_masks(self, concept: str) -> None:
+        """Swap the basis concept masks on show for ``concept``'s (the viewer holds one concept's at a time)."""
+        from ..core.io.results import ResultsStore
+        from .display import add_layer_data
+        from .layers import concept_layers
+
+        self.session.concept = concept
+        for layer in list(self.viewer.layers):
+            tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
+            if tag and tag.get("concept") not in (None, concept):
+                self.viewer.layers.remove(layer)
+        root, subject = self.session.results_dir, self.session.subject
+        if root is None or subject is None or not ResultsStore.is_results(root):
+            return
+        present = {layer.name for layer in self.viewer.layers}
+        add_layer_data(self.viewer, [t for t in concept_layers(root, subject, concept) if t[1]["name"] not in present])
 
     def _on_click(self, viewer, event):
         """A click (a press and release without moving: a drag pans the view) shows the voxel under it."""

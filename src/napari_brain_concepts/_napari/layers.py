@@ -8,6 +8,7 @@ contribution and the reader.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -175,13 +176,55 @@ def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "
     return data, kwargs, "image"
 
 
-def results_layers(results_root: str | Path, subject: str) -> list[LayerData]:
-    """Maps, masks and shared overlap counts of ``subject`` from a results store."""
+def basis_concepts(store) -> set[str]:
+    """Ids of the concept basis' components in a results store (empty before the concepts step)."""
+    if not store.array_path("concept_basis", ".npz").is_file():
+        return set()
+    return {str(c) for c in store.read_arrays("concept_basis")["concept_ids"]}
+
+
+def _concept_masks(store, subject: str, concept: str) -> list[LayerData]:
+    """The soft and hard mask of one basis concept, tagged with the concept."""
+    layers = []
+    soft, hard = store.maps(subject).get(f"mask_{concept}"), store.masks(subject).get(concept)
+    if soft is not None:
+        layers.append(nifti_file_layer(soft, subject, "map", f"{subject} mask_{concept}"))
+    if hard is not None:
+        layers.append(nifti_file_layer(hard, subject, "mask", f"{subject} mask {concept}"))
+    for _, kwargs, _ in layers:
+        kwargs["metadata"]["brain_concepts"]["concept"] = concept
+    return layers
+
+
+def concept_layers(results_root: str | Path, subject: str, concept: str) -> list[LayerData]:
+    """The soft and hard mask of basis concept ``concept`` for ``subject`` (visible), from a results store."""
+    from ..core.io.results import ResultsStore
+
+    layers = _concept_masks(ResultsStore.open(results_root), subject, concept)
+    for _, kwargs, _ in layers:
+        kwargs["visible"] = True
+    return layers
+
+
+def results_layers(results_root: str | Path, subject: str, concepts: Iterable[str] = ()) -> list[LayerData]:
+    """Maps, masks and shared overlap counts of ``subject`` from a results store.
+
+    The basis concepts' soft and hard masks come only for ``concepts`` (the concept selected in the Concepts
+    widget): a basis has 64–256 components, and a viewer holding two layers per component and participant
+    takes minutes to open (256 components: over 500 layers per participant). The shared concepts' masks are
+    always there.
+    """
     from ..core.io.results import ResultsStore
 
     store = ResultsStore.open(results_root)
-    layers = [nifti_file_layer(p, subject, "map", f"{subject} {n}") for n, p in store.maps(subject).items()]
-    layers += [nifti_file_layer(p, subject, "mask", f"{subject} mask {n}") for n, p in store.masks(subject).items()]
+    basis = basis_concepts(store)
+    layers = [nifti_file_layer(p, subject, "map", f"{subject} {n}") for n, p in store.maps(subject).items()
+              if not (n.startswith("mask_") and n[len("mask_"):] in basis)]
+    layers += [nifti_file_layer(p, subject, "mask", f"{subject} mask {n}") for n, p in store.masks(subject).items()
+               if n not in basis]
+    for concept in dict.fromkeys(concepts):
+        if concept in basis:
+            layers += _concept_masks(store, subject, concept)
     for n, p in store.shared_maps().items():
         data, kwargs, _ = nifti_file_layer(p, None, "map", f"shared {n}")
         kwargs.update(colormap="viridis", contrast_limits=(0, max(1.0, float(np.max(data)))))

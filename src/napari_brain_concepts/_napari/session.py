@@ -28,6 +28,7 @@ class AnalysisSession:
     def __init__(self):
         self.study: Study | None = None
         self.subject: str | None = None
+        self.concept: str | None = None  # the basis concept selected in the Concepts widget
         self.context: AnalysisContext | None = None
         self.results_dir: Path | None = None
         self.random_state: int = 0
@@ -36,6 +37,7 @@ class AnalysisSession:
 
     def set_study(self, study: Study, results_dir: str | Path | None = None) -> None:
         self.study = study
+        self.concept = None
         self.context = None
         self.results_dir = Path(results_dir) if results_dir else None
         self.subject = study.subject_names[0]
