@@ -34,8 +34,8 @@ class ConceptsWidget(StepWidget):
     Selecting a concept lists its words, shows its most (top row) and least (bottom row, the "negation")
     associated stimuli, and loads its soft and hard mask of the participant on show in place of the previous
     concept's (a basis has up to hundreds of components: the viewer holds one concept's masks at a time)
-    and, for a shared concept, makes the n-of-N overlap map visible. Clicking a voxel on the canvas lists its preferred concepts and
-    images (:mod:`napari_brain_concepts._napari.voxel`).
+    and, for a shared concept, makes the n-of-N overlap map visible. Clicking a voxel on the canvas lists
+    its preferred concepts and images (:mod:`napari_brain_concepts._napari.voxel`).
     """
 
     steps = ("concepts", "masks", "shared")
