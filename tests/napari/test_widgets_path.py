@@ -75,6 +75,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
         return {n for n in _layer_names(viewer) if any(n.endswith((f" mask_{c}", f" mask {c}")) for c in ids)}
 
     assert not concept_masks()  # the basis concepts' masks come one concept at a time, when selected
+    shared = [n for n in _layer_names(viewer) if n.startswith("shared")]
+    assert shared and all(n.startswith("shared-") for n in shared)  # the n-of-N maps, named once
     concepts.concepts.setCurrentRow(0)
     assert concepts.gallery_layout.count() > 0
     assert concept_masks() == {f"{subject.name} mask_{ids[0]}", f"{subject.name} mask {ids[0]}"}

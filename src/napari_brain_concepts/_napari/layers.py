@@ -226,7 +226,8 @@ def results_layers(results_root: str | Path, subject: str, concepts: Iterable[st
         if concept in basis:
             layers += _concept_masks(store, subject, concept)
     for n, p in store.shared_maps().items():
-        data, kwargs, _ = nifti_file_layer(p, None, "map", f"shared {n}")
+        # the shared step names its concepts "shared-00"…: no second "shared" in front
+        data, kwargs, _ = nifti_file_layer(p, None, "map", n if n.startswith("shared") else f"shared {n}")
         kwargs.update(colormap="viridis", contrast_limits=(0, max(1.0, float(np.max(data)))))
         layers.append((data, kwargs, "image"))
     # one map at a time over the anatomy: the first concept map (else the first map) starts visible
