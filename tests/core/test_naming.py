@@ -94,11 +94,15 @@ def test_any_directions_and_bad_input(study):
         names.words("nope")
 
 
-def test_planted_directions_of_the_synthetic_study_are_named_by_their_words():
-    from napari_brain_concepts.core.concepts.naming import caption_lemmas
+@pytest.fixture(scope="module")
+def tiny():
     from napari_brain_concepts.core.synthetic import make_synthetic_study
 
-    syn = make_synthetic_study(seed=0, size="tiny", n_subjects=2)
+    return make_synthetic_study(seed=0, size="tiny", n_subjects=2)
+
+
+def test_planted_directions_of_the_synthetic_study_are_named_by_their_words(tiny):
+    syn = tiny
     E = syn.stimuli.embeddings["captions"].values
     F = syn.truth["features"]
     # the direction that reads each concept out of the embedding (a ridge filter, not an exact fit)
@@ -116,3 +120,36 @@ def test_planted_directions_of_the_synthetic_study_are_named_by_their_words():
     # "colour" is carried by six different words (red, green, …): none is frequent enough among the top
     # stimuli to beat words shared by every scene layout; its top stimuli are coloured all the same
     assert set(unnamed) <= {"colour"}, unnamed
+
+
+def test_excess_ranking_lists_only_lemmas_above_chance(tiny):
+    from sklearn.linear_model import Ridge
+
+    syn = tiny
+    E = syn.stimuli.embeddings["captions"].values
+    dirs = Ridge(alpha=1.0).fit(E, syn.truth["features"]).coef_
+    concepts = syn.truth["concepts"]
+    by_freq = name_directions(dirs, E, syn.stimuli, concepts, n_words=8)
+    by_excess = name_directions(dirs, E, syn.stimuli, concepts, n_words=8, word_ranking="excess")
+    # the share of all stimuli whose captions hold each lemma
+    holds = [set(caption_lemmas(" ".join(c))) for c in syn.stimuli.captions]
+    share = {w: np.mean([w in h for h in holds]) for h in holds for w in h}
+    below_chance = 0
+    for table, ranking in ((by_excess.table, "excess"), (by_freq.table, "frequency")):
+        for _, row in table.iterrows():
+            words, counts = row["words"].split(";"), row["word_counts"].split(";")
+            for w, c in zip(words, counts):
+                if w:
+                    above = int(c) > row["n_counted"] * share[w]
+                    if ranking == "excess":
+                        assert above, (row["concept"], row["end"], w, c)
+                    else:
+                        below_chance += not above
+    assert below_chance > 0  # frequency alone lists lemmas that are no more frequent than chance
+    def named(names):  # concepts with a planted word among their first three lemmas
+        return {c for c in concepts
+                if set(names.words(c)[:3]) & {lemma for w in syn.truth["concept_words"][c] for lemma in caption_lemmas(w)}}
+
+    assert named(by_excess) >= named(by_freq) and len(named(by_excess)) >= len(concepts) - 1
+    with pytest.raises(InputError, match="word_ranking"):
+        name_directions(dirs, E, syn.stimuli, concepts, word_ranking="tfidf")

@@ -90,7 +90,7 @@ class ConceptNames:
 def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Stimuli,
                     concepts: Sequence[str] | None = None, *, rows: np.ndarray | None = None,
                     n_show: int = 8, n_words_from: int = 250, words_fraction: float = 0.1, n_words: int = 8,
-                    max_df: float = 0.5, lang: str = "en") -> ConceptNames:
+                    max_df: float = 0.5, word_ranking: str = "frequency", lang: str = "en") -> ConceptNames:
     """Name each direction (K, d) by the stimuli and caption words at its two ends.
 
     Parameters
@@ -117,6 +117,12 @@ def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Sti
     max_df : float
         Lemmas found in the captions of more than this share of all ranked stimuli ("photo", "scene")
         name nothing and are left out.
+    word_ranking : {"frequency", "excess"}
+        ``"frequency"`` (SDC): the lemmas most frequent among the top stimuli. ``"excess"``: the lemmas whose
+        count there most exceeds what as many stimuli drawn at random would hold (count − n × share of all
+        ranked stimuli); a lemma found in a third of all captions ("table", "bright" in the synthetic study)
+        then names only the concepts whose top stimuli hold it more often than that, and a lemma no more
+        frequent than chance is left out.
     lang : str
         Caption language for simplemma.
     """
@@ -132,6 +138,8 @@ def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Sti
     if E.shape[0] != len(stimuli):
         raise InputError("embeddings", f"have {E.shape[0]} rows for {len(stimuli)} stimuli",
                          "give one embedding row per stimulus")
+    if word_ranking not in ("frequency", "excess"):
+        raise InputError("parameter word_ranking", f"{word_ranking!r} is unknown", "use 'frequency' or 'excess'")
     K = D.shape[0]
     concepts = [f"c{k:03d}" for k in range(K)] if concepts is None else [str(c) for c in concepts]
     if len(concepts) != K:
@@ -166,7 +174,8 @@ def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Sti
             if counts is not None:
                 c = np.asarray(counts[ranked[:n_from]].sum(0)).ravel()
                 c = np.where(informative, c, 0)
-                pick = [j for j in np.lexsort((vocab, -c))[:n_words] if c[j] > 0]
+                rank = c - n_from * share if word_ranking == "excess" else c
+                pick = [j for j in np.lexsort((vocab, -rank))[:n_words] if c[j] > 0 and rank[j] > 0]
                 words = [str(vocab[j]) for j in pick]
                 freq = [int(c[j]) for j in pick]
             table_rows.append({

@@ -81,6 +81,7 @@ class SharedParams:
         or the study's first embedding.
     n_show : most and least associated stimuli listed (and drawn) per concept.
     n_words_from, n_words : caption lemmas counted over this many top stimuli; lemmas kept per end.
+    word_ranking : "frequency" (SDC) or "excess" over chance (see :func:`~.naming.name_directions`).
     contact_sheets : draw ``figures/shared_concept_shared-KK.png`` (top and bottom stimuli).
     max_concepts : keep at most this many concepts (largest first); None keeps all.
     ridge_alpha : ``"shared"`` refits a ridge decoder that chose a different alpha per embedding
@@ -99,6 +100,7 @@ class SharedParams:
     n_show: int = 8
     n_words_from: int = 250
     n_words: int = 8
+    word_ranking: str = "frequency"
     contact_sheets: bool = True
     max_concepts: int | None = None
     ridge_alpha: str | float = "shared"
@@ -351,7 +353,8 @@ def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]
     naming = None
     if names:
         naming = name_directions(clustering.directions_[order], emb.values, study.stimuli, names,
-                                 n_show=params.n_show, n_words_from=params.n_words_from, n_words=params.n_words)
+                                 n_show=params.n_show, n_words_from=params.n_words_from, n_words=params.n_words,
+                                 word_ranking=params.word_ranking)
         write_names(ctx.store, naming, study.stimuli, table="shared_concept_names", prefix="shared_concept_",
                     sheets=names if params.contact_sheets else [])
 

@@ -65,6 +65,9 @@ class ConceptsParams:
     K = 256 in batches of 500 pairs: the component matched to each planted concept mixes in less of the
     others as K grows (mean hard-mask Dice per subject 0.64–0.70 at K = 64, 0.75–0.77 at 256, 0.76–0.78 at
     384; basis top-1 0.64 against PCA's 0.49 at 256).
+
+    ``word_ranking``: how caption lemmas name a concept (:func:`~.naming.name_directions`): ``"frequency"``
+    (SDC) or ``"excess"`` over chance, which the demo uses.
     """
 
     n_components: int | None = None
@@ -80,6 +83,7 @@ class ConceptsParams:
     n_show: int = 8
     n_words_from: int = 250
     n_words: int = 8
+    word_ranking: str = "frequency"
     contact_sheets: bool = True
 
 
@@ -224,7 +228,8 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 
     yield Progress("concepts", 1, 3, "naming concepts")
     names = name_directions(basis.components_, E, study.stimuli, ids, n_show=params.n_show,
-                            n_words_from=params.n_words_from, n_words=params.n_words)
+                            n_words_from=params.n_words_from, n_words=params.n_words,
+                            word_ranking=params.word_ranking)
     write_names(ctx.store, names, study.stimuli, sheets=ids if params.contact_sheets else [])
     matches = None
     if study.truth and "features" in study.truth:
