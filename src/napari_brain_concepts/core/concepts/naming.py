@@ -120,7 +120,7 @@ def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Sti
     word_ranking : {"frequency", "excess"}
         ``"frequency"`` (SDC): the lemmas most frequent among the top stimuli. ``"excess"``: the lemmas whose
         count there most exceeds what as many stimuli drawn at random would hold (count − n × share of all
-        ranked stimuli); a lemma found in a third of all captions ("table", "bright" in the synthetic study)
+        ranked stimuli); a lemma found in many captions ("table", "bright" in the synthetic study)
         then names only the concepts whose top stimuli hold it more often than that, and a lemma no more
         frequent than chance is left out.
     lang : str
