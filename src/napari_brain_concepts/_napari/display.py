@@ -26,8 +26,7 @@ def sync_results(viewer, session) -> list:
     if session.subject is None or root is None or not ResultsStore.is_results(root):
         return []
     present = {layer.name for layer in viewer.layers}
-    concepts = [session.concept] if session.concept else []
-    new = [t for t in results_layers(root, session.subject, concepts) if t[1]["name"] not in present]
+    new = [t for t in results_layers(root, session.subject, session.concept) if t[1]["name"] not in present]
     for _, kwargs, _ in new:
         kwargs["visible"] = False
     return add_layer_data(viewer, new)

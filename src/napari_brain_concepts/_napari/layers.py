@@ -8,7 +8,6 @@ contribution and the reader.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -206,10 +205,10 @@ def concept_layers(results_root: str | Path, subject: str, concept: str) -> list
     return layers
 
 
-def results_layers(results_root: str | Path, subject: str, concepts: Iterable[str] = ()) -> list[LayerData]:
+def results_layers(results_root: str | Path, subject: str, concept: str | None = None) -> list[LayerData]:
     """Maps, masks and shared overlap counts of ``subject`` from a results store.
 
-    The basis concepts' soft and hard masks come only for ``concepts`` (the concept selected in the Concepts
+    The basis concepts' soft and hard masks come only for ``concept`` (the one selected in the Concepts
     widget): a basis has 64–256 components, and a viewer holding two layers per component and participant
     takes minutes to open (256 components: over 500 layers per participant). The shared concepts' masks are
     always there.
@@ -222,9 +221,8 @@ def results_layers(results_root: str | Path, subject: str, concepts: Iterable[st
               if not (n.startswith("mask_") and n[len("mask_"):] in basis)]
     layers += [nifti_file_layer(p, subject, "mask", f"{subject} mask {n}") for n, p in store.masks(subject).items()
                if n not in basis]
-    for concept in dict.fromkeys(concepts):
-        if concept in basis:
-            layers += _concept_masks(store, subject, concept)
+    if concept in basis:
+        layers += _concept_masks(store, subject, concept)
     for n, p in store.shared_maps().items():
         # the shared step names its concepts "shared-00"…: no second "shared" in front
         data, kwargs, _ = nifti_file_layer(p, None, "map", n if n.startswith("shared") else f"shared {n}")

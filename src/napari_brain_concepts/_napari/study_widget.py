@@ -150,7 +150,7 @@ class StudyWidget(QWidget):
         results = self.session.results_dir
         if results is not None and ResultsStore.is_results(results):
             # maps go between anatomy and outlines
-            layer_data[1:1] = results_layers(results, name, [self.session.concept] if self.session.concept else [])
+            layer_data[1:1] = results_layers(results, name, self.session.concept)
         add_layer_data(self.viewer, layer_data)
         if had_layers:
             cam.center = view[0]
