@@ -23,7 +23,7 @@ class AlignmentWidget(StepWidget):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        self.plot = PlotCanvas(height=3.0)
+        self.plot = PlotCanvas(height=4.0)
         self.phrase = QLineEdit()
         self.phrase.setPlaceholderText("type a phrase, e.g. a smiling face next to a house")
         self.predict_button = QPushButton("Predict map")
@@ -31,7 +31,9 @@ class AlignmentWidget(StepWidget):
         row.addWidget(self.phrase)
         row.addWidget(self.predict_button)
         self.body.addWidget(self.plot)
-        self.body.addWidget(QLabel("Phrase → predicted brain map (encoding model):"))
+        hint = QLabel("Phrase → predicted brain map (encoding model):")
+        hint.setWordWrap(True)
+        self.body.addWidget(hint)
         self.body.addLayout(row)
         self.phrase.returnPressed.connect(self.predict)
         self.predict_button.clicked.connect(self.predict)
@@ -64,7 +66,7 @@ class AlignmentWidget(StepWidget):
             ax.hlines(ceiling, left, left + 0.8, colors="#aaaaaa", linewidth=1.5, label="noise ceiling")
         ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("RSA r")
-        ax.legend(fontsize=6, ncol=2, facecolor="#262930", labelcolor="#dddddd", frameon=False)
+        self.plot.legend(ax, ncol=3)
         self.plot.draw()
 
     def predict(self) -> None:

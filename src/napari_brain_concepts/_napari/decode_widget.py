@@ -61,14 +61,17 @@ class DecodeWidget(StepWidget):
         """Top-k retrieval of every participant against chance (and the oracle, on a synthetic study)."""
         ax = self.plot.axes()
         topk = table[table["metric"].str.fullmatch(r"top\d+")]
+        # one colour per participant, one line style per decoder (dashed: the oracle)
+        colours = {s: f"C{i % 10}" for i, s in enumerate(dict.fromkeys(topk["subject"]))}
         for (decoder, subject), df in topk.groupby(["decoder", "subject"], sort=False):
             ks = df["metric"].str[3:].astype(int)
             style = "--" if decoder == "oracle" else "-"
-            ax.plot(ks, df["value"], style, marker="o", label=f"{subject} {decoder}", lw=1.2, ms=3)
+            ax.plot(ks, df["value"], style, marker="o", label=f"{subject} {decoder}", lw=1.2, ms=3,
+                    color=colours[subject])
         chance = topk.drop_duplicates("metric")
         ax.plot(chance["metric"].str[3:].astype(int), chance["chance"], ":", color="#bbbbbb", label="chance")
         ax.set_xlabel("k")
         ax.set_ylabel("top-k retrieval")
         ax.set_ylim(0, 1)
-        ax.legend(fontsize=6, ncol=2, facecolor="#262930", labelcolor="#dddddd", frameon=False)
+        self.plot.legend(ax, ncol=3)
         self.plot.draw()

@@ -62,7 +62,9 @@ class ExportWidget(QWidget):
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("export folder")
         browse = QPushButton("…")
-        self.export_button = QPushButton("Export maps, masks, tables and figures")
+        self.export_button = QPushButton("Export")
+        self.export_button.setToolTip("write every derived layer as NIfTI with its participant's affine, "
+                                      "and the results' tables and figures")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()

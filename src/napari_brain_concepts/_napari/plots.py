@@ -34,5 +34,13 @@ class PlotCanvas(QWidget):
         ax.title.set_color("#ffffff")
         return ax
 
+    def legend(self, ax, ncol: int = 2) -> None:
+        """The axes' legend below the plot, outside the axes, so it never covers data in a narrow dock
+        (the figure's constrained layout shrinks the axes to make room)."""
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            self.figure.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=6,
+                               frameon=False, labelcolor="#dddddd")
+
     def draw(self) -> None:
         self.canvas.draw_idle()

@@ -10,7 +10,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
+    QGridLayout,
     QLabel,
     QPushButton,
     QVBoxLayout,
@@ -59,14 +59,17 @@ class StudyWidget(QWidget):
         self.sample_button = QPushButton("Synthetic study")
         self.subject_box = QComboBox()
         self.subject_box.setEnabled(False)
-        self.radiological = QCheckBox("Radiological view (right hemisphere on the left)")
+        self.radiological = QCheckBox("Radiological view")
+        self.radiological.setToolTip("right hemisphere on the left of the screen (neurological: on the right)")
         self.status = QLabel("No study loaded.")
         self.status.setWordWrap(True)
         self.display = MapDisplay(napari_viewer)
 
-        buttons = QHBoxLayout()
-        for b in (self.open_button, self.results_button, self.sample_button):
-            buttons.addWidget(b)
+        # two buttons a row keeps the dock narrow, so the canvas keeps its width
+        buttons = QGridLayout()
+        buttons.addWidget(self.open_button, 0, 0)
+        buttons.addWidget(self.results_button, 0, 1)
+        buttons.addWidget(self.sample_button, 1, 0, 1, 2)
         form = QFormLayout()
         form.addRow("Participant", self.subject_box)
         form.addRow(self.radiological)
