@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from ..errors import InputError, check_range
 from ..progress import Progress, run_to_end
@@ -191,7 +192,7 @@ def default_encoder(model: str | os.PathLike | None = None, device: str = "auto"
 
 
 # -- reconstructor -----------------------------------------------------------------------------------------
-class CaptionReconstructor:
+class CaptionReconstructor(BaseEstimator):
     """Decode caption embeddings from brain responses and read out the nearest captions of a corpus.
 
     Parameters

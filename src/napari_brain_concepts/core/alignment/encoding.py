@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ..decoding.ridge import DEFAULT_ALPHAS, RidgeDecoder
 from ..errors import InputError
@@ -31,7 +32,7 @@ def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
 
 
-class EncodingModel:
+class EncodingModel(BaseEstimator):
     """Ridge encoding model embedding → voxels with one alpha per voxel.
 
     Parameters

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ..errors import InputError, check_range
 from ..progress import Progress, run_to_end
@@ -105,7 +106,7 @@ def images_to_array(images: Sequence[Any] | np.ndarray, image_size: int, where: 
     return out
 
 
-class ImageToTextNetwork:
+class ImageToTextNetwork(BaseEstimator):
     """A small convolutional network trained to map images to caption embeddings (or categories).
 
     Parameters

@@ -14,6 +14,7 @@ from collections.abc import Generator
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
 from ..errors import InputError, check_range
@@ -47,7 +48,7 @@ def leaky_relu(z: np.ndarray, negative_slope: float) -> np.ndarray:
     return np.where(z >= 0, z, negative_slope * z).astype(np.float32, copy=False)
 
 
-class ConceptBasis:
+class ConceptBasis(BaseEstimator):
     """Contrastive concept basis of an embedding space, fitted on (true, decoded) embedding pairs.
 
     Parameters

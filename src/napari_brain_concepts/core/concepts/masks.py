@@ -37,6 +37,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
 from ..errors import InputError, check_range
@@ -71,7 +72,7 @@ def linear_readout(decoder: Any, n_voxels: int | None = None, where: str = "deco
     return B, b
 
 
-class VoxelMaskOptimizer:
+class VoxelMaskOptimizer(BaseEstimator):
     """Batched voxel-mask optimisation for K concept directions of one subject.
 
     Parameters

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator
 from sklearn.neighbors import NearestNeighbors
 
 from ..errors import InputError, check_range
@@ -97,7 +98,7 @@ def _cluster_means(points: np.ndarray, labels: np.ndarray, n_clusters: int) -> n
     return (cent / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-class SharedConceptClustering:
+class SharedConceptClustering(BaseEstimator):
     """Participant-counting DBSCAN of voxel decoder weights.
 
     Parameters
