@@ -108,13 +108,18 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
             steps = list(DEFAULT_STEPS)
         steps = ["clip", *[s for s in steps if s not in ("clip", "embed")]] if args.command == "embed" \
             else ["clip", *steps]
+    resume = getattr(args, "resume", False)
+    if not resume and (Path(out) / "manifest.json").is_file():
+        earlier = ResultsStore(out).manifest
+        print(f"{out} holds the results of an earlier analysis ({earlier.get('study')}, created "
+              f"{earlier.get('created')}): they are replaced (--resume continues it instead)", file=sys.stderr)
     store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
-                                study=study.name, resume=getattr(args, "resume", False))
+                                study=study.name, resume=resume)
     store.update(**manifest)
     ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed, device=args.device)
     order = with_requirements(steps) if steps else None
     t0 = time.monotonic()
-    run_to_end(run_analysis(ctx, order, resume=getattr(args, "resume", False)), _Printer(args.quiet))
+    run_to_end(run_analysis(ctx, order, resume=resume), _Printer(args.quiet))
     ctx.state["elapsed_s"] = time.monotonic() - t0
     return ctx
 

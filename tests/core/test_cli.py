@@ -48,6 +48,19 @@ def test_two_runs_give_identical_files(study_folder, tmp_path):
     assert first == second
 
 
+def test_a_new_analysis_in_a_results_folder_says_it_replaces_the_earlier_one(study_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["maps", str(study_folder), "--out", str(out), *FAST]) == 0
+    assert "earlier analysis" not in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert f"{out} holds the results of an earlier analysis (" in err and "replaced" in err
+    steps = json.loads((out / "manifest.json").read_text())["steps"]
+    assert "decode" in steps and "maps" not in steps  # the earlier analysis's maps are gone, not passed on
+    assert (out / "notes.txt").read_text() == "mine"
+
+
 def test_kill_then_resume_keeps_finished_steps(study_folder, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
