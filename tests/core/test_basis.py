@@ -70,6 +70,12 @@ def test_components_are_unit_rows_in_cluster_order_and_match_planted_concepts(pa
     assert matches["concept"].is_unique
 
 
+def test_skew_weight_is_checked(pairs):
+    """The skewness reward's effect is shown on the default synthetic study (test_concepts_default_study)."""
+    with pytest.raises(InputError, match="skew_weight"):
+        ConceptBasis(4, skew_weight=-1.0).fit(pairs["Y"], pairs["Y_hat"])
+
+
 def test_pruning_drops_components_that_add_nothing(pairs):
     kw = dict(n_iter=300, learning_rate=2e-3, device="cpu", random_state=0)
     full = ConceptBasis(24, prune=False, **kw).fit(pairs["Y"], pairs["Y_hat"], groups=pairs["groups"])

@@ -1,0 +1,80 @@
+"""Issue #5's claims on the default synthetic study (seed 0), run as the demo runs them: decode, concept
+basis and voxel masks with the demo's parameters (about 2.5 minutes on 2 CPU cores).
+
+- The hard mask of the basis component matched to each planted concept overlaps the planted region:
+  mean Dice ≥ 0.8 in every participant (with ``skew_weight=0`` it is 0.75-0.77).
+- The basis keeps ≥ 90% of full-space top-1 retrieval and beats PCA with as many dimensions.
+- Every planted concept has a component about it (r ≥ 0.7 with its generative feature); vehicle, which no
+  brain carries, has none (its best component is left over by the one-to-one matching, r < 0.6).
+- The concept planted in one participant only (animal) gets a mask there; that it gets none in the others
+  is not yet true on seed 0 (a strict xfail says by how much).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_brain_concepts.cli import DEMO_PARAMS
+from napari_brain_concepts.core.concepts.steps import ConceptsParams, MasksParams
+from napari_brain_concepts.core.context import AnalysisContext
+from napari_brain_concepts.core.io.results import ResultsStore
+from napari_brain_concepts.core.pipeline import run_analysis
+from napari_brain_concepts.core.progress import run_to_end
+from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    study = make_synthetic_study(seed=0, size="default")
+    params = {"concepts": ConceptsParams(**DEMO_PARAMS["concepts"]), "masks": MasksParams(**DEMO_PARAMS["masks"])}
+    ctx = AnalysisContext(study=study, store=ResultsStore.create(tmp_path_factory.mktemp("default") / "r"),
+                          device="cpu", params=params)
+    run_to_end(run_analysis(ctx, ["decode", "concepts", "masks"]))
+    return ctx
+
+
+def test_masks_of_matched_components_recover_the_planted_regions(run):
+    truth = run.study.truth
+    table = run.state["mask_truth"]
+    shared = table[table["planted"].isin(truth["shared_concepts"])]
+    assert shared["planted_here"].all()
+    per_subject = shared.groupby("subject")["dice"].mean()
+    assert set(per_subject.index) == set(run.study.subject_names)
+    assert (per_subject >= 0.8).all(), per_subject.round(3).to_dict()
+
+
+def test_basis_keeps_retrieval_and_beats_pca(run):
+    r = run.state["concept_retrieval"]
+    mean = r[r["subject"] == "mean"].set_index("space")["top1"]
+    assert mean["basis"] >= 0.9 * mean["full"] and mean["basis"] >= 0.9 * mean["full_centred"], mean.to_dict()
+    assert mean["basis"] > mean["pca"], mean.to_dict()
+
+
+def test_planted_concepts_have_a_component_and_vehicle_has_none(run):
+    matches = run.state["concept_matches"].set_index("planted")
+    carried = [c for c in run.study.truth["concepts"] if c not in run.study.truth["no_region_concepts"]]
+    assert (matches.loc[carried, "r"] >= 0.7).all(), matches["r"].round(3).to_dict()
+    for concept in run.study.truth["no_region_concepts"]:
+        assert matches.loc[concept, "best_r"] < 0.6, matches["best_r"].round(3).to_dict()
+
+
+def _animal(run):
+    table = run.state["mask_truth"]
+    animal = table[table["planted"] == next(iter(run.study.truth["single_subject_concepts"]))]
+    return animal.set_index("subject"), animal.set_index("subject")["planted_here"].astype(bool)
+
+
+def test_the_one_participant_concept_gets_its_mask_there(run):
+    animal, here = _animal(run)
+    assert here.sum() == 1
+    assert animal.loc[here, "has_mask"].all() and animal.loc[here, "dice"].iloc[0] >= 0.6
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Not yet: the component matched to animal (r = 0.91 with the animal feature) still reads a little of other "
+    "concepts, so in two participants without the animal region it stays decodable (r = 0.42 and 0.33, "
+    "threshold 0.3) and in one of them a single voxel reaches the hard mask. With study seeds 1 and 2 no "
+    "participant without the region gets an animal mask."))
+def test_the_one_participant_concept_gets_no_mask_elsewhere(run):
+    animal, here = _animal(run)
+    assert not animal.loc[~here, "has_mask"].any(), animal[["decodability", "n_mask"]].to_dict()
