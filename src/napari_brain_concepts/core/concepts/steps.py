@@ -212,7 +212,8 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     basis = ConceptBasis(k, negative_slope=params.negative_slope, temperature=params.temperature,
                          learning_rate=params.learning_rate, batch_size=params.batch_size, n_iter=params.n_iter,
                          prune=params.prune, prune_tolerance=params.prune_tolerance,
-                         skew_weight=params.skew_weight, device=ctx.device, random_state=int(ctx.rng("concepts").integers(2**31)))
+                         skew_weight=params.skew_weight, device=ctx.device,
+                         random_state=int(ctx.rng("concepts").integers(2**31)))
     ctx.state["concept_pairs"] = len(Y)
     yield from basis.fit_iter(Y, Y_hat, groups)
     ids = [f"c{i:03d}" for i in range(basis.n_concepts_)]
