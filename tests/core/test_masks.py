@@ -180,6 +180,10 @@ def test_masks_step_writes_nifti_in_subject_space(planted, tmp_path):
     here = direct[direct["planted_here"]]
     assert (here["dice"] >= 0.8).all(), here[["subject", "planted", "dice"]].to_dict("list")
     assert not direct[~direct["planted_here"]]["has_mask"].any()
+    # read out through its mask, each planted concept correlates with its generative feature
+    assert here["decodes_concept"].all() and (here["concept_r"] >= 0.6).all(), here["concept_r"].tolist()
+    assert not direct[~direct["planted_here"]]["decodes_concept"].any()
+    assert direct[~direct["planted_here"]]["concept_r"].isna().all()  # no mask, nothing read out
 
 
 def test_masks_step_rejects_a_decoder_of_other_voxels(planted, tmp_path):

@@ -127,6 +127,10 @@ class VoxelMaskOptimizer(BaseEstimator):
     hard_score_ : ndarray (K,)
         Held-out Pearson r when the decoder sees only the hard mask's voxels (the others set to 0, their
         mean after z-scoring).
+    hard_readout_ : ndarray (K, n_held_out) float32
+        Each concept's read-out ``relu(dec(X ⊙ hard mask) w)`` on the held-out trials (what ``hard_score_``
+        correlates with the concept's presence; e.g. to check a synthetic study's masks against the
+        generative features).
     decodable_ : ndarray (K,) bool
         ``full_score_ ≥ min_decodability``.
     best_step_ : ndarray (K,) int
@@ -313,7 +317,9 @@ class VoxelMaskOptimizer(BaseEstimator):
         with torch.no_grad():
             hard = best >= self.threshold
             self.mask_score_ = _pearson(torch.relu(readout(Xv, best)), Tv).cpu().numpy()
-            self.hard_score_ = _pearson(torch.relu(readout(Xv_zero, hard.to(dt))), Tv).cpu().numpy()
+            hard_read = torch.relu(readout(Xv_zero, hard.to(dt)))
+            self.hard_score_ = _pearson(hard_read, Tv).cpu().numpy()
+            self.hard_readout_ = hard_read.cpu().numpy()
         self.masks_ = best.cpu().numpy()
         self.decodable_ = self.full_score_ >= self.min_decodability
         self.hard_masks_ = hard.cpu().numpy() & self.decodable_[:, None]

@@ -274,6 +274,11 @@ def _optimise_masks(ctx: AnalysisContext, subjects: list[str], directions: np.nd
     return out
 
 
+def _readouts(fits: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{subject: (stimulus rows of the held-out trials, read-outs through the hard masks)} of fitted masks."""
+    return {s: (prepared.rows_val, opt.hard_readout_) for s, (prepared, opt) in fits.items()}
+
+
 def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Optimise every subject's voxel masks for all concepts at once; write them as NIfTI."""
     params: MasksParams = ctx.step_params("masks", MasksParams)
@@ -313,7 +318,8 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     matches = ctx.state.get("concept_matches")
     if matches is not None and ctx.study.truth and "regions" in ctx.study.truth:
         matches = matches[matches["concept"].isin(cids)]
-        table = mask_truth_table(ctx.study, matches, hard_all, score_all, decodable_all, cids)
+        table = mask_truth_table(ctx.study, matches, hard_all, score_all, decodable_all, cids,
+                                 _readouts(fits), params.min_decodability)
         ctx.store.write_table("mask_truth", table)
         ctx.store.write_figure("mask_truth", truth_figure(table))
         ctx.state["mask_truth"] = table
@@ -326,7 +332,8 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         hard_t = {s: prepared.voxel_values(opt.hard_masks_) for s, (prepared, opt) in direct_fits.items()}
         table = mask_truth_table(ctx.study, pd.DataFrame({"planted": planted, "concept": names}), hard_t,
                                  {s: opt.full_score_ for s, (_, opt) in direct_fits.items()},
-                                 {s: opt.decodable_ for s, (_, opt) in direct_fits.items()}, names)
+                                 {s: opt.decodable_ for s, (_, opt) in direct_fits.items()}, names,
+                                 _readouts(direct_fits), params.min_decodability)
         ctx.store.write_table("mask_truth_directions", table)
         ctx.state["mask_truth_directions"] = table
     ctx.state["masks"] = fitted

@@ -3,8 +3,16 @@
 Each planted concept is matched to the basis component whose activations over the stimuli correlate
 best with the concept's generative feature (one component per concept, by the Hungarian assignment).
 For every subject and planted concept the hard mask of the matched component is compared with the
-region where the concept was planted (Dice). A concept not planted in a subject must come out not
-decodable there (no mask).
+region where the concept was planted (Dice), and the concept itself is read out through the mask: the
+held-out Pearson r of the masked read-out with the concept's generative feature (``concept_r``).
+
+A concept not planted in a subject must not be decodable there: no mask of that subject may read it out
+at ``concept_r`` ≥ the masks' decodability threshold (``min_decodability``, 0.3). Whether the matched
+component has a mask is not the test: a concept no brain carries has no component of its own, and the
+one-to-one matching hands it a left-over component that is about other concepts. On the default study
+(seed 0) vehicle, which has no region, gets c001 (r = 0.47 with vehicle), whose positive end reads
+"car, toy, vehicle" and whose negative end reads "table, top": c001 is decodable through the relation
+region and has masks there, and those masks read vehicle out at r = −0.32 to −0.15; planted concepts read out through their masks at 0.67–0.94.
 """
 
 from __future__ import annotations
@@ -79,36 +87,58 @@ def planted_directions(study: Study, embedding: np.ndarray) -> tuple[np.ndarray,
 
 def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[str, np.ndarray],
                      decodability: Mapping[str, np.ndarray], decodable: Mapping[str, np.ndarray],
-                     concepts: Sequence[str]) -> pd.DataFrame:
-    """Dice of every subject's hard mask with the planted region, per planted concept.
+                     concepts: Sequence[str], readouts: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                     min_r: float) -> pd.DataFrame:
+    """Dice of every subject's hard mask with the planted region, and the concept read out through it.
 
     ``hard_masks[subject]`` is (K, V) bool over the subject's voxels, ``decodability[subject]`` and
     ``decodable[subject]`` are (K,) (held-out r with the full decoder and whether it passed the threshold).
+    ``readouts[subject]`` is ``(rows, R)``: the held-out trials' stimulus rows (n,) and each concept's
+    read-out through its hard mask on them, (K, n) (``VoxelMaskOptimizer.hard_readout_``).
+
     Rows: ``subject``, ``planted``, ``concept``, ``planted_here`` (the concept has a region in this subject),
-    ``decodability``, ``has_mask``, ``n_mask``, ``n_region``, ``dice`` (NaN where nothing was planted).
+    ``decodability``, ``has_mask``, ``n_mask``, ``n_region``, ``dice`` (NaN where nothing was planted),
+    ``concept_r`` (Pearson r of the masked read-out with the planted concept's generative feature over the
+    held-out trials; NaN without a mask) and ``decodes_concept`` (a mask with ``concept_r ≥ min_r``).
     """
     truth = _truth(study)
     regions = truth.get("regions", {})
+    features = np.asarray(truth["features"], dtype=np.float64)
+    feature_index = {c: i for i, c in enumerate(truth["concepts"])}
     index = {c: k for k, c in enumerate(concepts)}
     rows = []
     for subject, hard in hard_masks.items():
         subj = study.subject(subject)
+        trial_rows, readout = readouts[subject]
         for _, m in matches.iterrows():
             k = index[m["concept"]]
             region_vol = regions.get(subject, {}).get(m["planted"])
             region = None if region_vol is None else subj.from_volume(np.asarray(region_vol, dtype=bool))
             planted_here = region is not None and bool(region.any())
             mask = np.asarray(hard[k], dtype=bool)
+            has_mask = bool(decodable[subject][k] and mask.any())
+            concept_r = _pearson(readout[k], features[trial_rows, feature_index[m["planted"]]]) \
+                if has_mask else float("nan")
             rows.append({
                 "subject": subject, "planted": m["planted"], "concept": m["concept"],
                 "planted_here": planted_here,
                 "decodability": float(decodability[subject][k]),
-                "has_mask": bool(decodable[subject][k] and mask.any()),
+                "has_mask": has_mask,
                 "n_mask": int(mask.sum()),
                 "n_region": int(region.sum()) if region is not None else 0,
                 "dice": dice(mask, region) if planted_here else float("nan"),
+                "concept_r": concept_r,
+                "decodes_concept": bool(has_mask and concept_r >= min_r),
             })
     return pd.DataFrame(rows)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two vectors; 0 where either is constant."""
+    a = np.asarray(a, dtype=np.float64) - np.mean(a)
+    b = np.asarray(b, dtype=np.float64) - np.mean(b)
+    denom = float(np.sqrt((a @ a) * (b @ b)))
+    return float(a @ b / denom) if denom > 0 else 0.0
 
 
 def truth_figure(table: pd.DataFrame):
