@@ -12,8 +12,9 @@ Measures, in one napari viewer under an X server (``xvfb-run -a python benchmark
    - a canvas redraw with nothing changed (the floor every redraw pays: napari's draw and the window
      composition, here on Mesa's software OpenGL),
    - the slider on an unsigned map (the low contrast limit: a shader uniform),
-   - the slider on a signed map (a colormap with a transparent band: a new lookup table, the shader relinks),
-   - the naive way: the signed map's data masked at the threshold and set again (``layer.data = ...``).
+   - the slider on a signed map (its two layers, positive and negative part, each a contrast limit),
+   - the naive way: the signed map's data masked at the threshold and set again on both parts
+     (``layer.data = ...``).
 
 Goals (issue 9): largest gap ≤ 50 ms with the worker; refresh ≤ 30 ms.
 """
@@ -65,7 +66,7 @@ def main() -> None:
 
     from napari_brain_concepts._napari import workers
     from napari_brain_concepts._napari.display import add_layer_data
-    from napari_brain_concepts._napari.layers import map_kwargs, volume_layer
+    from napari_brain_concepts._napari.layers import map_kwargs, volume_layer, with_negative_parts
     from napari_brain_concepts.core.decoding.ridge import RidgeDecoder
     from napari_brain_concepts.core.progress import run_to_end
 
@@ -80,7 +81,7 @@ def main() -> None:
             "unsigned": _smooth_volume((40, 48, 40), 2, signed=False)}
     layer_data = [volume_layer(anatomy, anat_affine, "anatomy", role="anatomy", colormap="gray")]
     layer_data += [volume_layer(v, map_affine, f"{k} map", role="map", **map_kwargs(v)) for k, v in maps.items()]
-    add_layer_data(viewer, layer_data)
+    add_layer_data(viewer, with_negative_parts(layer_data))
     app = QApplication.instance()
     for _ in range(10):
         app.processEvents()
@@ -127,6 +128,7 @@ def main() -> None:
         return (time.perf_counter() - t0) * 1000
 
     signed, unsigned = viewer.layers["signed map"], viewer.layers["unsigned map"]
+    signed_parts = [signed, viewer.layers[signed.metadata["brain_concepts"]["pair"]]]
     top = float(np.abs(maps["signed"]).max())
     levels = np.linspace(0.1, 0.6, 6)  # fractions of the slider's range, one change each
 
@@ -139,12 +141,16 @@ def main() -> None:
 
     def mask_data(k):
         t = levels[k % len(levels)] * top
-        return lambda: setattr(signed, "data", np.where(np.abs(maps["signed"]) >= t, maps["signed"], 0))
+        def change():
+            masked = np.where(np.abs(maps["signed"]) >= t, maps["signed"], 0)
+            for part in signed_parts:
+                part.data = masked
+        return change
 
     ways = {
         "canvas redraw, nothing changed (floor)": lambda k: scene.native.update,
         "slider, unsigned map (contrast limit)": lambda k: slider(unsigned, k),
-        "slider, signed map (colormap band)": lambda k: slider(signed, k),
+        "slider, signed map (two parts' limits)": lambda k: slider(signed, k),
         "naive: signed map's data masked, set again": mask_data,
     }
     def measure() -> dict[str, list[float]]:
@@ -164,7 +170,8 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.01)
         results.append((tuple(scene.size), measure()))
-    signed.data = maps["signed"]
+    for part in signed_parts:
+        part.data = maps["signed"]
     viewer.close()
 
     print(f"ridge fit: {args.samples} samples × {args.voxels} voxels → {args.targets} targets, 5 alphas, 5 folds")

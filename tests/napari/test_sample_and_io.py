@@ -3,7 +3,11 @@
 import nibabel as nib
 import numpy as np
 
-from napari_brain_concepts._napari.layers import SIGNED_COLORMAP
+from napari_brain_concepts._napari.layers import (
+    NEGATIVE_COLORMAP,
+    NEGATIVE_SUFFIX,
+    POSITIVE_COLORMAP,
+)
 from napari_brain_concepts._napari.sample import SAMPLE_SEED, SAMPLE_SIZE
 from napari_brain_concepts.core.space import world_of_voxel
 from napari_brain_concepts.core.synthetic import make_synthetic_study
@@ -25,7 +29,9 @@ def test_open_sample_layers_line_up(make_napari_viewer):
     assert f"{subject.name} mask" in names
     assert f"{subject.name} floc-faces" in names
     face_map = _layer(viewer, "face map")
-    assert face_map.colormap.name == SIGNED_COLORMAP["name"]
+    assert face_map.colormap.name == POSITIVE_COLORMAP["name"]
+    face_negative = viewer.layers[face_map.name + NEGATIVE_SUFFIX]  # the map's negative part, same data
+    assert face_negative.colormap.name == NEGATIVE_COLORMAP["name"] and face_negative.data is face_map.data
     assert face_map.blending == "additive"
     np.testing.assert_allclose(face_map.scale, subject.voxel_size[::-1])
 

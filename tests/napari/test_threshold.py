@@ -2,38 +2,54 @@
 
 import numpy as np
 import pytest
-from napari.utils.colormaps import ensure_colormap
 
-from napari_brain_concepts._napari.layers import SIGNED_COLORMAP, map_kwargs, plugin_tag
-from napari_brain_concepts._napari.threshold import MapDisplay, set_threshold, threshold_colormap
+from napari_brain_concepts._napari.layers import (
+    NEGATIVE_COLORMAP,
+    NEGATIVE_SUFFIX,
+    POSITIVE_COLORMAP,
+    map_kwargs,
+    plugin_tag,
+)
+from napari_brain_concepts._napari.threshold import MapDisplay, set_threshold
 from napari_brain_concepts.core.errors import InputError
 
 
-@pytest.mark.parametrize("limits, t", [((-2.0, 2.0), 0.5), ((-1.0, 3.0), 1.5), ((-2.0, 2.0), 2.5),
-                                       ((-2.0, 2.0), 1e-3)])
-def test_threshold_colormap_cuts_a_band_and_keeps_every_other_colour(limits, t):
-    base = ensure_colormap(SIGNED_COLORMAP)
-    cut = threshold_colormap(base, limits, t, "test cut")
-    lo, hi = limits
-    v = np.linspace(lo, hi, 801)
-    x = (v - lo) / (hi - lo)
-    inside, outside = np.abs(v) < t * 0.999, np.abs(v) > t * 1.001
-    got, want = cut.map(x), base.map(x)
-    assert np.all(got[inside, 3] == 0)
-    np.testing.assert_allclose(got[outside], want[outside], atol=1e-6)
-    assert cut.controls[0] == 0 and cut.controls[-1] == 1
+def _map_layers(viewer, data, name):
+    """A map as the plugin adds it: one layer, or a signed map's two parts."""
+    from napari_brain_concepts._napari.display import add_layer_data
+    from napari_brain_concepts._napari.layers import with_negative_parts
+
+    kwargs = dict(map_kwargs(data), name=name, metadata=plugin_tag("sub-01", "map"), interpolation2d="nearest")
+    return add_layer_data(viewer, with_negative_parts([(data, kwargs, "image")]))
 
 
 def _map_layer(viewer, data, name):
-    kwargs = map_kwargs(data)
-    return viewer.add_image(data, name=name, metadata=plugin_tag("sub-01", "map"), interpolation2d="nearest",
-                            **kwargs)
+    return _map_layers(viewer, data, name)[0]
 
 
-def _visible(viewer, layer):
+def _visible(viewer, layers):
     for other in viewer.layers:
-        other.visible = other is layer
+        other.visible = any(other is layer for layer in layers)
     return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+
+
+def test_a_signed_map_comes_as_two_parts_over_the_same_data(make_napari_viewer):
+    viewer = make_napari_viewer()
+    data = np.linspace(-2, 2, 2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5)
+    positive, negative = _map_layers(viewer, data, "map")
+    assert positive.name == "map" and negative.name == "map" + NEGATIVE_SUFFIX
+    assert positive.data is data and negative.data is data
+    assert positive.colormap.name == POSITIVE_COLORMAP["name"]
+    assert negative.colormap.name == NEGATIVE_COLORMAP["name"]
+    top = positive.contrast_limits[1]
+    assert tuple(negative.contrast_limits) == pytest.approx((-top, 0.0)) and positive.contrast_limits[0] == 0
+    # each colormap is black at zero: with additive blending a part shows only its own sign
+    assert np.allclose(positive.colormap.map(np.array([0.0]))[0, :3], 0)
+    assert np.allclose(negative.colormap.map(np.array([1.0]))[0, :3], 0)
+    positive.visible = False  # the parts show and hide together
+    assert not negative.visible
+    negative.opacity = 0.5
+    assert positive.opacity == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -44,33 +60,37 @@ def test_slider_shows_the_voxels_masking_would_show_without_touching_data(make_n
     data = rng.choice(levels, size=(3, 24, 20)).astype(np.float32)
     if signed:
         data *= rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=data.shape)
-    layer = _map_layer(viewer, data, "map")
-    limits, colormap = tuple(layer.contrast_limits), layer.colormap.name
+    layers = _map_layers(viewer, data, "map")
+    assert len(layers) == (2 if signed else 1)
+    limits = [tuple(layer.contrast_limits) for layer in layers]
+    colormaps = [layer.colormap.name for layer in layers]
     # the reference: the data masked at the threshold, shown with the map's display
     masked = np.where(np.abs(data) >= 1.0, data, 0).astype(np.float32)
-    reference = _map_layer(viewer, masked, "masked")
-    reference.contrast_limits, reference.colormap = limits, colormap
+    reference = _map_layers(viewer, masked, "masked")
+    for ref, lim in zip(reference, limits):
+        ref.contrast_limits = lim
     display = MapDisplay(viewer)
     qtbot.addWidget(display)
-    viewer.layers.selection.active = layer
-    assert display.slider.isEnabled() and display.slider.maximum() == pytest.approx(max(map(abs, limits)))
+    viewer.layers.selection.active = layers[-1]  # for a signed map, its negative part: both follow
+    top = max(abs(v) for lim in limits for v in lim)
+    assert display.slider.isEnabled() and display.slider.maximum() == pytest.approx(top)
 
     display.slider.setValue(1.0)
-    assert layer.data is data and np.array_equal(layer.data, data)  # never re-set, never changed
+    for layer in layers:
+        assert layer.data is data and np.array_equal(layer.data, data)  # never re-set, never changed
+    assert [layer.colormap.name for layer in layers] == colormaps
+    assert layers[0].contrast_limits[0] == pytest.approx(1.0)
     if signed:
-        assert tuple(layer.contrast_limits) == pytest.approx(limits) and layer.colormap.name != colormap
-    else:
-        assert layer.contrast_limits[0] == pytest.approx(1.0)
-    shown, expected = _visible(viewer, layer), _visible(viewer, reference)
+        assert layers[1].contrast_limits[1] == pytest.approx(-1.0)
+    shown, expected = _visible(viewer, layers), _visible(viewer, reference)
     lit, lit_expected = shown.max(-1) > 24, expected.max(-1) > 24
     assert lit_expected.sum() > 1000  # the comparison covers many voxels
     assert np.mean(lit != lit_expected) < 0.002  # the same voxels (edge pixels may differ)
-    if signed:  # the colours too: outside the band the colormap is the map's own
-        both = lit & lit_expected
-        assert np.percentile(np.abs(shown[both] - expected[both]), 99) <= 3
+    if signed:  # both signs are on show, in their own colours (red for positive, blue for negative)
+        assert (shown[lit][:, 0] > shown[lit][:, 2]).any() and (shown[lit][:, 2] > shown[lit][:, 0]).any()
 
     display.slider.setValue(0.0)  # back to the original display
-    assert tuple(layer.contrast_limits) == pytest.approx(limits) and layer.colormap.name == colormap
+    assert [tuple(layer.contrast_limits) for layer in layers] == [pytest.approx(lim) for lim in limits]
 
 
 def test_threshold_rejects_a_negative_value(make_napari_viewer):
@@ -92,3 +112,7 @@ def test_display_ignores_layers_that_are_not_maps(make_napari_viewer, qtbot):
     assert display.slider.isEnabled() and display.name.text() == "map"
     display.colorbar.setChecked(True)
     assert layer.colorbar.visible
+    positive, negative = _map_layers(viewer, np.array([[[-1.0, 1.0]]], dtype=np.float32), "signed")
+    viewer.layers.selection.active = positive
+    display.colorbar.setChecked(True)
+    assert positive.colorbar.visible and negative.colorbar.visible

@@ -101,6 +101,9 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     alignment.phrase.setText("a smiling face next to a house")
     alignment.predict()
     qtbot.waitUntil(lambda: f"{subject.name} phrase map" in viewer.layers, timeout=60_000)
+    phrase_map = viewer.layers[f"{subject.name} phrase map"]
+    if phrase_map.data.min() < 0 < phrase_map.data.max():  # a signed map: its negative part beside it
+        assert viewer.layers[f"{subject.name} phrase map negative"].data is phrase_map.data
 
     # switching participant keeps the derived layers of the new participant in view
     other = session.study.subject_names[1]
@@ -113,6 +116,16 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     written = export.export(tmp_path / "export")
     niftis = [p for p in written if p.name.endswith(".nii.gz")]
     assert niftis and any(p.parent.name == "tables" for p in written)
+    # a signed map is written once, whole (from its positive part's layer, which holds the data)
+    assert not any(p.name.endswith("_negative.nii.gz") for p in niftis)
+    signed = [layer for layer in viewer.layers
+              if (layer.metadata.get("brain_concepts") or {}).get("part") == "positive"]
+    assert signed
+    for layer in signed:
+        subj = layer.metadata["brain_concepts"]["subject"] or "shared"
+        name = layer.name.removeprefix(f"{subj} ").replace(" ", "_")
+        exported = nib.load(tmp_path / "export" / subj / f"{name}.nii.gz").get_fdata()
+        assert exported.min() < 0 < exported.max(), layer.name
     for path in niftis:
         subj = path.parent.name
         if subj in session.study.subjects:

@@ -14,6 +14,10 @@ def add_layer_data(viewer, layer_data: Iterable[tuple]) -> list:
         for attr, value in (tag.get("display") or {}).items():
             setattr(layer, attr, value)
         added.append(layer)
+    from .threshold import link_parts
+
+    for layer in added:
+        link_parts(viewer, layer)
     return added
 
 

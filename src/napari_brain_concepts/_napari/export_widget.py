@@ -24,7 +24,8 @@ _DERIVED_ROLES = ("map", "mask", "prediction")
 def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None) -> list[Path]:
     """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures.
 
-    Layers go to ``folder/SUBJ/NAME.nii.gz`` through the NIfTI writer, so each keeps the affine and header of
+    Layers go to ``folder/SUBJ/NAME.nii.gz`` (a signed map once, from the layer of its positive part, which
+    holds the whole map) through the NIfTI writer, so each keeps the affine and header of
     the participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
     """
     from napari.layers import Labels
@@ -35,8 +36,8 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
     written: list[Path] = []
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
-        if not tag or tag.get("role") not in _DERIVED_ROLES:
-            continue
+        if not tag or tag.get("role") not in _DERIVED_ROLES or tag.get("part") == "negative":
+            continue  # a signed map's negative part shows the data of its positive part, written once
         subject = tag.get("subject") or "shared"
         name = layer.name.removeprefix(f"{subject} ").replace(" ", "_").replace("/", "_")
         target = folder / subject / f"{name}.nii.gz"

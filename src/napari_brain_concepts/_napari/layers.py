@@ -19,14 +19,22 @@ from ..core.study import RoiAtlas, Study, Subject
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
-#: colormaps: signed maps (decoder weights, t, r) diverge around a black (so, with additive blending,
-#: invisible) zero; unsigned maps (counts, r²) are sequential from black.
-SIGNED_COLORMAP = {
-    "name": "signed (blue-black-red)",
-    "colors": [[0.2, 0.7, 1.0, 1.0], [0.0, 0.25, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.2, 0.0, 1.0],
-               [1.0, 0.85, 0.2, 1.0]],
-    "controls": [0.0, 0.25, 0.5, 0.75, 1.0],
+#: colormaps: a signed map (decoder weights, t, r) is shown as two layers over the same data, its positive
+#: part (black-red-yellow over [0, top]) and its negative part (cyan-blue-black over [-top, 0]); each colormap
+#: reaches black at zero and stays black past it, so with additive blending each part shows only its own
+#: sign, and a threshold is one contrast limit per part (see ``threshold.py``). Unsigned maps (counts, r²) are
+#: sequential from black.
+POSITIVE_COLORMAP = {
+    "name": "positive (red-yellow)",
+    "colors": [[0.0, 0.0, 0.0, 1.0], [1.0, 0.2, 0.0, 1.0], [1.0, 0.85, 0.2, 1.0]],
+    "controls": [0.0, 0.5, 1.0],
 }
+NEGATIVE_COLORMAP = {
+    "name": "negative (cyan-blue)",
+    "colors": [[0.2, 0.7, 1.0, 1.0], [0.0, 0.25, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]],
+    "controls": [0.0, 0.5, 1.0],
+}
+NEGATIVE_SUFFIX = " negative"
 UNSIGNED_COLORMAP = "inferno"
 MASK_COLORS = {None: "transparent", 1: [0.75, 0.75, 0.75, 1.0]}
 _ROI_TINTS = {"face": [1.0, 0.35, 0.35], "bod": [0.35, 1.0, 0.45], "place": [0.35, 0.6, 1.0],
@@ -57,7 +65,11 @@ def volume_layer(volume: np.ndarray, affine: np.ndarray, name: str, layer_type: 
 
 
 def map_kwargs(values: np.ndarray, signed: bool | None = None, percentile: float = 99.0) -> dict[str, Any]:
-    """Colormap, contrast limits and blending for a float map over the anatomy."""
+    """Colormap, contrast limits and blending for a float map over the anatomy.
+
+    For a signed map these are the display of its positive part: pass the layer data through
+    :func:`with_negative_parts` to add the negative part.
+    """
     finite = np.asarray(values)[np.isfinite(values)]
     nonzero = finite[finite != 0]
     if signed is None:
@@ -66,11 +78,37 @@ def map_kwargs(values: np.ndarray, signed: bool | None = None, percentile: float
         top = 1.0
     else:
         top = float(np.percentile(np.abs(nonzero), percentile)) or float(np.abs(nonzero).max()) or 1.0
-    if signed:
-        return dict(colormap=SIGNED_COLORMAP, contrast_limits=(-top, top), blending="additive", opacity=0.8)
+    if signed:  # the positive part; :func:`with_negative_parts` adds the negative one
+        return dict(colormap=POSITIVE_COLORMAP, contrast_limits=(0.0, top), blending="additive", opacity=0.8)
     low = float(nonzero.min()) if nonzero.size else 0.0
     return dict(colormap=UNSIGNED_COLORMAP, contrast_limits=(min(low, top * 0.5), top), blending="additive",
                 opacity=0.8)
+
+
+def with_negative_parts(layers: list[LayerData]) -> list[LayerData]:
+    """``layers`` with, after each signed map, its negative part: a layer over the same data.
+
+    The two parts are tagged with each other's name (``brain_concepts['pair']``) and ``part``
+    (``"positive"``/``"negative"``), so the threshold, the colour bar and the visibility act on both, and the
+    export writes the map once.
+    """
+    out: list[LayerData] = []
+    for data, kwargs, layer_type in layers:
+        out.append((data, kwargs, layer_type))
+        if layer_type != "image" or (kwargs.get("colormap") or {}) != POSITIVE_COLORMAP:
+            continue
+        tag = kwargs["metadata"]["brain_concepts"]
+        if "pair" in tag:  # its negative part is there already
+            continue
+        name = kwargs["name"]
+        top = float(kwargs["contrast_limits"][1])
+        negative = {**kwargs, "name": name + NEGATIVE_SUFFIX, "colormap": NEGATIVE_COLORMAP,
+                    "contrast_limits": (-top, 0.0),
+                    "metadata": {**kwargs["metadata"],
+                                 "brain_concepts": {**tag, "part": "negative", "pair": name}}}
+        tag.update(part="positive", pair=negative["name"])
+        out.append((data, negative, layer_type))
+    return out
 
 
 def anatomy_layer(subject: Subject) -> LayerData | None:
@@ -151,7 +189,7 @@ def study_layers(study: Study, subject_name: str | None = None, maps: dict[str, 
     truth = (study.truth or {}).get("regions", {}).get(subject.name)
     if truth:
         layers.append(region_layer(subject, truth))
-    return layers
+    return with_negative_parts(layers)
 
 
 def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "map",
@@ -202,7 +240,7 @@ def concept_layers(results_root: str | Path, subject: str, concept: str) -> list
     layers = _concept_masks(ResultsStore.open(results_root), subject, concept)
     for _, kwargs, _ in layers:
         kwargs["visible"] = True
-    return layers
+    return with_negative_parts(layers)
 
 
 def results_layers(results_root: str | Path, subject: str, concept: str | None = None) -> list[LayerData]:
@@ -234,4 +272,4 @@ def results_layers(results_root: str | Path, subject: str, concept: str | None =
                  next((i for i, n in enumerate(names) if " corr_" in n), 0))
     for i, (_, kwargs, _) in enumerate(layers):
         kwargs["visible"] = i == shown
-    return layers
+    return with_negative_parts(layers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layers import nifti_file_layer
+from .layers import nifti_file_layer, with_negative_parts
 
 _EXTENSIONS = (".nii", ".nii.gz")
 
@@ -39,4 +39,4 @@ def read_nifti(path):
             dtype = nib.load(str(p)).get_data_dtype() if p.is_file() else np.dtype(float)
             role = "roi" if np.issubdtype(dtype, np.integer) else "map"
         layers.append(nifti_file_layer(p, role=role))
-    return layers
+    return with_negative_parts(layers)

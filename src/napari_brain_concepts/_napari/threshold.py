@@ -1,15 +1,16 @@
-"""Threshold and colour bar of the map on show, changed through display attributes only.
+"""Threshold and colour bar of the map on show, changed through contrast limits only.
 
 A threshold ``t`` hides the voxels of a map whose value is below ``t`` (``|value| < t`` for a signed map) and
-leaves the layer's data alone, so napari never re-slices or re-uploads the volume:
+leaves the layer's data alone, so napari never re-slices or re-uploads the volume. Every map colormap is
+black at the contrast limit next to zero and clamps to black beyond it, which additive blending over the
+anatomy leaves invisible; a contrast limit is a shader uniform, the cheapest change napari has:
 
-- unsigned map: the low contrast limit becomes ``t`` (a shader uniform, the cheapest change napari has). The
-  map colormaps start at black, which additive blending over the anatomy leaves invisible.
-- signed map: the layer gets the map's own colormap with a transparent band over ``(-t, t)`` (in the layer's
-  contrast limits), and the colours outside the band unchanged. napari has no uniform for a two-sided cut, so
-  this swaps the colour lookup table (vispy relinks the layer's shader; no voxel data moves).
+- unsigned map, and the positive part of a signed map: the low contrast limit becomes ``t``;
+- the negative part of a signed map (a second layer over the same data, see
+  :func:`napari_brain_concepts._napari.layers.with_negative_parts`): the high contrast limit becomes ``-t``.
 
-The original display is kept in the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores it.
+The slider and the colour-bar switch act on both parts of a signed map, whichever is selected. The
+original limits are kept in the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     import napari
 
 MAP_ROLES = ("map", "prediction")
-TRANSPARENT = np.zeros(4, dtype=np.float32)
 
 
 def is_map_layer(layer: Any) -> bool:
@@ -37,77 +37,75 @@ def is_map_layer(layer: Any) -> bool:
     return bool(tag) and tag.get("role") in MAP_ROLES
 
 
+def _tag(layer: Any) -> dict:
+    return layer.metadata["brain_concepts"]
+
+
 def _state(layer: Any) -> dict:
-    """The layer's display before any threshold (recorded on first use)."""
-    tag = layer.metadata["brain_concepts"]
+    """The layer's contrast limits before any threshold (recorded on first use)."""
+    tag = _tag(layer)
     state = tag.get("threshold")
     if state is None:
         lo, hi = (float(v) for v in layer.contrast_limits)
-        state = {"value": 0.0, "signed": lo < 0.0 < hi, "low": lo, "colormap": layer.colormap.name}
+        state = {"value": 0.0, "low": lo, "high": hi}
         tag["threshold"] = state
     return state
+
+
+def parts(viewer: Any, layer: Any) -> list:
+    """``layer`` and, for a part of a signed map, the other part when the viewer holds it."""
+    pair = _tag(layer).get("pair")
+    if viewer is not None and pair and pair in viewer.layers:
+        return [layer, viewer.layers[pair]]
+    return [layer]
+
+
+def link_parts(viewer: Any, layer: Any) -> None:
+    """Tie the visibility, opacity and blending of a signed map's two parts (napari's ``link_layers``)."""
+    from napari.experimental import link_layers
+
+    if not is_map_layer(layer) or _tag(layer).get("linked"):
+        return
+    both = parts(viewer, layer)
+    if len(both) == 2:
+        link_layers(both, ("visible", "opacity", "blending"))
+        for part in both:
+            _tag(part)["linked"] = True
 
 
 def threshold_range(layer: Any) -> float:
     """Largest useful threshold of a map layer: the largest absolute value its contrast limits reach."""
     state = _state(layer)
     lo, hi = (float(v) for v in layer.contrast_limits)
-    return max(abs(state["low"]), abs(lo), abs(hi))
+    return max(abs(state["low"]), abs(state["high"]), abs(lo), abs(hi))
 
 
-def threshold_colormap(base: Any, limits: tuple[float, float], threshold: float, name: str) -> Any:
-    """``base`` (a napari Colormap) made transparent where ``|value| < threshold`` under ``limits``.
-
-    The control points of ``base`` are kept and the two band edges are added twice (a step), so every value
-    outside the band keeps exactly the colour ``base`` gives it.
-    """
-    from napari.utils.colormaps import Colormap
-
-    lo, hi = (float(v) for v in limits)
-    span = hi - lo if hi > lo else 1.0
-    a, b = (np.clip(np.array([-threshold, threshold]) - lo, 0.0, span) / span).tolist()
-    controls = np.asarray(base.controls, dtype=np.float64)
-    below, above = controls[controls < a], controls[controls > b]
-    new = np.concatenate([below, [a, a, b, b], above])
-    colors = np.asarray(base.map(new), dtype=np.float32).reshape(len(new), 4)
-    colors[len(below) + 1: len(below) + 3] = TRANSPARENT  # the band: from just after a to just before b
-    # a band that reaches an end of the range needs no step on that side
-    start = len(below) + 1 if a <= 0.0 else 0
-    stop = len(below) + 3 if b >= 1.0 else len(new)
-    new, colors = new[start:stop], colors[start:stop]
-    new[0], new[-1] = 0.0, 1.0
-    return Colormap(colors=colors, controls=new, name=name, interpolation="linear")
+def _apply(layer: Any, threshold: float) -> None:
+    state = _state(layer)
+    state["value"] = threshold
+    lo, hi = (float(v) for v in layer.contrast_limits)
+    if _tag(layer).get("part") == "negative":
+        limits = (lo, min(state["high"], max(-threshold, float(np.nextafter(lo, np.inf)))))
+    else:
+        limits = (max(state["low"], min(threshold, float(np.nextafter(hi, -np.inf)))), hi)
+    if tuple(layer.contrast_limits) != limits:
+        layer.contrast_limits = limits
 
 
-def set_threshold(layer: Any, threshold: float) -> None:
-    """Hide the voxels of map ``layer`` below ``threshold`` (in absolute value for a signed map)."""
-    from napari.utils.colormaps.colormap_utils import AVAILABLE_COLORMAPS, ensure_colormap
-
+def set_threshold(layer: Any, threshold: float, viewer: Any = None) -> None:
+    """Hide the voxels of map ``layer`` below ``threshold``; with ``viewer``, both parts of a signed map."""
     from ..core.errors import InputError
 
     threshold = float(threshold)
     if not np.isfinite(threshold) or threshold < 0:
         raise InputError("threshold", f"{threshold} is not a finite value ≥ 0", "give a threshold ≥ 0")
-    state = _state(layer)
-    state["value"] = threshold
-    if not state["signed"]:
-        hi = float(layer.contrast_limits[1])
-        low = max(state["low"], min(threshold, float(np.nextafter(hi, -np.inf))))
-        if layer.contrast_limits[0] != low:
-            layer.contrast_limits = (low, hi)
-        return
-    name = f"{layer.name} |value| ≥ threshold"
-    if layer.colormap.name not in (state["colormap"], name):  # the user chose another colormap since
-        state["colormap"] = layer.colormap.name
-    base = ensure_colormap(state["colormap"])
-    if threshold == 0.0:
-        cmap = base
-    else:
-        cmap = threshold_colormap(base, tuple(layer.contrast_limits), threshold, name)
-        # one registry entry per layer, replaced at each change (napari keeps every named colormap)
-        AVAILABLE_COLORMAPS.pop(name, None)
-        AVAILABLE_COLORMAPS[name] = cmap
-    layer.colormap = cmap
+    for part in parts(viewer, layer):
+        _apply(part, threshold)
+
+
+def forget_threshold(layer: Any) -> None:
+    """Drop the recorded display (after the layer's data and limits were replaced)."""
+    _tag(layer).pop("threshold", None)
 
 
 class MapDisplay(QWidget):
@@ -133,6 +131,7 @@ class MapDisplay(QWidget):
         self.slider.valueChanged.connect(self._on_slider)
         self.colorbar.toggled.connect(self._on_colorbar)
         viewer.layers.selection.events.active.connect(self._on_active)
+        viewer.layers.events.inserted.connect(lambda event: link_parts(self.viewer, event.value))
         self._on_active()
 
     def _on_active(self, event=None) -> None:
@@ -145,7 +144,7 @@ class MapDisplay(QWidget):
             self.name.setText("Select a map layer.")
             return
         self.name.setText(self.layer.name)
-        top = threshold_range(self.layer)
+        top = max(threshold_range(p) for p in parts(self.viewer, self.layer))
         value = _state(self.layer)["value"]
         self.slider.blockSignals(True)
         self.slider.setRange(0.0, top)
@@ -158,8 +157,9 @@ class MapDisplay(QWidget):
 
     def _on_slider(self, value: float) -> None:
         if self.layer is not None:
-            set_threshold(self.layer, value)
+            set_threshold(self.layer, value, self.viewer)
 
     def _on_colorbar(self, shown: bool) -> None:
         if self.layer is not None:
-            self.layer.colorbar.visible = shown
+            for part in parts(self.viewer, self.layer):
+                part.colorbar.visible = shown
