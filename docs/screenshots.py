@@ -34,6 +34,7 @@ def main() -> None:
 
     from napari_brain_concepts._napari import workers
     from napari_brain_concepts._napari.captions_widget import text_overlay
+    from napari_brain_concepts._napari.layers import NEGATIVE_SUFFIX
     from napari_brain_concepts._napari.session import get_session
     from napari_brain_concepts._napari.threshold import is_map_layer
 
@@ -63,6 +64,7 @@ def main() -> None:
     def show_only(*names: str, select: str | None = None, outlines: bool = True):
         """The anatomy, the fLoc ROI outlines (if ``outlines``) and the layers ``names``; the rest hidden."""
         keep = {layer("anatomy").name} | {layer(n).name for n in names}
+        keep |= {name + NEGATIVE_SUFFIX for name in keep}  # a signed map's negative part shows with it
         for lay in viewer.layers:
             tag = lay.metadata.get("brain_concepts", {}) if isinstance(lay.metadata, dict) else {}
             lay.visible = lay.name in keep or (outlines and tag.get("role") == "roi")
@@ -140,7 +142,7 @@ def main() -> None:
         export.export(folder)
         shot("widget_export", "Export")
 
-    maps = [lay.name for lay in viewer.layers if is_map_layer(lay)]
+    maps = [lay.name for lay in viewer.layers if is_map_layer(lay) and not lay.name.endswith(NEGATIVE_SUFFIX)]
     face_map = next((n for n in maps if n.endswith("encoding_r_captions")), maps[0])
     show_only(face_map, select=face_map)
     threshold(face_map, 0.25)
