@@ -23,6 +23,7 @@ from napari_brain_concepts.core.context import AnalysisContext
 from napari_brain_concepts.core.io.results import ResultsStore
 from napari_brain_concepts.core.pipeline import run_analysis
 from napari_brain_concepts.core.progress import run_to_end
+from napari_brain_concepts.core.summary import mask_summary
 from napari_brain_concepts.core.synthetic import make_synthetic_study
 
 
@@ -88,6 +89,9 @@ def test_concepts_not_planted_in_a_participant_are_not_decodable_from_any_mask_t
     shown = absent[["subject", "planted", "concept", "n_mask", "concept_r"]].to_dict("list")
     assert not absent["decodes_concept"].any(), shown
     assert (absent["concept_r"].fillna(-1.0) < threshold).all(), shown
+    # the demo's summary says so
+    line = next(x for x in mask_summary(run).splitlines() if x.startswith("each concept read out"))
+    assert f"not planted in a subject: 0 of {len(absent)} read out" in line, line
 
 
 def test_planted_concepts_are_decodable_from_their_masks(run):
