@@ -67,6 +67,7 @@ def main() -> None:
     from napari_brain_concepts._napari import workers
     from napari_brain_concepts._napari.display import add_layer_data
     from napari_brain_concepts._napari.layers import map_kwargs, volume_layer, with_negative_parts
+    from napari_brain_concepts._napari.threshold import parts
     from napari_brain_concepts.core.decoding.ridge import RidgeDecoder
     from napari_brain_concepts.core.progress import run_to_end
 
@@ -128,7 +129,8 @@ def main() -> None:
         return (time.perf_counter() - t0) * 1000
 
     signed, unsigned = viewer.layers["signed map"], viewer.layers["unsigned map"]
-    signed_parts = [signed, viewer.layers[signed.metadata["brain_concepts"]["pair"]]]
+    signed_parts = parts(viewer, signed)
+    assert len(signed_parts) == 2
     top = float(np.abs(maps["signed"]).max())
     levels = np.linspace(0.1, 0.6, 6)  # fractions of the slider's range, one change each
 

@@ -74,8 +74,9 @@ def test_the_one_participant_concept_gets_its_mask_there(run):
     assert animal.loc[here, "has_mask"].all() and animal.loc[here, "dice"].iloc[0] >= 0.6
 
 
-def test_concepts_not_planted_in_a_participant_are_not_decodable_from_any_mask_there(run):
-    """No mask reads a concept out where it was not planted (``concept_r`` below the masks' threshold).
+def test_concepts_not_planted_in_a_participant_are_not_decodable_from_their_masks_there(run):
+    """Where a concept was not planted, the masks of the component matched to it do not read it out (r below
+    the masks' threshold).
 
     Vehicle (no region anywhere) is handed c001 by the one-to-one matching: a mixed component whose negative
     end is relation. c001 has masks, in the relation region, and they read vehicle out at r < 0 (-0.32 to

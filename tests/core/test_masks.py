@@ -184,6 +184,9 @@ def test_masks_step_writes_nifti_in_subject_space(planted, tmp_path):
     assert here["decodes_concept"].all() and (here["concept_r"] >= 0.6).all(), here["concept_r"].tolist()
     assert not direct[~direct["planted_here"]]["decodes_concept"].any()
     assert direct[~direct["planted_here"]]["concept_r"].isna().all()  # no mask, nothing read out
+    # the best read-out over all of a subject's masks includes the concept's own mask
+    assert (here["any_mask_r"] >= here["concept_r"] - 1e-9).all()
+    assert (here["any_mask_concept"] == "truth-" + here["planted"]).mean() >= 0.9
 
 
 def test_masks_step_rejects_a_decoder_of_other_voxels(planted, tmp_path):

@@ -32,6 +32,11 @@ def test_open_sample_layers_line_up(make_napari_viewer):
     assert face_map.colormap.name == POSITIVE_COLORMAP["name"]
     face_negative = viewer.layers[face_map.name + NEGATIVE_SUFFIX]  # the map's negative part, same data
     assert face_negative.colormap.name == NEGATIVE_COLORMAP["name"] and face_negative.data is face_map.data
+    # napari added the sample's layers itself: the Study dock ties the two parts when it opens
+    viewer.window.add_plugin_dock_widget("napari-brain-concepts", "Study")
+    face_map.visible = False
+    assert not face_negative.visible
+    face_map.visible = True
     assert face_map.blending == "additive"
     np.testing.assert_allclose(face_map.scale, subject.voxel_size[::-1])
 

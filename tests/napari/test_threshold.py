@@ -52,6 +52,32 @@ def test_a_signed_map_comes_as_two_parts_over_the_same_data(make_napari_viewer):
     assert positive.opacity == pytest.approx(0.5)
 
 
+def test_parts_pair_by_id_not_by_name(make_napari_viewer, qtbot):
+    """Two maps of one name (napari renames the second "map [1]"): each part finds its own partner."""
+    viewer = make_napari_viewer()
+    data = np.linspace(-2, 2, 40, dtype=np.float32).reshape(2, 4, 5)
+    first = _map_layers(viewer, data, "map")
+    second = _map_layers(viewer, data.copy(), "map")
+    assert second[0].name != "map"  # renamed by napari
+    display = MapDisplay(viewer)
+    qtbot.addWidget(display)
+    viewer.layers.selection.active = second[0]
+    display.slider.setValue(1.0)
+    assert second[1].contrast_limits[1] == pytest.approx(-1.0)
+    assert first[1].contrast_limits[1] == pytest.approx(0.0) and first[0].contrast_limits[0] == 0.0
+    second[0].visible = False
+    assert not second[1].visible and first[0].visible and first[1].visible
+
+
+def test_a_map_of_negative_values_only_is_signed(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    data = -np.linspace(0.5, 2, 40, dtype=np.float32).reshape(2, 4, 5)
+    layers = _map_layers(viewer, data, "map")
+    assert len(layers) == 2
+    set_threshold(layers[0], 1.0, viewer)
+    assert layers[1].contrast_limits[1] == pytest.approx(-1.0)  # |value| ≥ 1 stays on show
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_slider_shows_the_voxels_masking_would_show_without_touching_data(make_napari_viewer, qtbot, signed):
     viewer = make_napari_viewer(show=True)

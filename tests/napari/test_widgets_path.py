@@ -102,8 +102,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     alignment.predict()
     qtbot.waitUntil(lambda: f"{subject.name} phrase map" in viewer.layers, timeout=60_000)
     phrase_map = viewer.layers[f"{subject.name} phrase map"]
-    if phrase_map.data.min() < 0 < phrase_map.data.max():  # a signed map: its negative part beside it
-        assert viewer.layers[f"{subject.name} phrase map negative"].data is phrase_map.data
+    assert phrase_map.data.min() < 0 < phrase_map.data.max()  # a predicted response: signed, in two parts
+    assert viewer.layers[f"{subject.name} phrase map negative"].data is phrase_map.data
 
     # switching participant keeps the derived layers of the new participant in view
     other = session.study.subject_names[1]

@@ -8,6 +8,7 @@ contribution and the reader.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def map_kwargs(values: np.ndarray, signed: bool | None = None, percentile: float
     finite = np.asarray(values)[np.isfinite(values)]
     nonzero = finite[finite != 0]
     if signed is None:
-        signed = bool(nonzero.size and nonzero.min() < 0 < nonzero.max())
+        signed = bool(nonzero.size and nonzero.min() < 0)  # a map of negative values only too
     if nonzero.size == 0:
         top = 1.0
     else:
@@ -88,7 +89,7 @@ def map_kwargs(values: np.ndarray, signed: bool | None = None, percentile: float
 def with_negative_parts(layers: list[LayerData]) -> list[LayerData]:
     """``layers`` with, after each signed map, its negative part: a layer over the same data.
 
-    The two parts are tagged with each other's name (``brain_concepts['pair']``) and ``part``
+    The two parts share an id (``brain_concepts['pair']``) and are tagged with their ``part``
     (``"positive"``/``"negative"``), so the threshold, the colour bar and the visibility act on both, and the
     export writes the map once.
     """
@@ -100,13 +101,13 @@ def with_negative_parts(layers: list[LayerData]) -> list[LayerData]:
         tag = kwargs["metadata"]["brain_concepts"]
         if "pair" in tag:  # its negative part is there already
             continue
-        name = kwargs["name"]
+        pair = uuid.uuid4().hex  # names can clash (napari renames the second "X" to "X [1]"): an id cannot
         top = float(kwargs["contrast_limits"][1])
-        negative = {**kwargs, "name": name + NEGATIVE_SUFFIX, "colormap": NEGATIVE_COLORMAP,
+        negative = {**kwargs, "name": kwargs["name"] + NEGATIVE_SUFFIX, "colormap": NEGATIVE_COLORMAP,
                     "contrast_limits": (-top, 0.0),
                     "metadata": {**kwargs["metadata"],
-                                 "brain_concepts": {**tag, "part": "negative", "pair": name}}}
-        tag.update(part="positive", pair=negative["name"])
+                                 "brain_concepts": {**tag, "part": "negative", "pair": pair}}}
+        tag.update(part="positive", pair=pair)
         out.append((data, negative, layer_type))
     return out
 
@@ -264,7 +265,8 @@ def results_layers(results_root: str | Path, subject: str, concept: str | None =
     for n, p in store.shared_maps().items():
         # the shared step names its concepts "shared-00"…: no second "shared" in front
         data, kwargs, _ = nifti_file_layer(p, None, "map", n if n.startswith("shared") else f"shared {n}")
-        kwargs.update(colormap="viridis", contrast_limits=(0, max(1.0, float(np.max(data)))))
+        # a count from 0: a colormap from black, which additive blending and the threshold hide
+        kwargs.update(colormap=UNSIGNED_COLORMAP, contrast_limits=(0, max(1.0, float(np.max(data)))))
         layers.append((data, kwargs, "image"))
     # one map at a time over the anatomy: the first concept map (else the first map) starts visible
     names = [kw["name"] for _, kw, _ in layers]

@@ -1,16 +1,18 @@
 """Threshold and colour bar of the map on show, changed through contrast limits only.
 
 A threshold ``t`` hides the voxels of a map whose value is below ``t`` (``|value| < t`` for a signed map) and
-leaves the layer's data alone, so napari never re-slices or re-uploads the volume. Every map colormap is
-black at the contrast limit next to zero and clamps to black beyond it, which additive blending over the
+leaves the layer's data alone, so napari never re-slices or re-uploads the volume. The plugin's map colormaps
+are black at the contrast limit next to zero and clamp to black beyond it, which additive blending over the
 anatomy leaves invisible; a contrast limit is a shader uniform, the cheapest change napari has:
 
 - unsigned map, and the positive part of a signed map: the low contrast limit becomes ``t``;
 - the negative part of a signed map (a second layer over the same data, see
   :func:`napari_brain_concepts._napari.layers.with_negative_parts`): the high contrast limit becomes ``-t``.
 
-The slider and the colour-bar switch act on both parts of a signed map, whichever is selected. The
-original limits are kept in the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores them.
+The colour ramp then starts at ``t`` (a voxel just above the threshold is dark). The slider and the
+colour-bar switch act on both parts of a signed map, whichever is selected. The original limits are kept in
+the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores them. A colormap the user picks
+from napari's list need not start at black: the voxels below ``t`` then show in its first colour.
 """
 
 from __future__ import annotations
@@ -53,24 +55,32 @@ def _state(layer: Any) -> dict:
 
 
 def parts(viewer: Any, layer: Any) -> list:
-    """``layer`` and, for a part of a signed map, the other part when the viewer holds it."""
-    pair = _tag(layer).get("pair")
-    if viewer is not None and pair and pair in viewer.layers:
-        return [layer, viewer.layers[pair]]
-    return [layer]
+    """``layer`` and, for a part of a signed map, the other part when the viewer holds it.
+
+    The other part carries the same ``pair`` id, the other ``part`` tag and the very same data array (a
+    duplicated layer, which copies the tags, is no part of the pair).
+    """
+    tag = _tag(layer)
+    pair = tag.get("pair")
+    if viewer is None or not pair:
+        return [layer]
+    others = [other for other in viewer.layers
+              if other is not layer and isinstance(other.metadata, dict)
+              and (other.metadata.get("brain_concepts") or {}).get("pair") == pair
+              and other.metadata["brain_concepts"].get("part") != tag.get("part")
+              and other.data is layer.data]
+    return [layer, others[0]] if len(others) == 1 else [layer]
 
 
 def link_parts(viewer: Any, layer: Any) -> None:
-    """Tie the visibility, opacity and blending of a signed map's two parts (napari's ``link_layers``)."""
+    """Tie the visibility, opacity and blending of a signed map's two parts (napari's ``link_layers``,
+    which ignores links already made)."""
     from napari.experimental import link_layers
 
-    if not is_map_layer(layer) or _tag(layer).get("linked"):
-        return
-    both = parts(viewer, layer)
-    if len(both) == 2:
-        link_layers(both, ("visible", "opacity", "blending"))
-        for part in both:
-            _tag(part)["linked"] = True
+    if is_map_layer(layer):
+        both = parts(viewer, layer)
+        if len(both) == 2:
+            link_layers(both, ("visible", "opacity", "blending"))
 
 
 def threshold_range(layer: Any) -> float:
@@ -131,7 +141,10 @@ class MapDisplay(QWidget):
         self.slider.valueChanged.connect(self._on_slider)
         self.colorbar.toggled.connect(self._on_colorbar)
         viewer.layers.selection.events.active.connect(self._on_active)
+        # the parts of maps added by napari itself (reader, sample) are tied here
         viewer.layers.events.inserted.connect(lambda event: link_parts(self.viewer, event.value))
+        for layer in list(viewer.layers):
+            link_parts(viewer, layer)
         self._on_active()
 
     def _on_active(self, event=None) -> None:

@@ -64,15 +64,19 @@ def mask_summary(ctx: AnalysisContext) -> str | None:
     if df is None or "dice" not in df:
         return None
     out = "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(_dice_by_subject(df))
-    if "concept_r" in df and "decodes_concept" in df:
+    if "concept_r" in df and "any_mask_r" in df:
         here = df["planted_here"].astype(str).str.lower() == "true"
-        decodes = df["decodes_concept"].astype(str).str.lower() == "true"
-        absent_r = df.loc[~here, "concept_r"].dropna()
-        out += (f"\neach concept read out through its mask (r with its planted feature): planted "
-                f"{df.loc[here, 'concept_r'].min():.2f} to {df.loc[here, 'concept_r'].max():.2f}; "
-                f"not planted in a subject: {int((decodes & ~here).sum())} of {int((~here).sum())} read out "
-                f"at the masks' threshold or above"
-                + (f" (masks there: r {absent_r.min():.2f} to {absent_r.max():.2f})" if len(absent_r) else ""))
+        planted_r = df.loc[here, "concept_r"]
+        absent_r = df.loc[~here, "any_mask_r"]
+        out += "\neach concept read out through the masks (r with its planted feature): planted, own mask "
+        out += (f"{planted_r.min():.2f} to {planted_r.max():.2f}" if planted_r.notna().any() else "none")
+        if planted_r.isna().any():
+            out += f" ({int(planted_r.isna().sum())} without a mask)"
+        if (~here).any():
+            decodes = df["decodes_concept"].astype(str).str.lower() == "true"
+            out += (f"; not planted in a subject: {int((decodes & ~here).sum())} of {int((~here).sum())} read out "
+                    f"through their own masks at the masks' threshold or above (the best of any mask there: "
+                    + (f"{absent_r.max():.2f})" if absent_r.notna().any() else "no mask)"))
     direct = _table(ctx, "mask_truth_directions")
     if direct is not None and "dice" in direct:
         here = direct["planted_here"].astype(str).str.lower() == "true"

@@ -6,13 +6,19 @@ For every subject and planted concept the hard mask of the matched component is 
 region where the concept was planted (Dice), and the concept itself is read out through the mask: the
 held-out Pearson r of the masked read-out with the concept's generative feature (``concept_r``).
 
-A concept not planted in a subject must not be decodable there: no mask of that subject may read it out
-at ``concept_r`` ≥ the masks' decodability threshold (``min_decodability``, 0.3). Whether the matched
+A concept not planted in a subject must not be decodable there: the masks of the component matched to it
+must not read it out at r ≥ the masks' decodability threshold (``min_decodability``, 0.3). Whether that
 component has a mask is not the test: a concept no brain carries has no component of its own, and the
 one-to-one matching hands it a left-over component that is about other concepts. On the default study
-(seed 0) vehicle, which has no region, gets c001 (r = 0.47 with vehicle), whose positive end reads
-"car, toy, vehicle" and whose negative end reads "table, top": c001 is decodable through the relation
-region and has masks there, and those masks read vehicle out at r = −0.32 to −0.15; planted concepts read out through their masks at 0.67–0.94.
+(seed 0) vehicle, which has no region, gets c001 (r = 0.47 with vehicle), whose positive end reads "car,
+toy, vehicle" and whose negative end reads "table, top": c001 is decodable through the relation region and
+has masks there, and those masks read vehicle out at r = −0.32 to −0.15. Planted concepts read out through
+their own masks at 0.67–0.94.
+
+``any_mask_r`` reports the best read-out of the concept through any of the subject's masks, whichever
+component they belong to. It is not held to the threshold: other concepts' masks can carry part of a
+concept that no region was planted for (on study seed 1, one component's masks read vehicle out at
+r = 0.39–0.47).
 """
 
 from __future__ import annotations
@@ -99,7 +105,9 @@ def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[st
     Rows: ``subject``, ``planted``, ``concept``, ``planted_here`` (the concept has a region in this subject),
     ``decodability``, ``has_mask``, ``n_mask``, ``n_region``, ``dice`` (NaN where nothing was planted),
     ``concept_r`` (Pearson r of the masked read-out with the planted concept's generative feature over the
-    held-out trials; NaN without a mask) and ``decodes_concept`` (a mask with ``concept_r ≥ min_r``).
+    held-out trials; NaN without a mask), ``decodes_concept`` (a mask with ``concept_r ≥ min_r``), and
+    ``any_mask_r``/``any_mask_concept``: the highest such r over all the subject's masks, of any component,
+    and whose mask it is (NaN/empty when the subject has no mask).
     """
     truth = _truth(study)
     regions = truth.get("regions", {})
@@ -110,6 +118,7 @@ def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[st
     for subject, hard in hard_masks.items():
         subj = study.subject(subject)
         trial_rows, readout = readouts[subject]
+        with_mask = np.flatnonzero(np.asarray(decodable[subject], dtype=bool) & np.asarray(hard, dtype=bool).any(1))
         for _, m in matches.iterrows():
             k = index[m["concept"]]
             region_vol = regions.get(subject, {}).get(m["planted"])
@@ -117,8 +126,9 @@ def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[st
             planted_here = region is not None and bool(region.any())
             mask = np.asarray(hard[k], dtype=bool)
             has_mask = bool(decodable[subject][k] and mask.any())
-            concept_r = _pearson(readout[k], features[trial_rows, feature_index[m["planted"]]]) \
-                if has_mask else float("nan")
+            feature = features[trial_rows, feature_index[m["planted"]]]
+            concept_r = _pearson(readout[k], feature) if has_mask else float("nan")
+            every = np.array([_pearson(readout[j], feature) for j in with_mask])
             rows.append({
                 "subject": subject, "planted": m["planted"], "concept": m["concept"],
                 "planted_here": planted_here,
@@ -129,6 +139,8 @@ def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[st
                 "dice": dice(mask, region) if planted_here else float("nan"),
                 "concept_r": concept_r,
                 "decodes_concept": bool(has_mask and concept_r >= min_r),
+                "any_mask_r": float(every.max()) if every.size else float("nan"),
+                "any_mask_concept": concepts[with_mask[every.argmax()]] if every.size else "",
             })
     return pd.DataFrame(rows)
 
