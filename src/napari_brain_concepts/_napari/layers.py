@@ -97,7 +97,7 @@ def with_negative_parts(layers: list[LayerData]) -> list[LayerData]:
     for data, kwargs, layer_type in layers:
         out.append((data, kwargs, layer_type))
         if layer_type != "image" or (kwargs.get("colormap") or {}) != POSITIVE_COLORMAP:
-            continue
+            continue  # not a signed map (map_kwargs gives a signed map's positive part this colormap)
         tag = kwargs["metadata"]["brain_concepts"]
         if "pair" in tag:  # its negative part is there already
             continue

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..decoding.metrics import pearson_per_dimension
 from ..errors import InputError
 from ..study import Study
 from .masks import dice
@@ -127,8 +128,10 @@ def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[st
             mask = np.asarray(hard[k], dtype=bool)
             has_mask = bool(decodable[subject][k] and mask.any())
             feature = features[trial_rows, feature_index[m["planted"]]]
-            concept_r = _pearson(readout[k], feature) if has_mask else float("nan")
-            every = np.array([_pearson(readout[j], feature) for j in with_mask])
+            # r of every concept's masked read-out with the feature (0 for a constant read-out)
+            r = pearson_per_dimension(readout.T, np.broadcast_to(feature[:, None], readout.T.shape))
+            concept_r = float(r[k]) if has_mask else float("nan")
+            every = r[with_mask]
             rows.append({
                 "subject": subject, "planted": m["planted"], "concept": m["concept"],
                 "planted_here": planted_here,
@@ -143,14 +146,6 @@ def mask_truth_table(study: Study, matches: pd.DataFrame, hard_masks: Mapping[st
                 "any_mask_concept": concepts[with_mask[every.argmax()]] if every.size else "",
             })
     return pd.DataFrame(rows)
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of two vectors; 0 where either is constant."""
-    a = np.asarray(a, dtype=np.float64) - np.mean(a)
-    b = np.asarray(b, dtype=np.float64) - np.mean(b)
-    denom = float(np.sqrt((a @ a) * (b @ b)))
-    return float(a @ b / denom) if denom > 0 else 0.0
 
 
 def truth_figure(table: pd.DataFrame):
