@@ -17,8 +17,8 @@ their own masks at 0.67–0.94.
 
 ``any_mask_r`` reports the best read-out of the concept through any of the subject's masks, whichever
 component they belong to. It is not held to the threshold: other concepts' masks can carry part of a
-concept that no region was planted for (on study seed 1, one component's masks read vehicle out at
-r = 0.39–0.47).
+concept that no region was planted for (on study seed 1, the best mask in each participant reads vehicle
+out at r = 0.39–0.47).
 """
 
 from __future__ import annotations
