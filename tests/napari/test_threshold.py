@@ -14,13 +14,18 @@ from napari_brain_concepts._napari.threshold import MapDisplay, set_threshold
 from napari_brain_concepts.core.errors import InputError
 
 
-def _map_layers(viewer, data, name):
-    """A map as the plugin adds it: one layer, or a signed map's two parts."""
-    from napari_brain_concepts._napari.display import add_layer_data
+def _map_data(data, name):
+    """A map's layer data as the plugin makes them: one layer, or a signed map's two parts."""
     from napari_brain_concepts._napari.layers import with_negative_parts
 
     kwargs = dict(map_kwargs(data), name=name, metadata=plugin_tag("sub-01", "map"), interpolation2d="nearest")
-    return add_layer_data(viewer, with_negative_parts([(data, kwargs, "image")]))
+    return with_negative_parts([(data, kwargs, "image")])
+
+
+def _map_layers(viewer, data, name):
+    from napari_brain_concepts._napari.display import add_layer_data
+
+    return add_layer_data(viewer, _map_data(data, name))
 
 
 def _map_layer(viewer, data, name):
@@ -117,6 +122,34 @@ def test_slider_shows_the_voxels_masking_would_show_without_touching_data(make_n
 
     display.slider.setValue(0.0)  # back to the original display
     assert [tuple(layer.contrast_limits) for layer in layers] == [pytest.approx(lim) for lim in limits]
+
+
+def test_new_data_in_a_map_keeps_its_threshold_and_the_slider_follows(make_napari_viewer, qtbot):
+    """The phrase map's next phrase: new data in the same two parts, the threshold kept, the slider's range
+    refreshed; a map that becomes unsigned loses its negative part."""
+    from napari_brain_concepts._napari.display import replace_layer_data
+
+    viewer = make_napari_viewer()
+    data = np.linspace(-2, 2, 40, dtype=np.float32).reshape(2, 4, 5)
+    layers = _map_layers(viewer, data, "phrase map")
+    display = MapDisplay(viewer)
+    qtbot.addWidget(display)
+    viewer.layers.selection.active = layers[1]
+    display.slider.setValue(1.0)
+    assert display.slider.maximum() == pytest.approx(2.0)
+
+    kept = replace_layer_data(viewer, _map_data(3 * data, "phrase map"))
+    assert kept == layers and all(layer.data is kept[0].data for layer in kept)
+    assert kept[0].data.max() == pytest.approx(6.0)
+    assert kept[0].contrast_limits[0] == pytest.approx(1.0) and kept[1].contrast_limits[1] == pytest.approx(-1.0)
+    qtbot.waitUntil(lambda: display.slider.maximum() == pytest.approx(6.0))
+    assert display.slider.value() == pytest.approx(1.0)
+    display.slider.setValue(0.0)  # the new map's own limits come back
+    assert tuple(kept[0].contrast_limits) == pytest.approx((0.0, 6.0))
+    assert tuple(kept[1].contrast_limits) == pytest.approx((-6.0, 0.0))
+
+    (unsigned,) = replace_layer_data(viewer, _map_data(np.abs(data), "phrase map"))
+    assert [layer.name for layer in viewer.layers] == ["phrase map"] and unsigned.data.min() >= 0
 
 
 def test_threshold_rejects_a_negative_value(make_napari_viewer):

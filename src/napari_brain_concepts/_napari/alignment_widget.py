@@ -88,25 +88,10 @@ class AlignmentWidget(StepWidget):
         workers.start(model.predict_map, text, on_return=lambda values: self._show_prediction(values, subject))
 
     def _show_prediction(self, values, subject) -> None:
-        from .display import add_layer_data
-        from .layers import NEGATIVE_SUFFIX, values_map_layer, with_negative_parts
-        from .threshold import forget_threshold, set_threshold
+        from .display import replace_layer_data
+        from .layers import values_map_layer, with_negative_parts
 
-        new = with_negative_parts([values_map_layer(subject, values, "phrase map", role="prediction")])
-        main = new[0][1]["name"]
-        old = [layer for layer in self.viewer.layers if layer.name in (main, main + NEGATIVE_SUFFIX)]
-        if sorted(layer.name for layer in old) == sorted(kw["name"] for _, kw, _ in new):
-            # the same layers: new data in place, the display and the threshold kept
-            for data, kwargs, _ in new:
-                layer = self.viewer.layers[kwargs["name"]]
-                value = (layer.metadata["brain_concepts"].get("threshold") or {}).get("value", 0.0)
-                forget_threshold(layer)
-                layer.data = data
-                layer.contrast_limits = kwargs["contrast_limits"]
-                if value:
-                    set_threshold(layer, value)
-        else:  # a first phrase, or a signed map after an unsigned one (or back)
-            for layer in old:
-                self.viewer.layers.remove(layer)
-            add_layer_data(self.viewer, new)
+        # the same layers get the new data (display and threshold kept) unless the map changed sign
+        replace_layer_data(self.viewer,
+                           with_negative_parts([values_map_layer(subject, values, "phrase map", role="prediction")]))
         self.status.setText(f"Predicted map of “{self.phrase.text().strip()}”.")

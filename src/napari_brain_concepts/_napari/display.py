@@ -21,6 +21,40 @@ def add_layer_data(viewer, layer_data: Iterable[tuple]) -> list:
     return added
 
 
+def replace_layer_data(viewer, layer_data: list[tuple]) -> list:
+    """Show ``layer_data`` in place of the layers of the same names (a map's two parts count as one).
+
+    When the viewer holds exactly these layers, the new data go into them and their display (colormap,
+    opacity, a threshold) is kept; otherwise (a first showing, or a map that became signed or unsigned) the
+    old layers are removed and the new ones added.
+    """
+    from .layers import NEGATIVE_SUFFIX
+    from .threshold import forget_threshold, is_map_layer, set_threshold
+
+    names = [kwargs["name"] for _, kwargs, _ in layer_data]
+    family = {n.removesuffix(NEGATIVE_SUFFIX) for n in names}
+    family |= {n + NEGATIVE_SUFFIX for n in family}
+    old = [layer for layer in viewer.layers if layer.name in family]
+    if sorted(layer.name for layer in old) != sorted(names):
+        for layer in old:
+            viewer.layers.remove(layer)
+        return add_layer_data(viewer, layer_data)
+    kept = []
+    for data, kwargs, _ in layer_data:
+        layer = viewer.layers[kwargs["name"]]
+        value = 0.0
+        if is_map_layer(layer):
+            value = (layer.metadata["brain_concepts"].get("threshold") or {}).get("value", 0.0)
+            forget_threshold(layer)
+        layer.data = data
+        if "contrast_limits" in kwargs:
+            layer.contrast_limits = kwargs["contrast_limits"]
+        if value:
+            set_threshold(layer, value)
+        kept.append(layer)
+    return kept
+
+
 def sync_results(viewer, session) -> list:
     """Add the layers of the session's results folder, for the participant on show, that are not shown yet."""
     from ..core.io.results import ResultsStore

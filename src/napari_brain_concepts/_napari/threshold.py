@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QWidget
 
 if TYPE_CHECKING:
@@ -127,6 +127,10 @@ class MapDisplay(QWidget):
 
         self.viewer = viewer
         self.layer = None
+        self._watched = None  # the layer whose data changes refresh the slider's range
+        self._refresh = QTimer(self)
+        self._refresh.setSingleShot(True)
+        self._refresh.timeout.connect(self._on_active)
         self.name = QLabel("Select a map layer.")
         self.name.setWordWrap(True)
         self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
@@ -150,6 +154,12 @@ class MapDisplay(QWidget):
     def _on_active(self, event=None) -> None:
         layer = self.viewer.layers.selection.active
         self.layer = layer if layer is not None and is_map_layer(layer) else None
+        if self._watched is not self.layer:
+            if self._watched is not None:
+                self._watched.events.data.disconnect(self._on_data)
+            self._watched = self.layer
+            if self.layer is not None:
+                self.layer.events.data.connect(self._on_data)
         enabled = self.layer is not None
         for w in (self.slider, self.colorbar):
             w.setEnabled(enabled)
@@ -167,6 +177,11 @@ class MapDisplay(QWidget):
         self.colorbar.blockSignals(True)
         self.colorbar.setChecked(bool(self.layer.colorbar.visible))
         self.colorbar.blockSignals(False)
+
+    def _on_data(self, event=None) -> None:
+        """New data in the selected map (e.g. the next phrase map): refresh the range once the change is done
+        (the code that sets the data sets the contrast limits and the threshold right after)."""
+        self._refresh.start(0)
 
     def _on_slider(self, value: float) -> None:
         if self.layer is not None:
