@@ -183,6 +183,13 @@ def _results_other_parameters(tmp: Path):
     ResultsStore.create(tmp / "results", parameters={"decode": {"cv": 5}}, resume=True)
 
 
+def _results_other_study(tmp: Path):
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    ResultsStore.create(tmp / "results", study="synthetic-default-seed0")
+    ResultsStore.create(tmp / "results", study="synthetic-tiny-seed0", resume=True)
+
+
 def _int16_overflow(tmp: Path):
     from napari_brain_concepts.core.io.results import ResultsStore
 
@@ -265,6 +272,8 @@ CASES = [
     ("results-newer-version", _results_newer,
      r"manifest\.json: was written by a newer version of the format \(99 > 1\)"),
     ("results-resume-other-parameters", _results_other_parameters, r"manifest\.json: was written with other parameters"),
+    ("results-resume-other-study", _results_other_study,
+     r"manifest\.json: holds the results of study 'synthetic-default-seed0', not of 'synthetic-tiny-seed0'"),
     ("int16-overflow", _int16_overflow, r"face\.nii\.gz: values up to 40000 do not fit int16"),
     # distributed (core/distributed.py)
     ("scheduler-silent", lambda t: _scheduler_silent(), r"parameter scheduler: no dask scheduler answers at"),

@@ -49,3 +49,33 @@ def test_study_widget_reports_a_bad_folder(make_napari_viewer, qtbot, tmp_path):
     assert len(messages) == 1
     assert "study.json" in str(messages[0])
     assert widget.study is None and len(viewer.layers) == 0
+
+
+def test_a_new_study_starts_a_new_analysis_and_results_of_another_study_are_refused(make_napari_viewer, qtbot,
+                                                                                     tmp_path):
+    """Opened results stay with their study: loading another study does not write into them, and results of
+    another study cannot be shown over the one on show."""
+    import pytest
+
+    from napari_brain_concepts._napari.session import get_session
+    from napari_brain_concepts.core.errors import InputError
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    other = ResultsStore.create(tmp_path / "other", study="synthetic-default-seed0")
+    mine = ResultsStore.create(tmp_path / "mine", study="synthetic-tiny-seed0")
+    mine.update(synthetic_size="tiny", synthetic_seed=0)
+    widget.open_results(mine.root)  # no study yet: its own (synthetic tiny, seed 0) is built
+    qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
+    assert get_session(viewer).results_dir == mine.root
+    with pytest.raises(InputError, match="holds the results of study 'synthetic-default-seed0', not of the study"):
+        widget.open_results(other.root)
+    assert get_session(viewer).results_dir == mine.root
+    widget.load_synthetic(size="tiny", seed=1)  # another study: a new analysis, not the opened folder
+    qtbot.waitUntil(lambda: widget.study is not None and widget.study.name.endswith("seed1"), timeout=600_000)
+    assert get_session(viewer).results_dir is None
+    context = get_session(viewer).ensure_context()
+    assert context.store.root != mine.root
+    assert ResultsStore.open(mine.root).manifest["study"] == "synthetic-tiny-seed0"

@@ -89,30 +89,42 @@ class StudyWidget(QWidget):
         self.session = get_session(napari_viewer)
 
     # -- actions (also the widget's API for scripts and tests) -----------------------------------------
-    def open_study(self, path: str | Path):
-        """Read a study folder in the background, then show its first participant."""
+    def open_study(self, path: str | Path, results: str | Path | None = None):
+        """Read a study folder in the background, then show its first participant.
+
+        A new study starts a new analysis (in a temporary folder) unless ``results`` names its results folder.
+        """
         from ..core.io.study_folder import read_study
 
+        self.results = Path(results) if results is not None else None
         self.status.setText(f"Reading {path} …")
         return self._start(read_study, Path(path))
 
-    def load_synthetic(self, size: str = "tiny", seed: int = 0):
+    def load_synthetic(self, size: str = "tiny", seed: int = 0, results: str | Path | None = None):
+        """Build the synthetic study in the background (a new analysis unless ``results`` is its results folder)."""
         from ..core.synthetic import make_synthetic_study
 
+        self.results = Path(results) if results is not None else None
         self.status.setText("Building the synthetic study …")
         return self._start(make_synthetic_study, seed=seed, size=size)
 
     def open_results(self, path: str | Path):
-        """Show the maps and masks of a results folder over the current study."""
+        """Show the maps and masks of a results folder over the current study (with none loaded, its own)."""
+        from ..core.errors import InputError
         from ..core.io.results import ResultsStore
 
-        ResultsStore.open(path)  # validates before anything changes
-        self.results = Path(path)
+        store = ResultsStore.open(path)  # validates before anything changes
         if self.study is None:
-            study_path = self._study_of_results(self.results)
+            study_path = self._study_of_results(Path(path))
             if study_path is None:
-                return self.load_synthetic(*self._synthetic_of_results(self.results))
-            return self.open_study(study_path)
+                return self.load_synthetic(*self._synthetic_of_results(Path(path)), results=path)
+            return self.open_study(study_path, results=path)
+        made_from = store.manifest.get("study")
+        if made_from not in (None, self.study.name):
+            raise InputError(store.root / "manifest.json", f"holds the results of study {made_from!r}, not of "
+                             f"the study on show ({self.study.name!r})", "open the results of this study, or "
+                             "open them in a new viewer, where they bring their own study")
+        self.results = Path(path)
         self.session.results_dir = self.results
         self.session.context = None
         self.show_subject(self.subject)

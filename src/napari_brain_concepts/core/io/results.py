@@ -87,6 +87,10 @@ class ResultsStore:
         if (root / "manifest.json").is_file():
             manifest = store.manifest  # validates version
             if resume:
+                if study is not None and manifest.get("study") not in (None, study):
+                    raise InputError(root / "manifest.json", f"holds the results of study {manifest['study']!r}, "
+                                     f"not of {study!r}", "continue it with its own study, or write the results "
+                                     "of this study to a new folder")
                 if parameters is not None and manifest.get("parameters") not in ({}, None, _jsonable(parameters)):
                     raise InputError(root / "manifest.json", "was written with other parameters",
                                      "resume with the same parameters or write to a new folder")
