@@ -126,6 +126,11 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
         name = layer.name.removeprefix(f"{subj} ").replace(" ", "_")
         exported = nib.load(tmp_path / "export" / subj / f"{name}.nii.gz").get_fdata()
         assert exported.min() < 0 < exported.max(), layer.name
+    # the selected concept's soft mask (a map) and hard mask (labels) are two files
+    soft = nib.load(tmp_path / "export" / other / f"mask_{ids[1]}.nii.gz").get_fdata()
+    hard = nib.load(tmp_path / "export" / other / f"mask_{ids[1]}_hard.nii.gz").get_fdata()
+    assert set(np.unique(hard)) <= {0, 1} and not np.array_equal(soft, hard)
+    assert len(set(niftis)) == len(niftis)
     for path in niftis:
         subj = path.parent.name
         if subj in session.study.subjects:

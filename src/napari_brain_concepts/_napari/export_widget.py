@@ -24,7 +24,8 @@ _DERIVED_ROLES = ("map", "mask", "prediction")
 def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None) -> list[Path]:
     """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures.
 
-    Layers go to ``folder/SUBJ/NAME.nii.gz`` (a signed map once, from the layer of its positive part, which
+    Layers go to ``folder/SUBJ/NAME.nii.gz`` (spaces as underscores; a concept's hard mask, whose name would
+    give the file of its soft mask, as ``NAME_hard.nii.gz``; a signed map once, from the layer of its positive part, which
     holds the whole map) through the NIfTI writer, so each keeps the affine and header of
     the participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
     """
@@ -34,6 +35,7 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
 
     folder = Path(folder)
     written: list[Path] = []
+    targets: dict[Path, str] = {}  # file → the layer written there
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
         if not tag or tag.get("role") not in _DERIVED_ROLES or tag.get("part") == "negative":
@@ -41,6 +43,15 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         subject = tag.get("subject") or "shared"
         name = layer.name.removeprefix(f"{subject} ").replace(" ", "_").replace("/", "_")
         target = folder / subject / f"{name}.nii.gz"
+        # names that differ only by a space or a slash (a concept's soft "mask_c003" and hard "mask c003")
+        # get "_hard" (a mask) or the layer's role, then a number, so that no layer's file overwrites another's
+        role = tag.get("role")
+        extras = ["_hard" if role == "mask" else f"_{role}", *(f"_{i}" for i in range(2, len(viewer.layers) + 2))]
+        for extra in extras:
+            if target not in targets:
+                break
+            target = folder / subject / f"{name}{extra}.nii.gz"
+        targets[target] = layer.name
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = write_labels if isinstance(layer, Labels) else write_image
         written += [Path(p) for p in writer(str(target), layer.data, layer.as_layer_data_tuple()[1])]
