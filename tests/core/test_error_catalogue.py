@@ -190,6 +190,14 @@ def _results_other_study(tmp: Path):
     ResultsStore.create(tmp / "results", study="synthetic-tiny-seed0", resume=True)
 
 
+def _results_into_the_study(tmp: Path):
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    (tmp / "study").mkdir()
+    (tmp / "study" / "study.json").write_text("{}")
+    ResultsStore.create(tmp / "study")
+
+
 def _int16_overflow(tmp: Path):
     from napari_brain_concepts.core.io.results import ResultsStore
 
@@ -274,6 +282,7 @@ CASES = [
     ("results-resume-other-parameters", _results_other_parameters, r"manifest\.json: was written with other parameters"),
     ("results-resume-other-study", _results_other_study,
      r"manifest\.json: holds the results of study 'synthetic-default-seed0', not of 'synthetic-tiny-seed0'"),
+    ("results-into-the-study-folder", _results_into_the_study, r"study: is a study folder \(it holds study\.json\)"),
     ("int16-overflow", _int16_overflow, r"face\.nii\.gz: values up to 40000 do not fit int16"),
     # distributed (core/distributed.py)
     ("scheduler-silent", lambda t: _scheduler_silent(), r"parameter scheduler: no dask scheduler answers at"),

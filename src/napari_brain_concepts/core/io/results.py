@@ -84,6 +84,9 @@ class ResultsStore:
         root = store.root
         if root.exists() and not root.is_dir():
             raise InputError(root, "exists and is not a folder", "choose a folder path for --out")
+        if (root / "study.json").is_file():  # a new analysis clears subjects/: the study's own data
+            raise InputError(root, "is a study folder (it holds study.json)", "write the results to another "
+                             "folder, e.g. --out results beside the study")
         if (root / "manifest.json").is_file():
             manifest = store.manifest  # validates version
             if resume:
