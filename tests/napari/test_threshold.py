@@ -152,6 +152,53 @@ def test_new_data_in_a_map_keeps_its_threshold_and_the_slider_follows(make_napar
     assert [layer.name for layer in viewer.layers] == ["phrase map"] and unsigned.data.min() >= 0
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_slider_reaches_the_strongest_voxels(make_napari_viewer, qtbot, signed):
+    """The limits stop at the 99th percentile; the slider goes on to the data's largest |value|, and past the
+    limits the far limit follows, so the strongest voxels stay on show (not hidden, not a collapsed bar)."""
+    viewer = make_napari_viewer()
+    data = np.linspace(0.1, 1.0, 1000, dtype=np.float32).reshape(10, 10, 10)
+    data[0, 0, :3] = [2.0, 3.0, 4.0]  # three strong voxels above the 99th percentile
+    if signed:
+        data[5] *= -1
+        data[9, 9, :2] = [-5.0, -6.0]
+    layers = _map_layers(viewer, data, "map")
+    display = MapDisplay(viewer)
+    qtbot.addWidget(display)
+    viewer.layers.selection.active = layers[0]
+    top = float(np.abs(data).max())
+    assert layers[0].contrast_limits[1] < 1.5 and display.slider.maximum() == pytest.approx(top)
+    display.slider.setValue(3.5)
+    low, high = layers[0].contrast_limits
+    assert low == pytest.approx(3.5) and high >= 4.0 and high - low > 0.01  # the 4.0 voxel stays on show
+    if signed:
+        low, high = layers[1].contrast_limits
+        assert high == pytest.approx(-3.5) and low <= -6.0  # -5 and -6 stay on show
+    display.slider.setValue(0.5)  # back inside the original limits: the original far limit again
+    assert layers[0].contrast_limits[1] < 1.5
+
+
+def test_a_map_is_shown_alone_and_the_colour_bar_follows_the_selection(make_napari_viewer, qtbot):
+    from napari_brain_concepts._napari.display import show_alone
+
+    viewer = make_napari_viewer()
+    data = np.linspace(-2, 2, 40, dtype=np.float32).reshape(2, 4, 5)
+    first = _map_layers(viewer, data, "first")
+    second = _map_layers(viewer, np.abs(data) + 0.1, "second")
+    outline = viewer.add_labels(np.ones((2, 4, 5), dtype=np.uint8), name="roi")
+    display = MapDisplay(viewer)
+    qtbot.addWidget(display)
+    show_alone(viewer, first[1])  # a signed map's negative part: both parts on show, the other map hidden
+    assert first[0].visible and first[1].visible and not second[0].visible and outline.visible
+    display.colorbar.setChecked(True)
+    assert first[0].colorbar.visible and first[1].colorbar.visible
+    show_alone(viewer, second[0])
+    assert second[0].visible and not first[0].visible and not first[1].visible
+    # the colour bar went with the selection: no stale bar of a map not on show
+    assert second[0].colorbar.visible and not first[0].colorbar.visible and not first[1].colorbar.visible
+    assert display.colorbar.isChecked()
+
+
 def test_threshold_rejects_a_negative_value(make_napari_viewer):
     viewer = make_napari_viewer()
     layer = _map_layer(viewer, np.ones((2, 4, 4), dtype=np.float32), "map")

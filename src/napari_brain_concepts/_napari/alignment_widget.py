@@ -88,10 +88,11 @@ class AlignmentWidget(StepWidget):
         workers.start(model.predict_map, text, on_return=lambda values: self._show_prediction(values, subject))
 
     def _show_prediction(self, values, subject) -> None:
-        from .display import replace_layer_data
+        from .display import replace_layer_data, show_alone
         from .layers import values_map_layer, with_negative_parts
 
         # the same layers get the new data (display and threshold kept) unless the map changed sign
-        replace_layer_data(self.viewer,
-                           with_negative_parts([values_map_layer(subject, values, "phrase map", role="prediction")]))
+        layers = replace_layer_data(
+            self.viewer, with_negative_parts([values_map_layer(subject, values, "phrase map", role="prediction")]))
+        show_alone(self.viewer, layers[0])  # the map itself (its positive part) selected, other maps hidden
         self.status.setText(f"Predicted map of “{self.phrase.text().strip()}”.")

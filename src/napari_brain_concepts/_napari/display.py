@@ -55,6 +55,21 @@ def replace_layer_data(viewer, layer_data: list[tuple]) -> list:
     return kept
 
 
+def show_alone(viewer, layer) -> None:
+    """Show map ``layer`` (both parts of a signed map) over the anatomy and select it; other maps are hidden,
+    since additive maps over one another give colours that no colour bar explains."""
+    from .threshold import is_map_layer, parts
+
+    shown = parts(viewer, layer) if is_map_layer(layer) else [layer]
+    if is_map_layer(layer):
+        for other in viewer.layers:
+            if is_map_layer(other) and other.visible and not any(other is p for p in shown):
+                other.visible = False
+    for part in shown:
+        part.visible = True
+    viewer.layers.selection.active = layer
+
+
 def sync_results(viewer, session) -> list:
     """Add the layers of the session's results folder, for the participant on show, that are not shown yet."""
     from ..core.io.results import ResultsStore

@@ -160,9 +160,11 @@ class StepWidget(QWidget):
         self.on_subject_changed(name)
 
     def show_layer(self, name: str) -> None:
-        """Make layer ``name`` (of the participant on show) visible and selected, if present."""
+        """Make layer ``name`` (of the participant on show) visible and selected, if present; a map is shown
+        alone (:func:`~napari_brain_concepts._napari.display.show_alone`)."""
+        from .display import show_alone
+
         full = f"{self.session.subject} {name}"
-        for layer in self.viewer.layers:
+        for layer in list(self.viewer.layers):
             if layer.name in (name, full):
-                layer.visible = True
-                self.viewer.layers.selection.active = layer
+                show_alone(self.viewer, layer)

@@ -9,8 +9,10 @@ anatomy leaves invisible; a contrast limit is a shader uniform, the cheapest cha
 - the negative part of a signed map (a second layer over the same data, see
   :func:`napari_brain_concepts._napari.layers.with_negative_parts`): the high contrast limit becomes ``-t``.
 
-The colour ramp then starts at ``t`` (a voxel just above the threshold is dark). The slider and the
-colour-bar switch act on both parts of a signed map, whichever is selected. The original limits are kept in
+The colour ramp then starts at ``t`` (a voxel just above the threshold is dark). The slider reaches the
+map's largest ``|value|``: past the original limits (the 99th percentile) the far limit moves out to the data's
+extreme, so the strongest voxels stay on show. The slider and the colour-bar switch act on both parts of a
+signed map, whichever is selected; with colour bars on, the bar follows the selected map. The original limits are kept in
 the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores them. A colormap the user picks
 from napari's list need not start at black: the voxels below ``t`` then show in its first colour.
 """
@@ -83,22 +85,39 @@ def link_parts(viewer: Any, layer: Any) -> None:
             link_layers(both, ("visible", "opacity", "blending"))
 
 
+def _data_extent(layer: Any) -> tuple[float, float]:
+    """Smallest and largest finite value of the layer's data (0, 0 when it has none)."""
+    data = np.asarray(layer.data)
+    finite = data[np.isfinite(data)] if not np.isfinite(data).all() else data
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
+
 def threshold_range(layer: Any) -> float:
-    """Largest useful threshold of a map layer: the largest absolute value its contrast limits reach."""
+    """Largest useful threshold of a map layer: the largest absolute value of its data or its limits (the
+    limits stop at the 99th percentile, the data go on to the strongest voxels)."""
     state = _state(layer)
     lo, hi = (float(v) for v in layer.contrast_limits)
-    return max(abs(state["low"]), abs(state["high"]), abs(lo), abs(hi))
+    return max(abs(state["low"]), abs(state["high"]), abs(lo), abs(hi), *(abs(v) for v in _data_extent(layer)))
 
 
 def _apply(layer: Any, threshold: float) -> None:
+    """Set the contrast limits of one part for ``threshold``. Past the original limits (they stop at the 99th
+    percentile), the far limit moves out to the data's extreme, so the strongest voxels stay on show."""
     state = _state(layer)
     state["value"] = threshold
     lo, hi = (float(v) for v in layer.contrast_limits)
     if _tag(layer).get("part") == "negative":
-        limits = (lo, min(state["high"], max(-threshold, float(np.nextafter(lo, np.inf)))))
+        if -threshold > state["low"]:
+            limits = (state["low"], min(state["high"], -threshold))
+        else:
+            far = min(_data_extent(layer)[0], -threshold)
+            limits = (far - 0.01 * max(abs(far), 1e-12), -threshold)
+    elif threshold < state["high"]:
+        limits = (max(state["low"], threshold), state["high"])
     else:
-        limits = (max(state["low"], min(threshold, float(np.nextafter(hi, -np.inf)))), hi)
-    if tuple(layer.contrast_limits) != limits:
+        far = max(_data_extent(layer)[1], threshold)
+        limits = (threshold, far + 0.01 * max(abs(far), 1e-12))
+    if (lo, hi) != limits:
         layer.contrast_limits = limits
 
 
@@ -167,7 +186,15 @@ class MapDisplay(QWidget):
             self.name.setText("Select a map layer.")
             return
         self.name.setText(self.layer.name)
-        top = max(threshold_range(p) for p in parts(self.viewer, self.layer))
+        both = parts(self.viewer, self.layer)
+        bars = [layer for layer in self.viewer.layers if is_map_layer(layer) and layer.colorbar.visible]
+        if bars:  # colour bars on: they follow the selected map (a bar of a map not selected goes stale)
+            for layer in bars:
+                if not any(layer is p for p in both):
+                    layer.colorbar.visible = False
+            for part in both:
+                part.colorbar.visible = True
+        top = max(threshold_range(p) for p in both)
         value = _state(self.layer)["value"]
         self.slider.blockSignals(True)
         self.slider.setRange(0.0, top)
