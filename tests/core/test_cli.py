@@ -116,8 +116,15 @@ def test_cli_subprocess_reports_parameter_error(study_folder, tmp_path):
     assert len(lines) == 1 and "eps" in lines[0] and "Fix:" in lines[0]
 
 
-@pytest.mark.parametrize(("param", "expected"), [("masks.n_step=10", "unknown names ['n_step']"),
-                                                 ("mask.n_steps=10", "no step has that name")])
+@pytest.mark.parametrize(("param", "expected"), [
+    ("masks.n_step=10", "unknown names ['n_step']"),
+    ("mask.n_steps=10", "no step has that name"),
+    # values of the wrong type (these ended in tracebacks, or were read one character at a time)
+    ("decode.alphas=1,10", "parameter decode.alphas: '1,10' is not a list of numbers"),
+    ("decode.cv=three", "parameter decode.cv: 'three' is not a whole number"),
+    ("decode.subjects=sub-01", "parameter decode.subjects: 'sub-01' is not a list of texts or null"),
+    ("masks.sparsity=abc", "parameter masks.sparsity: 'abc' is not a number"),
+])
 def test_unknown_parameter_fails_before_the_study_is_read(tmp_path, capsys, param, expected):
     missing = tmp_path / "no-such-study"  # reading it would fail with a different error
     code = main(["run", str(missing), "--out", str(tmp_path / "out"), "--param", param, "--quiet"])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
+import typing
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,11 +117,67 @@ def check_params(params: Mapping[str, Any]) -> None:
                              f"choose from {', '.join(STEP_ORDER)}")
         if not isinstance(values, Mapping):
             continue
-        names = {f.name for f in dataclasses.fields(STEPS[step].params_class())}
+        cls = STEPS[step].params_class()
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - names
         if unknown:
             raise InputError(f"parameters of step {step!r}", f"unknown names {sorted(unknown)}",
                              f"use some of {sorted(names)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            kind = hints.get(name)
+            if kind is not None and not _conforms(value, kind):
+                raise InputError(f"parameter {step}.{name}", f"{value!r} is not {_describe(kind)}",
+                                 f"give it as JSON, e.g. --param '{step}.{name}={_example(kind)}'")
+
+
+def _arms(kind) -> tuple:
+    return typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+
+
+def _conforms(value: Any, kind: Any) -> bool:
+    """Whether a parameter value (as JSON gives it) fits a dataclass field's type (numbers, text, lists)."""
+    for arm in _arms(kind):
+        origin, args = typing.get_origin(arm), typing.get_args(arm)
+        if arm is type(None):
+            ok = value is None
+        elif arm is bool:
+            ok = isinstance(value, bool)
+        elif arm is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif arm is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif arm is str:
+            ok = isinstance(value, str)
+        elif origin in (tuple, list):
+            items = args[:1] if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
+            ok = isinstance(value, (list, tuple)) and (
+                all(_conforms(v, items[0]) for v in value) if len(items) == 1 or origin is list
+                else len(value) == len(items) and all(_conforms(v, t) for v, t in zip(value, items)))
+        else:
+            ok = True  # dicts and other structures: checked by the step
+        if ok:
+            return True
+    return False
+
+
+def _describe(kind: Any) -> str:
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "a text",
+             type(None): "null"}
+    parts = []
+    for arm in _arms(kind):
+        if typing.get_origin(arm) in (tuple, list):
+            parts.append(f"a list of {_describe(typing.get_args(arm)[0]).removeprefix('a ')}s")
+        else:
+            parts.append(words.get(arm, str(arm)))
+    return " or ".join(parts)
+
+
+def _example(kind: Any) -> str:
+    arm = next(a for a in _arms(kind) if a is not type(None))
+    if typing.get_origin(arm) in (tuple, list):
+        return "[" + ",".join([_example(typing.get_args(arm)[0])] * 2) + "]"
+    return {bool: "true", int: "5", float: "0.5", str: '"NAME"'}.get(arm, "...")
 
 
 def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resume: bool = False
