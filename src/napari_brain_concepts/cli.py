@@ -114,13 +114,22 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         earlier = ResultsStore(out).manifest
         print(f"{out} holds the results of an earlier analysis ({earlier.get('study')}, created "
               f"{earlier.get('created')}): they are replaced (--resume continues it instead)", file=sys.stderr)
+    # the earlier analysis is set aside, not deleted, until this one finishes: a run that fails (a mistyped
+    # value, a missing file) gives the folder back as it was
     store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
-                                study=study.name, resume=resume)
-    store.update(**manifest)
-    ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed, device=args.device)
-    order = with_requirements(steps) if steps else None
+                                study=study.name, resume=resume, keep_earlier=True)
     t0 = time.monotonic()
-    run_to_end(run_analysis(ctx, order, resume=resume), _Printer(args.quiet))
+    try:
+        store.update(**manifest)
+        ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed,
+                              device=args.device)
+        order = with_requirements(steps) if steps else None
+        run_to_end(run_analysis(ctx, order, resume=resume), _Printer(args.quiet))
+    except Exception:
+        if store.restore_earlier():
+            print(f"{out}: the earlier results are back as they were", file=sys.stderr)
+        raise
+    store.drop_earlier()
     ctx.state["elapsed_s"] = time.monotonic() - t0
     return ctx
 

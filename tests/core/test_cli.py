@@ -59,6 +59,22 @@ def test_a_new_analysis_in_a_results_folder_says_it_replaces_the_earlier_one(stu
     steps = json.loads((out / "manifest.json").read_text())["steps"]
     assert "decode" in steps and "maps" not in steps  # the earlier analysis's maps are gone, not passed on
     assert (out / "notes.txt").read_text() == "mine"
+    assert not (out / ".earlier").exists()
+
+
+def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, tmp_path, capsys):
+    """A mistyped value fails when its step starts: the folder's earlier results come back, untouched."""
+    out = tmp_path / "run"
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
+    before = _hashes(out)
+    manifest = (out / "manifest.json").read_text()
+    capsys.readouterr()
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST,
+                 "--param", "decode.decoder=contrastiv"]) == 2
+    err = capsys.readouterr().err
+    assert "contrastiv" in err and "the earlier results are back as they were" in err
+    assert _hashes(out) == before and (out / "manifest.json").read_text() == manifest
+    assert not (out / ".earlier").exists()
 
 
 def test_kill_then_resume_keeps_finished_steps(study_folder, tmp_path):

@@ -33,6 +33,7 @@ from .volumes import load_nifti, save_nifti
 STORE_VERSION = 1
 #: folders a store writes; a new (not resumed) analysis in an existing store removes them first
 _RESULT_FOLDERS = ("subjects", "shared", "tables", "figures", "arrays", ".staging")
+_EARLIER = ".earlier"  # an earlier analysis's results, set aside while a new one runs in the folder
 _VERSIONED = ("napari-brain-concepts", "numpy", "scipy", "torch", "nibabel", "nilearn", "scikit-learn",
               "transformers", "open_clip_torch", "pandas")
 
@@ -73,12 +74,15 @@ class ResultsStore:
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | os.PathLike, parameters: dict[str, Any] | None = None,
-               study: str | None = None, resume: bool = False, overwrite: bool = True) -> ResultsStore:
+               study: str | None = None, resume: bool = False, overwrite: bool = True,
+               keep_earlier: bool = False) -> ResultsStore:
         """Start (or with ``resume=True`` continue) an analysis in ``root``.
 
         Starting a new analysis in a folder that holds results (``overwrite=True``) removes the earlier
         results (subjects/, shared/, tables/, figures/, arrays/) so that none of them is taken for a
-        result of the new analysis; other files in the folder are left alone.
+        result of the new analysis; other files in the folder are left alone. With ``keep_earlier`` they are
+        set aside in ``.earlier/`` instead, until :meth:`restore_earlier` (the new analysis failed) or
+        :meth:`drop_earlier` (it finished).
         """
         store = cls(root)
         root = store.root
@@ -100,7 +104,9 @@ class ResultsStore:
                 return store
             if not overwrite:
                 raise InputError(root, "already holds results", "choose another --out folder or pass --resume")
-            store._clear_results()
+            if not keep_earlier:
+                shutil.rmtree(root / _EARLIER, ignore_errors=True)
+            store._clear_results(keep=keep_earlier)
             store._manifest = None
         root.mkdir(parents=True, exist_ok=True)
         store._manifest = {
@@ -115,10 +121,37 @@ class ResultsStore:
         store._save_manifest()
         return store
 
-    def _clear_results(self) -> None:
-        """Remove the results of an earlier analysis, so none of them passes for a result of the new one."""
+    def _clear_results(self, keep: bool = False) -> None:
+        """Remove the results of an earlier analysis, so none of them passes for a result of the new one; with
+        ``keep``, move them (and their manifest) to ``.earlier/`` instead, for :meth:`restore_earlier`."""
+        if keep:
+            earlier = self.root / _EARLIER
+            shutil.rmtree(earlier, ignore_errors=True)  # an older analysis's, left by an interrupted run
+            earlier.mkdir()
+            for name in (*_RESULT_FOLDERS, "manifest.json"):
+                if (self.root / name).exists():
+                    (self.root / name).rename(earlier / name)
+            return
         for sub in _RESULT_FOLDERS:
             shutil.rmtree(self.root / sub, ignore_errors=True)
+
+    def restore_earlier(self) -> bool:
+        """Put back the results that ``create(..., keep_earlier=True)`` set aside, in place of this analysis's
+        (after it failed); False when there were none."""
+        earlier = self.root / _EARLIER
+        if not earlier.is_dir():
+            return False
+        self._clear_results()
+        (self.root / "manifest.json").unlink(missing_ok=True)
+        for path in earlier.iterdir():
+            path.rename(self.root / path.name)
+        earlier.rmdir()
+        self._manifest = None
+        return True
+
+    def drop_earlier(self) -> None:
+        """Delete the results set aside by ``create(..., keep_earlier=True)`` (the new analysis finished)."""
+        shutil.rmtree(self.root / _EARLIER, ignore_errors=True)
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> ResultsStore:

@@ -614,7 +614,7 @@ def write_study(study: Study, path: str | os.PathLike, *, overwrite: bool = Fals
         raise InputError(target, "exists and is not a folder", "choose a folder path for the study")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise InputError(target, "already exists and is not empty",
-                         "choose a new folder, or pass overwrite=True (--overwrite) to replace it")
+                         "choose a new (or empty) folder for --write; in Python, overwrite=True replaces it")
     for name in study.subjects:
         _check_name(name, "subject")
         for rname in study.subjects[name].rois:
