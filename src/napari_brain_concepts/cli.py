@@ -163,7 +163,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _origin(args: argparse.Namespace) -> dict[str, Any]:
     """How to find the study again (for ``brain-concepts view RESULTS``)."""
     if getattr(args, "nsd", None):
-        return {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": args.subject}
+        return {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": args.subject,
+                "nsd_sessions": args.sessions}
     if getattr(args, "study", None):
         return {"study_path": str(Path(args.study).resolve())}
     return {"synthetic_size": getattr(args, "size", "default"), "synthetic_seed": args.seed}

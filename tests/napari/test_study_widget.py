@@ -79,3 +79,33 @@ def test_a_new_study_starts_a_new_analysis_and_results_of_another_study_are_refu
     context = get_session(viewer).ensure_context()
     assert context.store.root != mine.root
     assert ResultsStore.open(mine.root).manifest["study"] == "synthetic-tiny-seed0"
+
+
+def test_results_bring_their_own_study_or_say_why_they_cannot(make_napari_viewer, qtbot, tmp_path):
+    """Opened with no study loaded, results load the study their manifest names: an NSD copy (not the
+    synthetic study in its place), or a clear error when the study folder has moved."""
+    import pytest
+
+    from napari_brain_concepts.core.errors import InputError
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    from ..core.nsd_fixture import make_nsd_tree
+
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    moved = ResultsStore.create(tmp_path / "moved", study="my-study")
+    moved.update(study_path=str(tmp_path / "gone"))
+    with pytest.raises(InputError, match=r"manifest\.json: was made from the study folder .*gone, which is missing"):
+        widget.open_results(moved.root)
+    unknown = ResultsStore.create(tmp_path / "unknown", study="my-study")
+    with pytest.raises(InputError, match="does not say which study the results were made from"):
+        widget.open_results(unknown.root)
+    assert widget.study is None and len(viewer.layers) == 0
+
+    make_nsd_tree(tmp_path / "nsd", subjects=(1,))
+    nsd = ResultsStore.create(tmp_path / "nsd-results", study="nsd")
+    nsd.update(nsd_root=str(tmp_path / "nsd"), nsd_subjects=[1], nsd_sessions=None)
+    widget.open_results(nsd.root)
+    qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
+    assert widget.study.subject_names == ["subj01"]

@@ -115,10 +115,7 @@ class StudyWidget(QWidget):
 
         store = ResultsStore.open(path)  # validates before anything changes
         if self.study is None:
-            study_path = self._study_of_results(Path(path))
-            if study_path is None:
-                return self.load_synthetic(*self._synthetic_of_results(Path(path)), results=path)
-            return self.open_study(study_path, results=path)
+            return self._open_study_of(store)
         made_from = store.manifest.get("study")
         if made_from not in (None, self.study.name):
             raise InputError(store.root / "manifest.json", f"holds the results of study {made_from!r}, not of "
@@ -214,16 +211,28 @@ class StudyWidget(QWidget):
             except Exception as exc:  # one notification with the core's message
                 workers.notify_error(exc)
 
-    @staticmethod
-    def _study_of_results(results: Path) -> Path | None:
-        from ..core.io.results import ResultsStore
+    def _open_study_of(self, store):
+        """Load the study a results folder was made from (its manifest says where), then show the results."""
+        from ..core.errors import InputError
 
-        path = ResultsStore.open(results).manifest.get("study_path")
-        return Path(path) if path and Path(path).is_dir() else None
+        m = store.manifest
+        where = store.root / "manifest.json"
+        if m.get("study_path"):
+            if not Path(m["study_path"]).is_dir():
+                raise InputError(where, f"was made from the study folder {m['study_path']}, which is missing",
+                                 "move the study back there, or open it (Open study folder…) and then its results")
+            return self.open_study(m["study_path"], results=store.root)
+        if m.get("nsd_root"):
+            if not Path(m["nsd_root"]).is_dir():
+                raise InputError(where, f"was made from the NSD copy at {m['nsd_root']}, which is missing",
+                                 "mount or move the NSD copy back there")
+            from ..core.io.nsd import read_nsd
 
-    @staticmethod
-    def _synthetic_of_results(results: Path) -> tuple[str, int]:
-        from ..core.io.results import ResultsStore
-
-        m = ResultsStore.open(results).manifest
-        return m.get("synthetic_size", "default"), int(m.get("synthetic_seed", 0))
+            self.results = store.root
+            self.status.setText(f"Reading NSD at {m['nsd_root']} …")
+            return self._start(read_nsd, m["nsd_root"], subjects=m.get("nsd_subjects") or 1,
+                               sessions=m.get("nsd_sessions"), embed_captions=True)
+        if "synthetic_size" in m:
+            return self.load_synthetic(m["synthetic_size"], int(m.get("synthetic_seed", 0)), results=store.root)
+        raise InputError(where, "does not say which study the results were made from",
+                         "open the study first (Open study folder…), then Open results…")
