@@ -24,7 +24,11 @@ def test_study_widget_loads_and_switches_participant(make_napari_viewer, qtbot):
     camera(viewer).zoom = camera(viewer).zoom * 1.7
     point, zoom = tuple(viewer.dims.point), camera(viewer).zoom
     second = widget.study.subject_names[1]
+    viewer.layers[f"{first} floc-faces"].visible = False  # what the user looks at stays so
+    viewer.layers.selection.active = viewer.layers[f"{first} floc-bodies"]
     widget.subject_box.setCurrentText(second)
+    assert not viewer.layers[f"{second} floc-faces"].visible and viewer.layers[f"{second} floc-places"].visible
+    assert viewer.layers.selection.active is viewer.layers[f"{second} floc-bodies"]
     subjects = {layer.metadata["brain_concepts"]["subject"] for layer in _ours(viewer)}
     assert subjects == {second}
     assert np.allclose(viewer.dims.point, point)

@@ -8,6 +8,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_brain_concepts._napari.captions_widget import text_overlay
+from napari_brain_concepts._napari.threshold import is_map_layer
 
 from .conftest import PLUGIN
 
@@ -109,6 +110,9 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     other = session.study.subject_names[1]
     study_widget.subject_box.setCurrentText(other)
     assert f"{other} decoder_weight_norm" in viewer.layers
+    # the phrase map on show has no counterpart: the participant's default map is on show and selected
+    shown = [layer for layer in viewer.layers if layer.visible and is_map_layer(layer)]
+    assert shown and viewer.layers.selection.active in shown
     assert f"{other} mask_{ids[1]}" in viewer.layers  # the selected concept's masks, for the new participant
     assert not any(n.startswith(f"{subject.name} ") for n in _layer_names(viewer))
 

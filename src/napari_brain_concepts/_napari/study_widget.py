@@ -156,6 +156,13 @@ class StudyWidget(QWidget):
         view = (tuple(cam.center), cam.zoom)
         point = tuple(self.viewer.dims.point)
         had_layers = any(_tag(layer) for layer in self.viewer.layers)
+        # what the user was looking at, by name without the participant: shown again for the new participant
+        def own(layer):
+            return layer.name.removeprefix(f"{self.subject} ") if self.subject else layer.name
+
+        seen = {own(layer): layer.visible for layer in self.viewer.layers if _tag(layer)}
+        active = self.viewer.layers.selection.active
+        active = own(active) if active is not None and _tag(active) else None
         layer_data = study_layers(self.study, name)
         results = self.session.results_dir
         if results is not None and ResultsStore.is_results(results):
@@ -166,7 +173,8 @@ class StudyWidget(QWidget):
         with self.viewer.layers.batched_update():
             for layer in [layer for layer in self.viewer.layers if _tag(layer)]:
                 self.viewer.layers.remove(layer)
-            add_layer_data(self.viewer, layer_data)
+            added = add_layer_data(self.viewer, layer_data)
+        self._keep_view(added, name, seen, active)
         if had_layers:
             cam.center = view[0]
             cam.zoom = view[1]
@@ -177,6 +185,26 @@ class StudyWidget(QWidget):
             self.subject_box.blockSignals(True)
             self.subject_box.setCurrentText(name)
             self.subject_box.blockSignals(False)
+
+    def _keep_view(self, layers: list, subject: str, seen: dict, active: str | None) -> None:
+        """Show and select the new participant's layers as the previous participant's were (a layer the
+        previous one did not have keeps its default); with none selected, select the map on show (so the
+        Study dock's threshold acts on it)."""
+        from .threshold import is_map_layer
+
+        by_name = {layer.name.removeprefix(f"{subject} "): layer for layer in layers}
+        default = [layer for layer in layers if is_map_layer(layer) and layer.visible]
+        for own, layer in by_name.items():
+            if own in seen:
+                layer.visible = seen[own]
+        if not any(is_map_layer(layer) and layer.visible for layer in layers):
+            for layer in default:  # the map on show has no counterpart here (e.g. a phrase map): the default
+                layer.visible = True
+        chosen = by_name.get(active) if active else None
+        if chosen is None:
+            chosen = next((layer for layer in layers if is_map_layer(layer) and layer.visible), None)
+        if chosen is not None:
+            self.viewer.layers.selection.active = chosen
 
     def set_radiological(self, radiological: bool) -> None:
         """Flip the camera, never the data: anterior up; the right hemisphere right (neurological) or left."""
