@@ -128,6 +128,8 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     except Exception:
         if store.restore_earlier():
             print(f"{out}: the earlier results are back as they were", file=sys.stderr)
+        elif not resume:
+            store.discard_if_empty()  # no half-made results folder (a manifest and empty folders)
         raise
     store.drop_earlier()
     ctx.state["elapsed_s"] = time.monotonic() - t0

@@ -75,6 +75,11 @@ def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, 
     assert "contrastiv" in err and "the earlier results are back as they were" in err
     assert _hashes(out) == before and (out / "manifest.json").read_text() == manifest
     assert not (out / ".earlier").exists()
+    # into a new folder: no half-made results folder is left
+    fresh = tmp_path / "fresh"
+    assert main(["decode", str(study_folder), "--out", str(fresh), *FAST,
+                 "--param", "decode.decoder=contrastiv"]) == 2
+    assert not fresh.exists()
 
 
 def test_kill_then_resume_keeps_finished_steps(study_folder, tmp_path):

@@ -149,6 +149,21 @@ class ResultsStore:
         self._manifest = None
         return True
 
+    def discard_if_empty(self) -> bool:
+        """Remove what a new analysis that failed before finishing any step left (its manifest and empty
+        result folders; the folder itself when nothing else is in it). False when a step had finished."""
+        if self.finished_steps:
+            return False
+        for sub in _RESULT_FOLDERS:
+            folder = self.root / sub
+            if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+                shutil.rmtree(folder)
+        (self.root / "manifest.json").unlink(missing_ok=True)
+        self._manifest = None
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
+        return True
+
     def drop_earlier(self) -> None:
         """Delete the results set aside by ``create(..., keep_earlier=True)`` (the new analysis finished)."""
         shutil.rmtree(self.root / _EARLIER, ignore_errors=True)
