@@ -88,7 +88,7 @@ def link_parts(viewer: Any, layer: Any) -> None:
 def _data_extent(layer: Any) -> tuple[float, float]:
     """Smallest and largest finite value of the layer's data (0, 0 when it has none)."""
     data = np.asarray(layer.data)
-    finite = data[np.isfinite(data)] if not np.isfinite(data).all() else data
+    finite = data[np.isfinite(data)]
     return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
 
 
