@@ -312,6 +312,9 @@ BAD_INPUTS = [
      "lists no stimuli"),
     ("stimuli-no-id-column", lambda r: _tsv(r, "stimuli.tsv", lambda t: t.rename(columns={"stimulus_id": "id"})),
      "stimuli.tsv", "has no column 'stimulus_id'"),
+    ("stimuli-comma-separated", lambda r: (r / "stimuli.tsv").write_text(
+        (r / "stimuli.tsv").read_text().replace("\t", ",")), "stimuli.tsv",
+     "is comma-separated, not tab-separated (header: stimulus_id,"),
     ("stimuli-duplicate-id", lambda r: _tsv(r, "stimuli.tsv", _set_cell("stimulus_id", 2, "img-000")),
      "stimuli.tsv", "'img-000' appears twice (rows 2 and 4)"),
     ("stimuli-empty-id", lambda r: _tsv(r, "stimuli.tsv", _set_cell("stimulus_id", 1, " ")), "stimuli.tsv",

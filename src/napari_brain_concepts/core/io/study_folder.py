@@ -99,6 +99,10 @@ def _read_tsv(path: Path, what: str, required: Iterable[str], fix_missing: str) 
                          "separate columns with tabs and give every row as many fields as the header") from err
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in required if c not in table.columns]
+    if missing and len(table.columns) == 1 and "," in table.columns[0]:
+        # one column whose name holds the others: a comma-separated file saved under .tsv
+        raise InputError(path, f"is comma-separated, not tab-separated (header: {table.columns[0]})",
+                         "save it with tabs between the columns (e.g. pandas to_csv(sep='\\t'))")
     if missing:
         raise InputError(path, f"has no column {', '.join(repr(c) for c in missing)} (columns: "
                          f"{', '.join(table.columns)})", f"add a header row with {', '.join(required)}, tab-separated")
