@@ -126,10 +126,11 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         order = with_requirements(steps) if steps else None
         run_to_end(run_analysis(ctx, order, resume=resume), _Printer(args.quiet))
     except Exception:
-        if store.restore_earlier():
-            print(f"{out}: the earlier results are back as they were", file=sys.stderr)
-        elif not resume:
-            store.discard_if_empty()  # no half-made results folder (a manifest and empty folders)
+        if not resume:  # a resumed analysis keeps what it finished (and set nothing aside)
+            if store.restore_earlier():
+                print(f"{out}: the earlier results are back as they were", file=sys.stderr)
+            else:
+                store.discard_if_empty()  # no half-made results folder (a manifest and empty folders)
         raise
     store.drop_earlier()
     ctx.state["elapsed_s"] = time.monotonic() - t0

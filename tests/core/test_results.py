@@ -248,3 +248,21 @@ def test_staged_step_that_stops_leaves_the_earlier_results(tmp_path, stop):
     assert not store.array_path("weights").exists()
     assert not store.is_done("decode") and not ResultsStore.open(store.root).is_done("decode")
     assert not (store.root / ".staging").exists()
+
+
+def test_earlier_results_set_aside_come_back_or_go(tmp_path):
+    """keep_earlier: the earlier analysis waits in .earlier/ until the new one fails (back) or finishes (gone)."""
+    first = ResultsStore.create(tmp_path / "res", parameters={"k": 1})
+    first.write_table("old", pd.DataFrame({"a": [1]}))
+    first.mark_done("decode")
+    second = ResultsStore.create(tmp_path / "res", parameters={"k": 2}, keep_earlier=True)
+    assert second.finished_steps == [] and not second.table_path("old").exists()
+    second.write_table("new", pd.DataFrame({"a": [2]}))
+    assert second.restore_earlier()
+    back = ResultsStore.open(tmp_path / "res")
+    assert back.parameters == {"k": 1} and back.finished_steps == ["decode"] and back.table_path("old").exists()
+    assert not back.table_path("new").exists() and not (tmp_path / "res" / ".earlier").exists()
+    third = ResultsStore.create(tmp_path / "res", parameters={"k": 3}, keep_earlier=True)
+    third.drop_earlier()
+    assert not (tmp_path / "res" / ".earlier").exists() and not third.restore_earlier()
+    assert ResultsStore.open(tmp_path / "res").parameters == {"k": 3}

@@ -25,9 +25,9 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
     """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures.
 
     Layers go to ``folder/SUBJ/NAME.nii.gz`` (spaces as underscores; a concept's hard mask, whose name would
-    give the file of its soft mask, as ``NAME_hard.nii.gz``; a signed map once, from the layer of its positive part, which
-    holds the whole map) through the NIfTI writer, so each keeps the affine and header of
-    the participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
+    give the file of its soft mask, as ``NAME_hard.nii.gz``; a signed map once, from the layer of its positive
+    part, which holds the whole map) through the NIfTI writer, so each keeps the affine and header of the
+    participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
     """
     from napari.layers import Labels
 
@@ -35,7 +35,7 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
 
     folder = Path(folder)
     written: list[Path] = []
-    targets: dict[Path, str] = {}  # file → the layer written there
+    targets: set[Path] = set()  # files written so far
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
         if not tag or tag.get("role") not in _DERIVED_ROLES or tag.get("part") == "negative":
@@ -51,7 +51,7 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
             if target not in targets:
                 break
             target = folder / subject / f"{name}{extra}.nii.gz"
-        targets[target] = layer.name
+        targets.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = write_labels if isinstance(layer, Labels) else write_image
         written += [Path(p) for p in writer(str(target), layer.data, layer.as_layer_data_tuple()[1])]

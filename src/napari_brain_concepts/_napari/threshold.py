@@ -10,10 +10,10 @@ anatomy leaves invisible; a contrast limit is a shader uniform, the cheapest cha
   :func:`napari_brain_concepts._napari.layers.with_negative_parts`): the high contrast limit becomes ``-t``.
 
 The colour ramp then starts at ``t`` (a voxel just above the threshold is dark). The slider reaches the
-map's largest ``|value|``: past the original limits (the 99th percentile) the far limit moves out to the data's
-extreme, so the strongest voxels stay on show. The slider and the colour-bar switch act on both parts of a
-signed map, whichever is selected; with colour bars on, the bar follows the selected map. The original limits are kept in
-the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores them. A colormap the user picks
+map's largest ``|value|``: past the original limits (the 99th percentile) the far limit moves out to the
+data's extreme, so the strongest voxels stay on show. The slider and the colour-bar switch act on both parts
+of a signed map, whichever is selected; with colour bars on, the bar follows the selected map. The original
+limits are kept in the layer's metadata (``brain_concepts.threshold``), so ``t = 0`` restores them. A colormap the user picks
 from napari's list need not start at black: the voxels below ``t`` then show in its first colour.
 """
 

@@ -150,10 +150,10 @@ def _conforms(value: Any, kind: Any) -> bool:
         elif arm is str:
             ok = isinstance(value, str)
         elif origin in (tuple, list):
-            items = args[:1] if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
-            ok = isinstance(value, (list, tuple)) and (
-                all(_conforms(v, items[0]) for v in value) if len(items) == 1 or origin is list
-                else len(value) == len(items) and all(_conforms(v, t) for v, t in zip(value, items)))
+            if origin is list or len(args) == 1 or args[1:] == (Ellipsis,):  # list[X], tuple[X, ...]
+                args = (args[0],) * len(value) if isinstance(value, (list, tuple)) else args
+            ok = isinstance(value, (list, tuple)) and len(value) == len(args) and all(
+                _conforms(v, t) for v, t in zip(value, args))
         else:
             ok = True  # dicts and other structures: checked by the step
         if ok:

@@ -104,8 +104,7 @@ class ResultsStore:
                 return store
             if not overwrite:
                 raise InputError(root, "already holds results", "choose another --out folder or pass --resume")
-            if not keep_earlier:
-                shutil.rmtree(root / _EARLIER, ignore_errors=True)
+            shutil.rmtree(root / _EARLIER, ignore_errors=True)  # an older analysis's, left by an interrupted run
             store._clear_results(keep=keep_earlier)
             store._manifest = None
         root.mkdir(parents=True, exist_ok=True)
@@ -126,7 +125,6 @@ class ResultsStore:
         ``keep``, move them (and their manifest) to ``.earlier/`` instead, for :meth:`restore_earlier`."""
         if keep:
             earlier = self.root / _EARLIER
-            shutil.rmtree(earlier, ignore_errors=True)  # an older analysis's, left by an interrupted run
             earlier.mkdir()
             for name in (*_RESULT_FOLDERS, "manifest.json"):
                 if (self.root / name).exists():
