@@ -113,3 +113,47 @@ def test_results_bring_their_own_study_or_say_why_they_cannot(make_napari_viewer
     widget.open_results(nsd.root)
     qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
     assert widget.study.subject_names == ["subj01"]
+
+
+def test_opened_results_load_one_map_and_the_rest_when_chosen(make_napari_viewer, qtbot, tmp_path):
+    """A results folder's maps are listed in the Map box; only the default one is loaded at first, a chosen
+    one is loaded and shown alone, and a participant switch loads the counterparts of the loaded ones only."""
+    import numpy as np
+
+    from napari_brain_concepts._napari.threshold import is_map_layer
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.load_synthetic(size="tiny", seed=0)
+    qtbot.waitUntil(lambda: widget.subject is not None, timeout=600_000)
+    study = widget.study
+    store = ResultsStore.create(tmp_path / "results", study=study.name)
+    rng = np.random.default_rng(0)
+    concepts = ["body", "face", "place"]
+    for name in study.subject_names:
+        sub = study.subject(name)
+        for c in concepts:
+            store.write_map(name, f"corr_{c}", sub.to_volume(rng.standard_normal(sub.n_voxels)), sub.affine)
+        store.write_map(name, "decoder_weight_norm", sub.to_volume(rng.random(sub.n_voxels)), sub.affine)
+    base = len(viewer.layers)
+    widget.open_results(store.root)
+    items = [widget.map_box.itemText(i) for i in range(widget.map_box.count())]
+    assert items == ["corr_body", "corr_face", "corr_place", "decoder_weight_norm"]
+    first, second = study.subject_names[:2]
+    # the default map only (a signed map: its two parts), selected and named in the box
+    assert len(viewer.layers) == base + 2
+    assert viewer.layers.selection.active is viewer.layers[f"{first} corr_face"]
+    assert widget.map_box.currentText() == "corr_face"
+    widget.show_map("decoder_weight_norm")
+    norm = viewer.layers[f"{first} decoder_weight_norm"]
+    assert norm.visible and viewer.layers.selection.active is norm
+    assert [layer.name for layer in viewer.layers if is_map_layer(layer) and layer.visible] == [norm.name]
+    assert len(viewer.layers) == base + 3
+    widget.subject_box.setCurrentText(second)
+    names = [layer.name for layer in viewer.layers]
+    assert f"{second} decoder_weight_norm" in names and f"{second} corr_face" in names
+    assert f"{second} corr_body" not in names and not any(n.startswith(f"{first} ") for n in names)
+    assert viewer.layers[f"{second} decoder_weight_norm"].visible  # what the user looked at, again
+    assert widget.map_box.currentText() == "decoder_weight_norm"

@@ -76,8 +76,22 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
         return {n for n in _layer_names(viewer) if any(n.endswith((f" mask_{c}", f" mask {c}")) for c in ids)}
 
     assert not concept_masks()  # the basis concepts' masks come one concept at a time, when selected
-    shared = [n for n in _layer_names(viewer) if n.startswith("shared")]
-    assert shared and all(n.startswith("shared-") for n in shared)  # the n-of-N maps, named once
+    # the results' maps are listed in the Study dock and loaded when chosen, not all at once
+    entries = [study_widget.map_box.itemText(i) for i in range(study_widget.map_box.count())]
+    own = [e for e in entries if e.startswith("shared-") and not e.endswith(")")]  # the participant's
+    assert "decoder_weight_norm" in entries and own
+    assert not any(f"{subject.name} {e}" in viewer.layers for e in own)
+    shared = [e for e in entries if e.endswith("(all participants)")]
+    assert shared and all(e.startswith("shared-") for e in shared)  # the n-of-N maps, named once
+    study_widget.show_map(shared[0])
+    count = viewer.layers[shared[0].removesuffix(" (all participants)")]
+    assert count.visible and viewer.layers.selection.active is count
+    assert not viewer.layers[f"{subject.name} decoder_weight_norm"].visible  # one map at a time
+    assert study_widget.map_box.currentText() == shared[0]  # the box names the selected map
+    names = _layer_names(viewer)
+    assert names.index(count.name) < names.index(f"{subject.name} mask")  # under the outlines
+    study_widget.show_map(shared[0])  # loaded once
+    assert len(_layer_names(viewer)) == len(names)
     concepts.concepts.setCurrentRow(0)
     assert concepts.gallery_layout.count() > 0
     assert concept_masks() == {f"{subject.name} mask_{ids[0]}", f"{subject.name} mask {ids[0]}"}
@@ -114,6 +128,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     shown = [layer for layer in viewer.layers if layer.visible and is_map_layer(layer)]
     assert shown and viewer.layers.selection.active in shown
     assert f"{other} mask_{ids[1]}" in viewer.layers  # the selected concept's masks, for the new participant
+    assert shared[0].removesuffix(" (all participants)") in viewer.layers  # the maps loaded before, again
+    assert not any(f"{other} {e}" in viewer.layers for e in own[1:])
     assert not any(n.startswith(f"{subject.name} ") for n in _layer_names(viewer))
 
     _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")

@@ -70,16 +70,85 @@ def show_alone(viewer, layer) -> None:
     viewer.layers.selection.active = layer
 
 
-def sync_results(viewer, session) -> list:
-    """Add the layers of the session's results folder, for the participant on show, that are not shown yet."""
+def _results_root(session):
     from ..core.io.results import ResultsStore
-    from .layers import results_layers
 
     root = session.results_dir
     if session.subject is None or root is None or not ResultsStore.is_results(root):
+        return None
+    return root
+
+
+def load_results_layers(viewer, session, entries) -> list:
+    """The layers of results ``entries`` (see :func:`~napari_brain_concepts._napari.layers.results_entries`)
+    of the participant on show, loaded now where the viewer does not hold them yet.
+
+    New layers come hidden, below the outlines (mask, ROIs, planted regions), so that the outlines stay on
+    top of every map. Returns the layers of those entries (both parts of a signed map), old and new.
+    """
+    from .layers import results_layers
+
+    root = _results_root(session)
+    if root is None:
         return []
-    present = {layer.name for layer in viewer.layers}
-    new = [t for t in results_layers(root, session.subject, session.concept) if t[1]["name"] not in present]
+    wanted = set(entries)
+    present = [layer for layer in viewer.layers if _entry(layer) in wanted]
+    have = {layer.name for layer in present}
+    new = [t for t in results_layers(root, session.subject, names=wanted - {_entry(layer) for layer in present})
+           if t[1]["name"] not in have]
     for _, kwargs, _ in new:
         kwargs["visible"] = False
-    return add_layer_data(viewer, new)
+    added = add_layer_data(viewer, new)
+    _below_outlines(viewer, added)
+    return present + added
+
+
+def results_entries(session) -> dict:
+    """The results entries of the participant on show (empty without results)."""
+    from ..core.io.results import ResultsStore
+    from .layers import results_entries as entries
+
+    root = _results_root(session)
+    return {} if root is None else entries(ResultsStore.open(root), session.subject)
+
+
+def refresh_results(viewer, session) -> list:
+    """Reload the results layers on show from their files (a step run again rewrites them)."""
+    from .layers import results_layers
+
+    root = _results_root(session)
+    if root is None:
+        return []
+    shown = {_entry(layer) for layer in viewer.layers} - {None}
+    groups: dict[str, list] = {}
+    for data in results_layers(root, session.subject, names=shown):
+        groups.setdefault(data[1]["metadata"]["brain_concepts"]["entry"], []).append(data)
+    out = []
+    for group in groups.values():  # a signed map's two parts together
+        visible = [viewer.layers[t[1]["name"]].visible for t in group if t[1]["name"] in viewer.layers]
+        layers = replace_layer_data(viewer, group)
+        _below_outlines(viewer, layers)
+        for layer in layers:
+            layer.visible = any(visible)
+        out += layers
+    return out
+
+
+def _entry(layer) -> str | None:
+    tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
+    return tag.get("entry") if tag else None
+
+
+def _below_outlines(viewer, layers) -> None:
+    """Move ``layers`` under the lowest of the plugin's outline layers (mask, ROIs, planted regions)."""
+    roles = ("mask", "roi", "truth")
+    outlines = [i for i, layer in enumerate(viewer.layers)
+                if isinstance(layer.metadata, dict) and (layer.metadata.get("brain_concepts") or {}).get("role")
+                in roles and _entry(layer) is None and "concept" not in layer.metadata["brain_concepts"]]
+    if not outlines or not layers:
+        return
+    first = outlines[0]
+    names = {layer.name for layer in layers}  # not ids: a plugin's viewer hands out a new proxy each time
+    moving = [i for i, layer in enumerate(viewer.layers) if layer.name in names and i > first]
+    if moving:
+        viewer.layers.move_multiple(moving, first)

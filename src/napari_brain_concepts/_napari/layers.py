@@ -244,34 +244,64 @@ def concept_layers(results_root: str | Path, subject: str, concept: str) -> list
     return with_negative_parts(layers)
 
 
-def results_layers(results_root: str | Path, subject: str, concept: str | None = None) -> list[LayerData]:
-    """Maps, masks and shared overlap counts of ``subject`` from a results store.
+def results_entries(store, subject: str) -> dict[str, tuple[Path, str, str | None, str]]:
+    """The maps and masks a results store holds for ``subject``, without loading them.
 
-    The basis concepts' soft and hard masks come only for ``concept`` (the one selected in the Concepts
-    widget): a basis has 64–256 components, and a viewer holding two layers per component and participant
-    takes minutes to open (256 components: over 500 layers per participant). The shared concepts' masks are
-    always there.
+    Returns ``{entry: (path, role, subject or None, layer name)}`` in display order: the participant's maps,
+    its masks, then the maps shared by all participants. ``entry`` is the layer name without the participant
+    (``corr_face``, ``mask shared-00``, ``shared-00``); a map of all participants' has no participant
+    in its layer name, and its entry says so (``shared-00 (all participants)``). The basis concepts' soft and hard masks are not
+    entries: they come one concept at a time (:func:`concept_layers`).
+    """
+    basis = basis_concepts(store)
+    entries: dict[str, tuple[Path, str, str | None, str]] = {}
+    for n, p in store.maps(subject).items():
+        if not (n.startswith("mask_") and n[len("mask_"):] in basis):
+            entries[n] = (p, "map", subject, f"{subject} {n}")
+    for n, p in store.masks(subject).items():
+        if n not in basis:
+            entries[f"mask {n}"] = (p, "mask", subject, f"{subject} mask {n}")
+    for n, p in store.shared_maps().items():
+        # the shared step names its concepts "shared-00"…: no second "shared" in front
+        name = n if n.startswith("shared") else f"shared {n}"
+        entries[f"{name} (all participants)"] = (p, "map", None, name)
+    return entries
+
+
+def default_entry(entries) -> str | None:
+    """The map shown first: the face concept's map, else the first concept map, else the first map."""
+    names = list(entries)
+    return next((n for n in names if n == "corr_face"),
+                next((n for n in names if n.startswith("corr_")), names[0] if names else None))
+
+
+def results_layers(results_root: str | Path, subject: str, concept: str | None = None,
+                   names=None) -> list[LayerData]:
+    """Maps, masks and shared overlap counts of ``subject`` from a results store, as layer data.
+
+    ``names`` picks entries of :func:`results_entries` (default: all). napari adds about three layers a
+    second, and a full analysis holds about 45 maps and masks per participant (97 layers with the signed
+    maps' two parts): the Study widget loads only the maps the user picks. The basis concepts' soft and hard
+    masks come only for ``concept`` (the one selected in the Concepts widget). Each layer's tag names its
+    ``entry``. Only the default entry (:func:`default_entry`) among those loaded starts visible.
     """
     from ..core.io.results import ResultsStore
 
     store = ResultsStore.open(results_root)
-    basis = basis_concepts(store)
-    layers = [nifti_file_layer(p, subject, "map", f"{subject} {n}") for n, p in store.maps(subject).items()
-              if not (n.startswith("mask_") and n[len("mask_"):] in basis)]
-    layers += [nifti_file_layer(p, subject, "mask", f"{subject} mask {n}") for n, p in store.masks(subject).items()
-               if n not in basis]
-    if concept in basis:
+    entries = results_entries(store, subject)
+    chosen = list(entries) if names is None else [n for n in entries if n in set(names)]
+    layers = []
+    for own in chosen:
+        path, role, subj, name = entries[own]
+        data, kwargs, layer_type = nifti_file_layer(path, subj, role, name)
+        if subj is None:  # a count from 0: a colormap from black, which additive blending and the threshold hide
+            kwargs.update(colormap=UNSIGNED_COLORMAP, contrast_limits=(0, max(1.0, float(np.max(data)))))
+        kwargs["metadata"]["brain_concepts"]["entry"] = own
+        layers.append((data, kwargs, layer_type))
+    if concept in basis_concepts(store):
         layers += _concept_masks(store, subject, concept)
-    for n, p in store.shared_maps().items():
-        # the shared step names its concepts "shared-00"…: no second "shared" in front
-        data, kwargs, _ = nifti_file_layer(p, None, "map", n if n.startswith("shared") else f"shared {n}")
-        # a count from 0: a colormap from black, which additive blending and the threshold hide
-        kwargs.update(colormap=UNSIGNED_COLORMAP, contrast_limits=(0, max(1.0, float(np.max(data)))))
-        layers.append((data, kwargs, "image"))
-    # one map at a time over the anatomy: the first concept map (else the first map) starts visible
-    names = [kw["name"] for _, kw, _ in layers]
-    shown = next((i for i, n in enumerate(names) if n.endswith(" corr_face")),
-                 next((i for i, n in enumerate(names) if " corr_" in n), 0))
-    for i, (_, kwargs, _) in enumerate(layers):
-        kwargs["visible"] = i == shown
+    # one map at a time over the anatomy
+    shown = default_entry(chosen)
+    for _, kwargs, _ in layers:
+        kwargs["visible"] = kwargs["metadata"]["brain_concepts"].get("entry") == shown
     return with_negative_parts(layers)

@@ -112,10 +112,10 @@ class StepWidget(QWidget):
             bar.refresh()
 
     def _on_return(self, ctx) -> None:
-        from .display import sync_results
+        from .display import refresh_results
 
         self.status.setText("Done.")
-        sync_results(self.viewer, self.session)
+        refresh_results(self.viewer, self.session)
         for s in self.steps:
             self.session.step_finished.emit(s)
         self.on_finished(ctx)
@@ -144,10 +144,14 @@ class StepWidget(QWidget):
         self.on_study_changed(study)
         store = self.results_store()
         if store is not None and all(store.is_done(s) for s in self.steps):
+            # the Study widget shows the participant's default map next: no map is loaded here
+            self._opening = True
             try:
                 self.show_results(store)
             except Exception as exc:  # a results folder of another layout: say so once
                 workers.notify_error(exc)
+            finally:
+                self._opening = False
 
     def results_store(self):
         """The session's results folder, when it holds results."""
@@ -160,11 +164,18 @@ class StepWidget(QWidget):
         self.on_subject_changed(name)
 
     def show_layer(self, name: str) -> None:
-        """Make layer ``name`` (of the participant on show) visible and selected, if present; a map is shown
-        alone (:func:`~napari_brain_concepts._napari.display.show_alone`)."""
-        from .display import show_alone
+        """Show layer ``name`` of the participant on show (``name`` alone: a layer of all participants) and
+        select it, loading it from the results folder when the viewer does not hold it yet; a map is shown
+        alone (:func:`~napari_brain_concepts._napari.display.show_alone`). The participant's layer comes
+        first when both exist."""
+        from .display import load_results_layers, results_entries, show_alone
 
         full = f"{self.session.subject} {name}"
-        for layer in list(self.viewer.layers):
-            if layer.name in (name, full):
-                show_alone(self.viewer, layer)
+        wanted = [e for e, (_, _, _, layer_name) in results_entries(self.session).items()
+                  if layer_name in (name, full)]
+        if wanted and not getattr(self, "_opening", False):
+            load_results_layers(self.viewer, self.session, wanted)
+        for candidate in (full, name):
+            if candidate in self.viewer.layers:
+                show_alone(self.viewer, self.viewer.layers[candidate])
+                return

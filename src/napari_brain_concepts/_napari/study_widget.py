@@ -59,6 +59,10 @@ class StudyWidget(QWidget):
         self.sample_button = QPushButton("Synthetic study")
         self.subject_box = QComboBox()
         self.subject_box.setEnabled(False)
+        self.map_box = QComboBox()
+        self.map_box.setEnabled(False)
+        self.map_box.setToolTip("the results' maps and masks of this participant: the chosen one is loaded "
+                                "and shown alone over the anatomy (loaded ones stay in the layer list)")
         self.radiological = QCheckBox("Radiological view")
         self.radiological.setToolTip("right hemisphere on the left of the screen (neurological: on the right)")
         self.status = QLabel("No study loaded.")
@@ -72,6 +76,7 @@ class StudyWidget(QWidget):
         buttons.addWidget(self.sample_button, 1, 0, 1, 2)
         form = QFormLayout()
         form.addRow("Participant", self.subject_box)
+        form.addRow("Map", self.map_box)
         form.addRow(self.radiological)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
@@ -85,8 +90,11 @@ class StudyWidget(QWidget):
         self.results_button.clicked.connect(self._choose_results)
         self.sample_button.clicked.connect(lambda: self.load_synthetic())
         self.subject_box.currentTextChanged.connect(self._on_subject_chosen)
+        self.map_box.textActivated.connect(self.show_map)
+        napari_viewer.layers.selection.events.active.connect(self._on_active_layer)
         self.radiological.toggled.connect(self.set_radiological)
         self.session = get_session(napari_viewer)
+        self.session.step_finished.connect(self._on_step_finished)
 
     # -- actions (also the widget's API for scripts and tests) -----------------------------------------
     def open_study(self, path: str | Path, results: str | Path | None = None):
@@ -124,6 +132,7 @@ class StudyWidget(QWidget):
         self.results = Path(path)
         self.session.results_dir = self.results
         self.session.context = None
+        self.viewer.layers.selection.active = None  # the results' map on show gets selected
         self.show_subject(self.subject)
         return None
 
@@ -148,7 +157,7 @@ class StudyWidget(QWidget):
         """Swap this widget's layers to participant ``name``, keeping camera and slice."""
         from ..core.io.results import ResultsStore
         from .display import add_layer_data
-        from .layers import results_layers, study_layers
+        from .layers import default_entry, results_entries, results_layers, study_layers
 
         if self.study is None or name is None:
             return
@@ -166,8 +175,12 @@ class StudyWidget(QWidget):
         layer_data = study_layers(self.study, name)
         results = self.session.results_dir
         if results is not None and ResultsStore.is_results(results):
-            # maps go between anatomy and outlines
-            layer_data[1:1] = results_layers(results, name, self.session.concept)
+            # the maps loaded for the previous participant (the default map at first); they go between
+            # anatomy and outlines
+            loaded = {_tag(layer).get("entry") for layer in self.viewer.layers if _tag(layer)} - {None}
+            if not loaded:
+                loaded = {default_entry(results_entries(ResultsStore.open(results), name))}
+            layer_data[1:1] = results_layers(results, name, self.session.concept, names=loaded)
         # one batch: napari cleans its scene graph (a full garbage collection) once, not once per removed layer
         # (a switch on the demo's results took 91-107 s, most of it in those collections)
         with self.viewer.layers.batched_update():
@@ -185,6 +198,42 @@ class StudyWidget(QWidget):
             self.subject_box.blockSignals(True)
             self.subject_box.setCurrentText(name)
             self.subject_box.blockSignals(False)
+        self.refresh_maps()
+
+    def refresh_maps(self) -> None:
+        """List the results' maps and masks of the participant on show in the Map box."""
+        from .display import results_entries
+
+        entries = list(results_entries(self.session)) if self.study is not None else []
+        self.map_box.blockSignals(True)
+        self.map_box.clear()
+        self.map_box.addItems(entries)
+        self.map_box.setEnabled(bool(entries))
+        self.map_box.setCurrentIndex(-1)
+        self.map_box.blockSignals(False)
+        self._on_active_layer()
+
+    def show_map(self, entry: str) -> None:
+        """Load results map ``entry`` of the participant on show, if not loaded yet, and show it alone."""
+        from .display import load_results_layers, show_alone
+
+        layers = [layer for layer in load_results_layers(self.viewer, self.session, [entry])
+                  if _tag(layer).get("part") != "negative"]
+        if layers:
+            show_alone(self.viewer, layers[0])
+
+    def _on_step_finished(self, step: str) -> None:
+        self.refresh_maps()
+
+    def _on_active_layer(self, event=None) -> None:
+        """The Map box names the selected layer when it is a results map or mask (else it is empty)."""
+        active = self.viewer.layers.selection.active
+        entry = (_tag(active) or {}).get("entry") if active is not None else None
+        index = self.map_box.findText(entry) if entry else -1
+        if self.map_box.currentIndex() != index:
+            self.map_box.blockSignals(True)
+            self.map_box.setCurrentIndex(index)
+            self.map_box.blockSignals(False)
 
     def _keep_view(self, layers: list, subject: str, seen: dict, active: str | None) -> None:
         """Show and select the new participant's layers as the previous participant's were (a layer the
