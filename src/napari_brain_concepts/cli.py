@@ -146,6 +146,9 @@ def _summary(ctx) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .core.synthetic import make_synthetic_study
 
+    if args.write_only and not args.write:
+        raise InputError("--write-only", "needs --write STUDY (the folder to write the study to)",
+                         "add --write FOLDER, or leave --write-only out to run the analysis")
     t0 = time.monotonic()
     study = make_synthetic_study(seed=args.seed, size=args.size)
     if args.write:
@@ -250,10 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=spec.help + " (runs the steps it needs too)")
         study_args(p, required=False)
         common(p)
-        p.add_argument("--size", default="default", choices=["tiny", "small", "default"],
-                       help="synthetic study size when no study is given")
+        p.add_argument("--size", choices=["tiny", "small", "default"],
+                       help="run on the synthetic study of this size (instead of a STUDY folder)")
         p.set_defaults(func=cmd_step)
     return parser
+
+
+def _check_study_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One study, said once: a STUDY folder, an NSD root, or (step verbs) the synthetic study by its size."""
+    if not hasattr(args, "nsd"):
+        return
+    size = getattr(args, "size", None)
+    given = [what for what, value in (("a STUDY folder", args.study), ("--nsd ROOT", args.nsd),
+                                      ("--size (the synthetic study)", size)) if value is not None]
+    if len(given) > 1:
+        parser.error(f"give one study: {' and '.join(given)} were both given")
+    if not given:
+        synthetic = "" if args.command == "run" else ", or --size tiny|small|default for the synthetic study"
+        parser.error(f"{args.command} needs a STUDY folder or --nsd ROOT --subject N{synthetic}")
 
 
 def _version() -> str:
@@ -268,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "run" and args.study is None and args.nsd is None:
-        parser.error("run needs a STUDY folder or --nsd ROOT --subject N")
+    _check_study_args(parser, args)
     try:
         if getattr(args, "param", None):
             from .core.pipeline import check_params

@@ -82,6 +82,39 @@ def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, 
     assert not fresh.exists()
 
 
+def test_resume_adds_a_step_and_refuses_other_values_for_finished_ones(study_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
+    decoded = (out / "tables" / "decoding.tsv").read_bytes()
+    assert main(["maps", str(study_folder), "--out", str(out), *FAST, "--resume"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["steps"]) == ["decode", "maps"] and manifest["parameters"]["steps"] == ["decode", "maps"]
+    assert (out / "tables" / "decoding.tsv").read_bytes() == decoded
+    capsys.readouterr()
+    other = ["--param", "decode.cv=4", *FAST[2:]]
+    assert main(["maps", str(study_folder), "--out", str(out), *other, "--resume"]) == 2
+    assert "was written with other parameters for its finished steps: decode.cv=3 (now 4)" in capsys.readouterr().err
+
+
+def test_a_step_verb_names_its_study_once(study_folder, tmp_path, capsys):
+    """No study is a mistake, not the synthetic study; two studies are one too many."""
+    for args, expected in [
+        (["decode", "--out", str(tmp_path / "a")], "decode needs a STUDY folder or --nsd ROOT --subject N, "
+                                                   "or --size tiny|small|default for the synthetic study"),
+        (["decode", str(study_folder), "--size", "small", "--out", str(tmp_path / "a")],
+         "give one study: a STUDY folder and --size (the synthetic study) were both given"),
+        (["run", str(study_folder), "--nsd", str(tmp_path), "--subject", "1", "--out", str(tmp_path / "a")],
+         "give one study: a STUDY folder and --nsd ROOT were both given"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["demo", "--write-only", "--out", str(tmp_path / "b")]) == 2
+    assert "--write-only: needs --write STUDY" in capsys.readouterr().err
+
+
 def test_kill_then_resume_keeps_finished_steps(study_folder, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}

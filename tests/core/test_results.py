@@ -266,3 +266,26 @@ def test_earlier_results_set_aside_come_back_or_go(tmp_path):
     third.drop_earlier()
     assert not (tmp_path / "res" / ".earlier").exists() and not third.restore_earlier()
     assert ResultsStore.open(tmp_path / "res").parameters == {"k": 3}
+
+
+def test_resume_may_add_steps_and_change_what_has_not_finished(tmp_path):
+    """A command-line analysis continues with another step list, or with new values for the steps it has not
+    finished (a range error stopped it there); the seed and a finished step's values must stay."""
+    def params(seed=0, steps=("decode",), **step_params):
+        return {"params": {"decode": {"cv": 3}, **step_params}, "seed": seed, "steps": list(steps)}
+
+    store = ResultsStore.create(tmp_path / "res", parameters=params(masks={"sparsity": -1}))
+    store.mark_done("decode")
+    resumed = ResultsStore.create(tmp_path / "res", parameters=params(steps=["masks"], masks={"sparsity": 20}),
+                                  resume=True)
+    assert resumed.is_done("decode")
+    kept = ResultsStore.open(tmp_path / "res").parameters
+    assert kept["steps"] == ["decode", "masks"] and kept["params"]["masks"] == {"sparsity": 20}
+    with pytest.raises(InputError, match=r"other parameters for its finished steps: decode\.cv=3 \(now 5\)"):
+        ResultsStore.create(tmp_path / "res", parameters={**params(), "params": {"decode": {"cv": 5}}},
+                            resume=True)
+    with pytest.raises(InputError, match=r"decode\.alphas=\(default\) \(now \[1\]\)"):
+        ResultsStore.create(tmp_path / "res", parameters={**params(), "params": {"decode": {"cv": 3, "alphas": [1]}}},
+                            resume=True)
+    with pytest.raises(InputError, match=r"other parameters: --seed 0 \(now 1\)"):
+        ResultsStore.create(tmp_path / "res", parameters=params(seed=1), resume=True)

@@ -48,6 +48,43 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _is_analysis(parameters: Any) -> bool:
+    """Parameters of an analysis run from the command line: ``{"params": {step: {...}}, "seed", "steps"}``."""
+    return isinstance(parameters, dict) and isinstance(parameters.get("params"), dict)
+
+
+def _resume_conflict(old: Any, new: Any, finished: list[str]) -> str | None:
+    """Why results made with ``old`` parameters cannot be continued with ``new`` ones (``None``: they can).
+
+    An analysis may be continued with another step list and with other parameters of the steps it has not
+    finished (a value out of range stopped it there, or a step is added); the seed and the parameters of
+    its finished steps must stay, as the results on disk were made with them.
+    """
+    if old in ({}, None) or old == new:
+        return None
+    if not (_is_analysis(old) and _is_analysis(new)):
+        return ""
+    if old.get("seed") != new.get("seed"):
+        return f": --seed {old.get('seed')} (now {new.get('seed')})"
+    changed = []
+    for step in finished:
+        a, b = old["params"].get(step) or {}, new["params"].get(step) or {}
+        changed += [f"{step}.{k}={json.dumps(a[k]) if k in a else '(default)'} (now "
+                    f"{json.dumps(b[k]) if k in b else '(default)'})"
+                    for k in sorted(set(a) | set(b)) if a.get(k, ...) != b.get(k, ...)]
+    return f" for its finished steps: {', '.join(changed)}" if changed else None
+
+
+def _resumed_parameters(old: Any, new: Any) -> Any:
+    """The parameters of a continued analysis: the new values, and every step either run asked for."""
+    if not (_is_analysis(old) and _is_analysis(new)):
+        return old
+    steps = None
+    if old.get("steps") is not None and new.get("steps") is not None:
+        steps = list(dict.fromkeys([*old["steps"], *new["steps"]]))
+    return {**new, "steps": steps}
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -98,9 +135,17 @@ class ResultsStore:
                     raise InputError(root / "manifest.json", f"holds the results of study {manifest['study']!r}, "
                                      f"not of {study!r}", "continue it with its own study, or write the results "
                                      "of this study to a new folder")
-                if parameters is not None and manifest.get("parameters") not in ({}, None, _jsonable(parameters)):
-                    raise InputError(root / "manifest.json", "was written with other parameters",
-                                     "resume with the same parameters or write to a new folder")
+                if parameters is not None:
+                    new = _jsonable(parameters)
+                    finished = list(manifest.get("steps") or {})
+                    conflict = _resume_conflict(manifest.get("parameters"), new, finished)
+                    if conflict is not None:
+                        raise InputError(root / "manifest.json", f"was written with other parameters{conflict}",
+                                         "resume with the same parameters or write to a new folder")
+                    merged = _resumed_parameters(manifest.get("parameters"), new)
+                    if merged != manifest.get("parameters"):
+                        store.manifest["parameters"] = merged
+                        store._save_manifest()
                 return store
             if not overwrite:
                 raise InputError(root, "already holds results", "choose another --out folder or pass --resume")
