@@ -51,7 +51,7 @@ def test_multi_hot_and_category_sentences():
     assert names == ["animal", "food", "furniture", "person"]
     np.testing.assert_array_equal(values, [[1, 0, 0, 1], [0, 1, 0, 1], [0, 1, 1, 1]])
     assert controls.category_sentences([["hot_dog", "person"]]) == ["hot dog, person"]
-    with pytest.raises(InputError, match="row 1 has no category"):
+    with pytest.raises(InputError, match=r"stimulus 2 has no category label\. Fix: .*row 3\)"):
         controls.multi_hot([["a"], []])
     with pytest.raises(InputError, match="no stimulus has category labels"):
         controls.category_sentences([[], []])
@@ -91,7 +91,7 @@ def test_control_embeddings_make_every_control(encoder):
 
 
 def test_stimulus_without_captions_is_named():
-    with pytest.raises(InputError, match="row 1"):
+    with pytest.raises(InputError, match=r"stimulus 2: has no caption\. Fix: .*row 3\)"):
         controls.scrambled_captions([["a dog"], []])
 
 

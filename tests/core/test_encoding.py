@@ -143,21 +143,21 @@ def test_encoding_r_maps_peak_in_the_planted_regions(analysed):
 def test_captions_beat_categories_where_only_captions_carry_the_concept(analysed):
     """The generator plants number, colour and relation regions that category labels do not describe."""
     study, store, _ = analysed
-    driven = [f"truth/{c}" for c in study.truth["caption_driven"]]
+    driven = [f"planted/{c}" for c in study.truth["caption_driven"]]
     assert driven
     enc = store.read_table("encoding_roi")
     enc = enc[enc["roi"].isin(driven)].pivot_table(index=["subject", "roi"], columns="model", values="r")
     assert (enc["captions"] - enc["categories_multihot"]).mean() > 0.1
     assert (enc["captions"] > enc["categories_multihot"]).mean() >= 0.75
     for concept in ("relation", "colour"):
-        per = enc.xs(f"truth/{concept}", level="roi")
+        per = enc.xs(f"planted/{concept}", level="roi")
         assert (per["captions"] > per["categories_multihot"]).all(), concept
     rsa_table = store.read_table("rsa_roi")
     sub = rsa_table[rsa_table["roi"].isin(driven)].pivot_table(index=["subject", "roi"], columns="model", values="r")
     assert (sub["captions"] - sub["categories_multihot"]).mean() > 0
     # the categories do predict the regions they describe: the comparison is not one-sided
     face = store.read_table("encoding_roi")
-    face = face[face["roi"] == "truth/face"].pivot_table(index="subject", columns="model", values="r")
+    face = face[face["roi"] == "planted/face"].pivot_table(index="subject", columns="model", values="r")
     assert (face["categories_multihot"] > 0.1).all()
 
 

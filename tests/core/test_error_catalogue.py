@@ -254,6 +254,12 @@ CASES = [
     ("constant-voxels-only", lambda t: _prepare(responses=lambda R: _with(R, (slice(None), slice(0, 3)), 2.5),
                                                 voxel_mask=np.arange(12) < 3),
      r"voxel selection: keeps no voxel"),
+    ("n-voxels-zero", lambda t: _prepare(n_voxels=0), r"parameter n_voxels: 0 keeps no voxel\. Fix: keep at least 1"),
+    ("test-column-marks-none", lambda t: _prepare(test_flags=np.zeros(40, bool), subject="s1"),
+     r"stimuli\.tsv column 'test': marks none of the stimuli subject s1 saw as test"),
+    ("test-column-marks-all", lambda t: _prepare(test_flags=np.ones(40, bool), subject="s1"),
+     r"stimuli\.tsv column 'test': the split of subject s1 leaves 0 training and 40 test stimuli\. "
+     r"Fix: mark fewer stimuli as test"),
     ("embedding-rows-not-stimuli", lambda t: _prepare(embedding=lambda E: E[:10]),
      r"embedding 'embedding': has 10 rows but trials refer to stimulus row 39"),
     ("trial-rows-not-responses", lambda t: _prepare(stimulus_rows=lambda r: r[:-1]),

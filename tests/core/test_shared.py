@@ -168,8 +168,12 @@ def test_decoders_of_different_embedding_dimension_are_an_error():
 
 def test_other_bad_input():
     weights, _, _, _ = _planted()
-    with pytest.raises(InputError, match="min_participants"):
+    with pytest.raises(InputError, match=r"min_participants: 5 other participants must share a voxel's concept, but "
+                       r"5 participants are given \(4 others\)\. Fix: lower it to at most 4 "
+                       r"\(--param shared\.min_participants=4\)"):
         SharedConceptClustering(min_participants=5).fit(weights)
+    with pytest.raises(InputError, match="shared concepts: need at least 2 participants, and 1 is given"):
+        SharedConceptClustering(min_participants=1).fit({"s1": weights["s1"]})
     with pytest.raises(InputError, match="min_participants"):
         SharedConceptClustering(min_participants=0).fit(weights)
     with pytest.raises(InputError, match="groups"):

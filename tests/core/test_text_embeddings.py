@@ -168,8 +168,8 @@ def test_broken_folders_are_named(tmp_path):
 def test_stimulus_without_caption_is_named():
     with pytest.raises(InputError, match="stimulus s2: has no caption"):
         embed_captions([["a dog"], ["a cat"], ["", "  "]], ids=["s0", "s1", "s2"])
-    with pytest.raises(InputError, match="row 1"):
-        embed_captions([["a dog"], []])
+    with pytest.raises(InputError, match=r"stimulus 2: has no caption \(and 1 more stimuli\)\. Fix: .* row 3\)"):
+        embed_captions([["a dog"], [], [" "]])
 
 
 def test_bad_parameters():

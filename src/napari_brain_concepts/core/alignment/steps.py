@@ -60,7 +60,8 @@ class RsaParams:
     method : "pearson" (the paper) or "spearman".
     subset_size, n_subsets : disjoint random stimulus subsets whose scores are averaged.
     stimuli : "shared" (every stimulus all subjects saw) or "test" (the shared test set).
-    truth_regions : also score the planted regions of a synthetic study (named ``truth/CONCEPT``).
+    truth_regions : also score the planted regions of a synthetic study (named ``planted/CONCEPT``, as in
+        the image-models table).
     searchlight : compute searchlight maps; ``radius`` (voxels, strictly less than) and ``threshold``
       (fraction of the sphere in the mask a centre needs).
     searchlight_models : models mapped by the searchlight (default: all compared models).
@@ -183,7 +184,7 @@ def _truth_regions(ctx: AnalysisContext, wanted: bool) -> dict[str, dict[str, np
     truth = ctx.study.truth or {}
     if not wanted or "regions" not in truth:
         return {}
-    return {s: {f"truth/{c}": v for c, v in regions.items()} for s, regions in truth["regions"].items()}
+    return {s: {f"planted/{c}": v for c, v in regions.items()} for s, regions in truth["regions"].items()}
 
 
 # -- rsa -----------------------------------------------------------------------------------------------

@@ -307,11 +307,14 @@ class SharedConceptClustering(BaseEstimator):
         names, points, group_index = self._collect(weights, groups)
         n_groups = len(names)
         if n_groups - 1 < self.min_participants:
+            if n_groups < 2:
+                raise InputError("shared concepts", f"need at least 2 participants, and {n_groups} is given",
+                                 "add participants (a concept is shared when other participants have it too)")
             raise InputError("parameter min_participants",
-                             f"{self.min_participants} other participants are required but only {n_groups} "
-                             "participants are given",
-                             f"lower min_participants to at most {n_groups - 1} or add participants" if n_groups > 1
-                             else "shared concepts need at least 2 participants: add participants")
+                             f"{self.min_participants} other participants must share a voxel's concept, but "
+                             f"{n_groups} participants are given ({n_groups - 1} others)",
+                             f"lower it to at most {n_groups - 1} (--param shared.min_participants="
+                             f"{n_groups - 1}) or add participants")
         self._valid = np.linalg.norm(points, axis=1) > 0
         original = _normalise(points, self._valid)
         self.whitening_ = None

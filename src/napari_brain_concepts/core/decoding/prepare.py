@@ -112,8 +112,8 @@ def noise_ceiling(ncsnr: np.ndarray, n_average: float = 1.0) -> np.ndarray:
 
 
 def split_stimuli(n_stimuli: int, shown: np.ndarray, test_flags: np.ndarray | None = None,
-                  test_fraction: float = 0.15, val_fraction: float = 0.1, random_state: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  test_fraction: float = 0.15, val_fraction: float = 0.1, random_state: int = 0,
+                  subject: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stimulus rows for train, validation and test among the ``shown`` ones.
 
     The permutation is drawn over *all* ``n_stimuli`` from ``random_state`` alone, so every subject of a
@@ -130,8 +130,9 @@ def split_stimuli(n_stimuli: int, shown: np.ndarray, test_flags: np.ndarray | No
         flags = np.asarray(test_flags, dtype=bool)
         test = shown[flags[shown]]
         if len(test) == 0:
-            raise InputError("stimuli test column", "marks none of the stimuli this subject saw",
-                             "mark some of the subject's stimuli as test, or remove the test column")
+            who = f"subject {subject}" if subject else "the subject"
+            raise InputError("stimuli.tsv column 'test'", f"marks none of the stimuli {who} saw as test",
+                             "write 1 for some of the stimuli each subject saw, or remove the test column")
         rest = shown[~flags[shown]]
     else:
         cut = int(round(test_fraction * n_stimuli))
@@ -141,8 +142,12 @@ def split_stimuli(n_stimuli: int, shown: np.ndarray, test_flags: np.ndarray | No
     n_val = int(round(val_fraction * len(rest)))
     val, train = np.sort(rest[:n_val]), np.sort(rest[n_val:])
     if len(train) < 2 or len(test) < 2:
-        raise InputError("stimuli", f"the split leaves {len(train)} training and {len(test)} test stimuli",
-                         "give more stimuli or smaller test_fraction / val_fraction")
+        who = f" of subject {subject}" if subject else ""
+        split = f"the split{who} leaves {len(train)} training and {len(test)} test stimuli"
+        if test_flags is not None:
+            raise InputError("stimuli.tsv column 'test'", split, "mark fewer stimuli as test (1), or more if "
+                             "there are fewer than 2 test stimuli" + (", or a smaller val_fraction" if n_val else ""))
+        raise InputError("stimuli", split, "give more stimuli or smaller test_fraction / val_fraction")
     return train, val, np.sort(test)
 
 
@@ -259,7 +264,8 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
                       f"(first: {const[:5].tolist()})", UserWarning, stacklevel=2)
         keep[const] = False
 
-    train_s, val_s, test_s = split_stimuli(len(E), rows, test_flags, test_fraction, val_fraction, random_state)
+    train_s, val_s, test_s = split_stimuli(len(E), rows, test_flags, test_fraction, val_fraction, random_state,
+                                           subject=subject)
     Z = zscore_by_session(R, sessions)
     is_test = np.isin(rows, test_s)
 
@@ -278,6 +284,9 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
             keep &= nc >= nc_threshold
     voxels = np.flatnonzero(keep)
     if n_voxels is not None and len(voxels) > n_voxels:
+        if n_voxels < 1:
+            raise InputError("parameter n_voxels", f"{n_voxels!r} keeps no voxel",
+                             "keep at least 1 voxel, or leave n_voxels out to keep every selected voxel")
         voxels = np.sort(voxels[np.argsort(-nc[voxels], kind="stable")[:int(n_voxels)]])
     if len(voxels) == 0:
         raise InputError(f"subject {subject} voxel selection", "keeps no voxel",

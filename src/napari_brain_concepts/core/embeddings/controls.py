@@ -135,10 +135,9 @@ def select_words(caption: str, pos: str | None = None) -> list[str]:
 
 
 def _check_captions(captions: Sequence[Sequence[str]]) -> None:
-    empty = [i for i, caps in enumerate(captions) if not any(str(c).strip() for c in caps)]
-    if empty:
-        raise InputError("stimuli captions", f"{len(empty)} stimuli have no caption (first: row {empty[0]})",
-                         "give every stimulus at least one caption in stimuli.tsv")
+    from .text import _check_captions as check
+
+    check(captions, None)
 
 
 def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | None = None
@@ -163,7 +162,7 @@ def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | 
             fallback += 1
             per_caption[i] = [select_words(c) for c in captions[i]]
             if not any(per_caption[i]):
-                raise InputError("stimuli captions", f"captions of stimulus row {i} contain no words",
+                raise InputError("stimuli captions", f"captions of stimulus {i + 1} contain no words",
                                  "give every stimulus a caption with words")
     vocab = sorted({w for caps in per_caption for ws in caps for w in ws})
     table = yield from encoder.iter_encode(vocab, step=f"embed {(pos or 'all').lower()} words")
@@ -211,8 +210,9 @@ def category_sentences(categories: Sequence[Sequence[str]]) -> list[str]:
     for i, cats in enumerate(categories):
         names = [str(c).replace("_", " ").strip() for c in cats if str(c).strip()]
         if not names:
-            raise InputError("stimuli categories", f"stimulus row {i} has no category label",
-                             "give every stimulus at least one category, or leave out the category controls")
+            raise InputError("stimuli categories", f"stimulus {i + 1} has no category label",
+                             f"give every stimulus at least one category (stimuli.tsv: the categories column of "
+                             f"row {i + 2}), or leave out the category controls")
         out.append(", ".join(names))
     return out
 

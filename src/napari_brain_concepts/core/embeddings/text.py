@@ -259,14 +259,17 @@ def _check_captions(captions_per_stimulus: Sequence[Sequence[str]], ids: Sequenc
         raise InputError("captions", "a single string was given",
                          "give one list of captions per stimulus, e.g. [['a dog'], ['a cat', 'a kitten']]")
     caps = []
-    for i, c in enumerate(captions_per_stimulus):
+    for c in captions_per_stimulus:
         if isinstance(c, str):
             c = [c]
-        clean = [str(t).strip() for t in c if str(t).strip()]
-        if not clean:
-            name = f"stimulus {ids[i]!s}" if ids is not None else f"stimulus at row {i}"
-            raise InputError(name, "has no caption", "give at least one non-empty caption for every stimulus")
-        caps.append(clean)
+        caps.append([str(t).strip() for t in c if str(t).strip()])
+    empty = [i for i, c in enumerate(caps) if not c]
+    if empty:
+        # stimuli.tsv's row of a stimulus: the header is row 1, as a spreadsheet shows it
+        first = f"stimulus {ids[empty[0]]!s}" if ids is not None else f"stimulus {empty[0] + 1}"
+        more = f" (and {len(empty) - 1} more stimuli)" if len(empty) > 1 else ""
+        raise InputError(first, f"has no caption{more}", "give every stimulus at least one non-empty caption "
+                         f"(stimuli.tsv: the caption columns of row {empty[0] + 2})")
     if not caps:
         raise InputError("captions", "no stimuli were given", "give one list of captions per stimulus")
     if ids is not None and len(ids) != len(caps):
