@@ -174,6 +174,20 @@ def test_predict_map_of_a_sentence(analysed):
     assert subj.from_volume(volume)[face].mean() > subj.from_volume(house)[face].mean()
 
 
+def test_the_saved_encoding_model_predicts_as_the_fitted_one(analysed, tmp_path):
+    """Results opened later predict a phrase's map from arrays/ and the recorded sentence model."""
+    study, store, ctx = analysed
+    subj = study.subject()
+    fitted = ctx.state["encoding_models"][subj.name]
+    saved = steps.saved_encoding_model(ResultsStore.open(store.root), subj.name, device="cpu")
+    phrase = "a face next to a blue banana"
+    np.testing.assert_allclose(saved.predict_map(phrase), fitted.predict_map(phrase), rtol=1e-5, atol=1e-6)
+    assert str(saved.encoder.path) == str(fitted.encoder.path)
+    empty = ResultsStore.create(tmp_path / "empty", study=study.name)
+    with pytest.raises(InputError, match="holds no encoding models. Fix: run the encode step"):
+        steps.saved_encoding_model(empty, subj.name)
+
+
 def test_rsa_step_refuses_unknown_models(analysed):
     study, store, _ = analysed
     ctx = AnalysisContext(study=study, store=store, device="cpu", params={"rsa": {"models": ["nope"]}})

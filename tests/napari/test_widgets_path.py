@@ -119,6 +119,16 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     phrase_map = viewer.layers[f"{subject.name} phrase map"]
     assert phrase_map.data.min() < 0 < phrase_map.data.max()  # a predicted response: signed, in two parts
     assert viewer.layers[f"{subject.name} phrase map negative"].data is phrase_map.data
+    first = phrase_map.data.copy()
+    # the same results opened from disk (no fitted objects in memory): the saved encoding model predicts
+    study_widget.open_results(session.results_dir)
+    assert session.context is None
+    alignment.phrase.setText("a house")
+    alignment.predict()
+    qtbot.waitUntil(lambda: f"{subject.name} phrase map" in viewer.layers, timeout=60_000)
+    reopened = viewer.layers[f"{subject.name} phrase map"].data
+    assert reopened.shape == first.shape and not np.allclose(reopened, first)
+    session.ensure_context()  # the rest of the path goes on in the reopened folder
 
     # switching participant keeps the derived layers of the new participant in view
     other = session.study.subject_names[1]

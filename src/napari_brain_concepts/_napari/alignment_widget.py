@@ -15,7 +15,8 @@ class AlignmentWidget(StepWidget):
     """Run ``embed`` → ``rsa`` → ``encode``; plot noise-ceiling-normalised RSA per ROI and model.
 
     Type a phrase and press Enter: the caption encoding model of the participant on show predicts its brain
-    map, which appears (and is replaced at each new phrase) as the layer ``SUBJ phrase map``.
+    map, which appears (and is replaced at each new phrase) as the layer ``SUBJ phrase map``. On results opened
+    from disk, the model is the one the encode step saved (``arrays/encoding_SUBJ_captions.npz``).
     """
 
     steps = ("embed", "rsa", "encode")
@@ -35,8 +36,16 @@ class AlignmentWidget(StepWidget):
         hint.setWordWrap(True)
         self.body.addWidget(hint)
         self.body.addLayout(row)
+        self._saved = {}  # (results folder, participant) → encoding model read from the folder
         self.phrase.returnPressed.connect(self.predict)
         self.predict_button.clicked.connect(self.predict)
+
+    def on_study_changed(self, study) -> None:
+        self._saved.clear()
+
+    def on_finished(self, ctx) -> None:
+        self._saved.clear()  # the folder's saved models were just rewritten
+        super().on_finished(ctx)
 
     def show_results(self, store) -> None:
         self.plot_rsa(store.read_table("rsa_summary"))
@@ -76,16 +85,32 @@ class AlignmentWidget(StepWidget):
         text = self.phrase.text().strip()
         ctx = self.session.context
         subject_name = self.session.subject
+        model = (ctx.state.get("encoding_models", {}) if ctx is not None else {}).get(subject_name)
+        store = self.results_store()
         try:
-            if ctx is None or subject_name not in ctx.state.get("encoding_models", {}):
+            if model is None and (store is None or not store.is_done("encode")):
                 raise InputError("Alignment widget", "no encoding model is fitted for this participant",
                                  "press 'Compare models with the brain' first")
-            model = ctx.state["encoding_models"][subject_name]
             subject = self.session.study.subject(subject_name)
         except InputError as exc:
             workers.notify_error(exc)
             return
+        if model is None:  # results opened from disk: the saved model (its sentence model loads once)
+            key = (str(store.root), subject_name)
+            if key not in self._saved:
+                self._saved[key] = None  # loaded in the worker
+            workers.start(self._saved_prediction, store, key, text,
+                          on_return=lambda values: self._show_prediction(values, subject))
+            return
         workers.start(model.predict_map, text, on_return=lambda values: self._show_prediction(values, subject))
+
+    def _saved_prediction(self, store, key, text):
+        """Runs in a worker: the map of ``text`` by the encoding model saved in ``store``."""
+        from ..core.alignment.steps import saved_encoding_model
+
+        if self._saved.get(key) is None:
+            self._saved[key] = saved_encoding_model(store, key[1], device=self.session.device)
+        return self._saved[key].predict_map(text)
 
     def _show_prediction(self, values, subject) -> None:
         from .display import replace_layer_data, show_alone

@@ -86,6 +86,26 @@ class EncodingModel(BaseEstimator):
         self.n_features_in_ = ridge.n_features_in_
         return self
 
+    @classmethod
+    def from_coefficients(cls, coef: np.ndarray, intercept: np.ndarray, best_alphas: np.ndarray | None = None,
+                          encoder: Any = None, device: str = "auto") -> EncodingModel:
+        """A fitted model from saved weights (``coef`` (n_voxels, d), ``intercept`` (n_voxels,)), e.g. those the
+        encode step writes to ``arrays/encoding_SUBJ_MODEL.npz``."""
+        coef = np.asarray(coef)
+        intercept = np.asarray(intercept, dtype=coef.dtype).ravel()
+        if coef.ndim != 2 or intercept.shape != (coef.shape[0],):
+            raise InputError("parameter coef", f"has shape {coef.shape} with {intercept.size} intercepts",
+                             "give coef (n_voxels, d) and one intercept per voxel")
+        model = cls(encoder=encoder, device=device)
+        ridge = RidgeDecoder(device=device)
+        ridge.coef_, ridge.intercept_ = coef, intercept
+        ridge.n_features_in_, ridge.n_targets_ = coef.shape[1], coef.shape[0]
+        ridge.best_alphas_ = None if best_alphas is None else np.asarray(best_alphas)
+        model.ridge_ = ridge
+        model.coef_, model.intercept_, model.best_alphas_ = coef, intercept, ridge.best_alphas_
+        model.n_features_in_ = coef.shape[1]
+        return model
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "ridge_"):
             raise InputError("EncodingModel", "is not fitted yet", "call fit(embeddings, responses) first")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,7 +155,7 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state["alignment_models"] = names
     ctx.state["caption_embedding"] = name
     ctx.state["sentence_encoder"] = encoder
-    ctx.store.mark_done("embed", models=names, sentence_model=encoder.name)
+    ctx.store.mark_done("embed", models=names, sentence_model=encoder.name, sentence_model_path=str(encoder.path))
     yield Progress("embed", 1, 1, f"{len(names)} embeddings")
 
 
@@ -375,3 +376,29 @@ def comparison_figure(summary: pd.DataFrame, models: Sequence[str], title: str):
     axes[0].legend(fontsize=7, ncol=min(4, max(1, len(models))), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def saved_encoding_model(store, subject: str, device: str = "auto"):
+    """The caption encoding model of ``subject`` as the encode step saved it, with its sentence model: for
+    predicting the map of a phrase from results opened later (the fitted objects of a run are gone)."""
+    from ..embeddings.text import DEFAULT_MODEL_NAME, SentenceEncoder
+    from .encoding import EncodingModel
+
+    manifest = store.root / "manifest.json"
+    if not store.is_done("encode"):
+        raise InputError(store.root, "holds no encoding models", "run the encode step (Alignment: Compare models "
+                         "with the brain, or brain-concepts encode)")
+    steps = store.manifest.get("steps", {})
+    reference = steps["encode"].get("reference", "captions")
+    arrays = store.read_arrays(f"encoding_{subject}_{reference}")
+    embed = steps.get("embed", {})
+    path, name = embed.get("sentence_model_path"), embed.get("sentence_model")
+    if path and Path(path).is_dir():
+        encoder = SentenceEncoder(path, device=device)
+    elif name == DEFAULT_MODEL_NAME:
+        encoder = SentenceEncoder(None, device=device)
+    else:
+        raise InputError(manifest, f"names the sentence model {name!r}, whose folder is not at "
+                         f"{path or 'a known place'}", "put the model folder back there, or run the alignment again")
+    return EncodingModel.from_coefficients(arrays["coef"], arrays["intercept"], arrays.get("alphas"),
+                                           encoder=encoder, device=device)
