@@ -30,8 +30,8 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
     cases = [
         ("Decode", lambda w: (w.embedding.addItem("no-such-embedding"), w.embedding.setCurrentText("no-such-embedding")),
          "no embedding 'no-such-embedding'", "decode"),
-        ("Concepts", lambda w: session.ensure_context({"concepts": {**FAST["concepts"], "n_components": 0}}),
-         "parameter n_components: 0 is not a positive integer", "concepts"),
+        ("Concepts", lambda w: w.n_components.setValue(1024),  # the form: more directions than the space has
+         "parameter n_components: K = 1024 is larger than the embedding dimension 384", "concepts"),
         ("Alignment", lambda w: session.ensure_context({"embed": {**FAST["embed"], "batch_size": 0}}),
          "parameter batch_size", "embed"),
         ("Captions", lambda w: session.ensure_context({"captions": {**FAST["captions"], "model": str(not_a_model)}}),
@@ -52,7 +52,7 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
         if name == "Decode":      # the decode widget's form sets the embedding of every later decode run
             widget.embedding.setCurrentText("captions")
             widget.embedding.removeItem(widget.embedding.findText("no-such-embedding"))
-            session.ensure_context({"decode": dict(FAST["decode"])})
+            session.ensure_context({"decode": {**FAST["decode"], "embedding": "captions"}})
 
     # not only InputError: any exception raised inside a step is one notification naming its type
     captions = widgets["Captions"]
@@ -72,7 +72,7 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
     # the viewer is still usable: with the bad input fixed, a step runs to the end without a new error
     decode = widgets["Decode"]
     decode.embedding.setCurrentText("captions")
-    session.ensure_context({"decode": dict(FAST["decode"])})
+    session.ensure_context({"decode": {**FAST["decode"], "embedding": "captions"}})
     assert _run_and_collect(qtbot, decode) == []
     assert session.done("decode"), decode.status.text()
     subject = session.study.subject(session.subject)

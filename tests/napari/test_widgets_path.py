@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 from napari_brain_concepts._napari.captions_widget import text_overlay
 from napari_brain_concepts._napari.threshold import is_map_layer
 
-from .conftest import PLUGIN
+from .conftest import FAST, PLUGIN
 
 
 def _wait(qtbot, widget, timeout=300_000):
@@ -66,9 +66,17 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     assert decode.plot.figure.axes and decode.plot.figure.axes[0].lines
 
     _, concepts = viewer.window.add_plugin_dock_widget(PLUGIN, "Concepts")
+    # the form sets the values it shows; FAST's other values (iterations, no contact sheets) stay
+    concepts.n_components.setValue(FAST["concepts"]["n_components"])
+    concepts.mask_steps.setValue(FAST["masks"]["n_steps"])
+    concepts.min_participants.setValue(2)
     concepts.run()
     _wait(qtbot, concepts)
     assert all(session.done(s) for s in ("concepts", "masks", "shared")), concepts.status.text()
+    params = session.context.params
+    assert params["concepts"]["n_components"] == 8 and params["concepts"]["n_iter"] == FAST["concepts"]["n_iter"]
+    assert params["masks"] == {**FAST["masks"], "sparsity": 5.0, "n_steps": 60, "burn_in": 21}
+    assert params["shared"]["min_participants"] == 2
     assert concepts.concepts.count() > 1
     ids = [concepts.concepts.item(i).data(Qt.ItemDataRole.UserRole) for i in range(2)]
 

@@ -7,12 +7,15 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSpinBox,
     QWidget,
 )
 
@@ -43,6 +46,32 @@ class ConceptsWidget(StepWidget):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
+        self.n_components = QSpinBox()
+        self.n_components.setRange(0, 4096)
+        self.n_components.setSpecialValueText("auto")
+        self.n_components.setToolTip("concept directions K of the basis; auto: min(128, embedding dimension) "
+                                     "(the demo uses 256)")
+        self.sparsity = QDoubleSpinBox()
+        self.sparsity.setRange(0.0, 1000.0)
+        self.sparsity.setValue(5.0)
+        self.sparsity.setToolTip("λ, the price of each voxel a mask keeps: higher keeps fewer voxels "
+                                 "(paper 5; the demo uses 20)")
+        self.mask_steps = QSpinBox()
+        self.mask_steps.setRange(20, 20000)
+        self.mask_steps.setSingleStep(100)
+        self.mask_steps.setValue(1000)
+        self.mask_steps.setToolTip("optimisation steps of the voxel masks; the best validation mask after the "
+                                   "first 35% of them is kept (the paper: 1000 steps, from step 350)")
+        self.min_participants = QSpinBox()
+        self.min_participants.setRange(1, 64)
+        self.min_participants.setValue(3)
+        self.min_participants.setToolTip("a concept is shared when this many other participants carry it")
+        form = QFormLayout()
+        form.addRow("Components", self.n_components)
+        form.addRow("Mask sparsity λ", self.sparsity)
+        form.addRow("Mask steps", self.mask_steps)
+        form.addRow("Shared by (others)", self.min_participants)
+        self.form.addLayout(form)
         self.basis_button = QPushButton("Concept basis only")
         self.shared_button = QPushButton("Shared concepts only")
         row = QHBoxLayout()
@@ -74,6 +103,14 @@ class ConceptsWidget(StepWidget):
         self._names = None
         self.profile = None
         napari_viewer.mouse_drag_callbacks.append(self._on_click)
+
+    def parameters(self) -> dict:
+        k = int(self.n_components.value())
+        steps = int(self.mask_steps.value())
+        return {"concepts": {"n_components": k or None},
+                "masks": {"sparsity": float(self.sparsity.value()), "n_steps": steps,
+                          "burn_in": int(round(0.35 * steps))},
+                "shared": {"min_participants": int(self.min_participants.value())}}
 
     def show_results(self, store) -> None:
         self.refresh(store)

@@ -64,9 +64,9 @@ class AnalysisSession:
             store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True)
             self.context = AnalysisContext(study=self.study, store=store, params={},
                                            random_state=self.random_state, device=self.device)
-        if params:
-            # a widget's form gives the whole parameter set of its steps
-            self.context.params.update(params)
+        for step, values in (params or {}).items():
+            # a widget's form sets the values it shows; the step's other values stay
+            self.context.params[step] = {**(self.context.params.get(step) or {}), **values}
         return self.context
 
     def done(self, step: str) -> bool:
