@@ -145,6 +145,12 @@ def test_concepts_step_writes_basis_retrieval_names_and_truth(tmp_path):
     assert all(store.figure_path(f"concept_{c}").is_file() for c in ids)
     truth = store.read_table("concept_truth")
     assert set(truth["planted"]) == set(CONCEPTS) and set(truth["concept"]) <= set(ids)
+    # results opened later: the stimulus scores of every concept, as the step named them
+    from napari_brain_concepts.core.concepts.steps import saved_concept_scores
+
+    concepts, scores = saved_concept_scores(ResultsStore.open(store.root), study)
+    assert concepts == ids
+    np.testing.assert_allclose(scores, ctx.state["concept_names"].scores, rtol=1e-5, atol=1e-6)
 
     ctx.state["decoders"].clear()
     with pytest.raises(InputError, match="run the decode step first"):

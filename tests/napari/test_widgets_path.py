@@ -107,6 +107,7 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     concepts.concepts.setCurrentRow(1)
     assert concept_masks() == {f"{subject.name} mask_{ids[1]}", f"{subject.name} mask {ids[1]}"}
     _click_a_voxel(viewer, concepts, session, subject)
+    live = concepts.profile
 
     _, captions = viewer.window.add_plugin_dock_widget(PLUGIN, "Captions")
     captions.run()
@@ -136,11 +137,18 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     qtbot.waitUntil(lambda: f"{subject.name} phrase map" in viewer.layers, timeout=60_000)
     reopened = viewer.layers[f"{subject.name} phrase map"].data
     assert reopened.shape == first.shape and not np.allclose(reopened, first)
+    # and a voxel click ranks the concepts by the saved basis' scores, as in the live session
+    centre = np.asarray(session.study.truth["region_centres_mm"][subject.name]["face"], dtype=float)
+    concepts.show_voxel(centre.reshape(-1, 3)[0][::-1])
+    assert [c for c, _ in concepts.profile.concepts] == [c for c, _ in live.concepts]
+    np.testing.assert_allclose([v for _, v in concepts.profile.concepts], [v for _, v in live.concepts], atol=1e-5)
+    assert "r with the concept's stimulus scores" in concepts.voxel.text()
     session.ensure_context()  # the rest of the path goes on in the reopened folder
 
     # switching participant keeps the derived layers of the new participant in view
     other = session.study.subject_names[1]
     study_widget.subject_box.setCurrentText(other)
+    assert concepts.profile is None and concepts.voxel.text().startswith("Click a voxel")  # not the old one
     assert f"{other} decoder_weight_norm" in viewer.layers
     # the phrase map on show has no counterpart: the participant's default map is on show and selected
     shown = [layer for layer in viewer.layers if layer.visible and is_map_layer(layer)]

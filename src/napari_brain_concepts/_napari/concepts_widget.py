@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 from .step_widget import StepWidget
 
 THUMBNAILS = 6
+VOXEL_HINT = "Click a voxel on the canvas: its preferred concepts and images appear here."
 THUMB_SIZE = 64
 
 
@@ -91,7 +92,7 @@ class ConceptsWidget(StepWidget):
         self.body.addWidget(self.concepts)
         self.body.addWidget(self.words)
         self.body.addWidget(self.gallery)
-        self.voxel = QLabel("Click a voxel on the canvas: its preferred concepts and images appear here.")
+        self.voxel = QLabel(VOXEL_HINT)
         self.voxel.setWordWrap(True)
         self.voxel_images = QWidget()
         self.voxel_layout = QHBoxLayout(self.voxel_images)
@@ -101,6 +102,7 @@ class ConceptsWidget(StepWidget):
         self.body.addWidget(self.voxel_images)
         self.concepts.currentItemChanged.connect(lambda item, _: self.select(item))
         self._names = None
+        self._saved = {}  # results folder → its basis concepts' stimulus scores
         self.profile = None
         napari_viewer.mouse_drag_callbacks.append(self._on_click)
 
@@ -193,6 +195,8 @@ class ConceptsWidget(StepWidget):
             return
         ctx = self.session.context
         names = ctx.state.get("concept_names") if ctx is not None else None
+        if names is None:  # results opened from disk: the scores from the saved basis
+            names = self._saved_scores()
         profile = voxel_profile(study, subject, point, concept_names=names, table=self._names)
         self.profile = profile
         while self.voxel_layout.count():
@@ -222,6 +226,40 @@ class ConceptsWidget(StepWidget):
                 label.setToolTip(str(stimuli.ids[r]))
                 self.voxel_layout.addWidget(label)
         self.voxel_layout.addStretch(1)
+
+    def _saved_scores(self):
+        """The basis concepts' stimulus scores of the results folder on show (read once per folder)."""
+        from types import SimpleNamespace
+
+        from ..core.concepts.steps import saved_concept_scores
+
+        store = self.results_store()
+        if store is None:
+            return None
+        key = str(store.root)
+        if key not in self._saved:
+            found = saved_concept_scores(store, self.session.study)
+            self._saved[key] = None if found is None else SimpleNamespace(concepts=found[0], scores=found[1])
+        return self._saved[key]
+
+    def on_study_changed(self, study) -> None:
+        self._saved.clear()
+        self.clear_voxel()
+
+    def on_subject_changed(self, name: str) -> None:
+        self.clear_voxel()  # the voxel shown was the previous participant's
+
+    def on_finished(self, ctx) -> None:
+        self._saved.clear()
+        super().on_finished(ctx)
+
+    def clear_voxel(self) -> None:
+        self.profile = None
+        while self.voxel_layout.count():
+            item = self.voxel_layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.voxel.setText(VOXEL_HINT)
 
     def _labels(self) -> dict[str, str]:
         """Concept id → its label (the first words of its positive end)."""

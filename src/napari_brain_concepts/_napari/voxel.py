@@ -7,9 +7,10 @@ stimulus):
 - preferred stimuli: the largest mean responses;
 - preferred concepts: the concepts whose stimulus scores (the projection of each stimulus's embedding on the
   concept direction, from the ``concepts`` step) correlate best with the voxel's mean responses, over the
-  stimuli the participant saw. Without those scores (a results folder opened without rerunning the step),
-  the difference between the voxel's mean response to a concept's most and least associated stimuli (the
-  ``concept_names`` table) ranks the concepts instead.
+  stimuli the participant saw. On a results folder opened from disk, the scores come from its saved basis
+  and the study's embedding (:func:`~napari_brain_concepts.core.concepts.steps.saved_concept_scores`); only
+  when the study lacks that embedding, the difference between the voxel's mean response to a concept's
+  most and least associated stimuli (the ``concept_names`` table) ranks the concepts instead.
 """
 
 from __future__ import annotations

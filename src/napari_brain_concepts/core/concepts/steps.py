@@ -252,7 +252,8 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state.update(concept_basis=basis, concept_ids=ids, concept_names=names, concept_retrieval=retrieval,
                      concept_matches=matches)
     yield Progress("concepts", 3, 3, f"{len(ids)} concepts")
-    ctx.store.mark_done("concepts", n_concepts=len(ids), pruned=int(len(basis.pruned_)))
+    ctx.store.mark_done("concepts", n_concepts=len(ids), pruned=int(len(basis.pruned_)),
+                        embedding=ctx.state.get("decoder_embedding", "captions"))
 
 
 def _optimise_masks(ctx: AnalysisContext, subjects: list[str], directions: np.ndarray, opt_kwargs: dict,
@@ -339,3 +340,22 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state["masks"] = fitted
     ctx.state["mask_scores"] = scores
     ctx.store.mark_done("masks", n_subjects=len(fitted), n_concepts=len(cids))
+
+
+def saved_concept_scores(store, study) -> tuple[list[str], np.ndarray] | None:
+    """The basis concepts of results on disk and every stimulus's score on each (n_stimuli, K): the projection
+    of its embedding on the concept direction, as the concepts step names them. ``None`` before the step, or
+    when the study lacks the embedding the basis was fitted in (e.g. a CLIP embedding made by the run)."""
+    if not store.is_done("concepts") or not store.array_path("concept_basis", ".npz").is_file():
+        return None
+    arrays = store.read_arrays("concept_basis")
+    recorded = store.manifest.get("steps", {}).get("concepts", {}).get("embedding")
+    decode = ((store.parameters or {}).get("params") or {}).get("decode") or {}
+    name = recorded or decode.get("embedding") or "captions"
+    if name not in study.stimuli.embeddings:
+        return None
+    E = study.embedding(name).values
+    D = np.asarray(arrays["components"])
+    if E.shape[1] != D.shape[1]:
+        return None
+    return [str(c) for c in arrays["concept_ids"]], E @ D.T
