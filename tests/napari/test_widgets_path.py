@@ -128,6 +128,9 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     phrase_map = viewer.layers[f"{subject.name} phrase map"]
     assert phrase_map.data.min() < 0 < phrase_map.data.max()  # a predicted response: signed, in two parts
     assert viewer.layers[f"{subject.name} phrase map negative"].data is phrase_map.data
+    below = _layer_names(viewer).index(f"{subject.name} mask")  # maps under the outlines, as at load
+    assert _layer_names(viewer).index(phrase_map.name) < below
+    assert _layer_names(viewer).index(f"{subject.name} mask_{ids[1]}") < below
     first = phrase_map.data.copy()
     # the same results opened from disk (no fitted objects in memory): the saved encoding model predicts
     study_widget.open_results(session.results_dir)

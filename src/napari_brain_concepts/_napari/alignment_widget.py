@@ -113,11 +113,12 @@ class AlignmentWidget(StepWidget):
         return self._saved[key].predict_map(text)
 
     def _show_prediction(self, values, subject) -> None:
-        from .display import replace_layer_data, show_alone
+        from .display import below_outlines, replace_layer_data, show_alone
         from .layers import values_map_layer, with_negative_parts
 
         # the same layers get the new data (display and threshold kept) unless the map changed sign
         layers = replace_layer_data(
             self.viewer, with_negative_parts([values_map_layer(subject, values, "phrase map", role="prediction")]))
+        below_outlines(self.viewer, layers)
         show_alone(self.viewer, layers[0])  # the map itself (its positive part) selected, other maps hidden
         self.status.setText(f"Predicted map of “{self.phrase.text().strip()}”.")

@@ -159,7 +159,7 @@ class ConceptsWidget(StepWidget):
     def _load_masks(self, concept: str) -> None:
         """Swap the basis concept masks on show for ``concept``'s (the viewer holds one concept's at a time)."""
         from ..core.io.results import ResultsStore
-        from .display import add_layer_data
+        from .display import add_layer_data, below_outlines
         from .layers import concept_layers
 
         self.session.concept = concept
@@ -171,7 +171,9 @@ class ConceptsWidget(StepWidget):
         if root is None or subject is None or not ResultsStore.is_results(root):
             return
         present = {layer.name for layer in self.viewer.layers}
-        add_layer_data(self.viewer, [t for t in concept_layers(root, subject, concept) if t[1]["name"] not in present])
+        added = add_layer_data(self.viewer, [t for t in concept_layers(root, subject, concept)
+                                             if t[1]["name"] not in present])
+        below_outlines(self.viewer, added)
 
     def _on_click(self, viewer, event):
         """A click (a press and release without moving: a drag pans the view) shows the voxel under it."""

@@ -99,7 +99,7 @@ def load_results_layers(viewer, session, entries) -> list:
     for _, kwargs, _ in new:
         kwargs["visible"] = False
     added = add_layer_data(viewer, new)
-    _below_outlines(viewer, added)
+    below_outlines(viewer, added)
     return present + added
 
 
@@ -127,7 +127,7 @@ def refresh_results(viewer, session) -> list:
     for group in groups.values():  # a signed map's two parts together
         visible = [viewer.layers[t[1]["name"]].visible for t in group if t[1]["name"] in viewer.layers]
         layers = replace_layer_data(viewer, group)
-        _below_outlines(viewer, layers)
+        below_outlines(viewer, layers)
         for layer in layers:
             layer.visible = any(visible)
         out += layers
@@ -139,7 +139,7 @@ def _entry(layer) -> str | None:
     return tag.get("entry") if tag else None
 
 
-def _below_outlines(viewer, layers) -> None:
+def below_outlines(viewer, layers) -> None:
     """Move ``layers`` under the lowest of the plugin's outline layers (mask, ROIs, planted regions)."""
     roles = ("mask", "roi", "truth")
     outlines = [i for i, layer in enumerate(viewer.layers)
