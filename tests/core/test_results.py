@@ -289,3 +289,21 @@ def test_resume_may_add_steps_and_change_what_has_not_finished(tmp_path):
                             resume=True)
     with pytest.raises(InputError, match=r"other parameters: --seed 0 \(now 1\)"):
         ResultsStore.create(tmp_path / "res", parameters=params(seed=1), resume=True)
+
+
+def test_resume_refuses_other_data_under_the_same_study_name(tmp_path):
+    """A study folder rewritten with other data keeps its name; its fingerprint tells them apart."""
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(seed=0, size="tiny")
+    assert study.fingerprint() == make_synthetic_study(seed=0, size="tiny").fingerprint()
+    subject = study.subject()
+    before = study.fingerprint()
+    subject.responses[0, 0] += 1.0  # one value of a sampled trial
+    assert study.fingerprint() != before
+    store = ResultsStore.create(tmp_path / "res", study=study.name, fingerprint=before)
+    store.mark_done("decode")
+    assert ResultsStore.open(tmp_path / "res").manifest["study_fingerprint"] == before
+    with pytest.raises(InputError, match=r"holds the results of study 'synthetic-tiny-seed0' made from other data"):
+        ResultsStore.create(tmp_path / "res", study=study.name, fingerprint=study.fingerprint(), resume=True)
+    assert ResultsStore.create(tmp_path / "res", study=study.name, fingerprint=before, resume=True).is_done("decode")

@@ -77,6 +77,9 @@ def test_a_new_study_starts_a_new_analysis_and_results_of_another_study_are_refu
     with pytest.raises(InputError, match="holds the results of study 'synthetic-default-seed0', not of the study"):
         widget.open_results(other.root)
     assert get_session(viewer).results_dir == mine.root
+    same_name = ResultsStore.create(tmp_path / "same-name", study="synthetic-tiny-seed0", fingerprint="0123456789abcdef")
+    with pytest.raises(InputError, match="made from other data than the study on show"):
+        widget.open_results(same_name.root)
     widget.load_synthetic(size="tiny", seed=1)  # another study: a new analysis, not the opened folder
     qtbot.waitUntil(lambda: widget.study is not None and widget.study.name.endswith("seed1"), timeout=600_000)
     assert get_session(viewer).results_dir is None

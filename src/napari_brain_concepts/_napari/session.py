@@ -61,7 +61,8 @@ class AnalysisSession:
                 self._tmp = tempfile.TemporaryDirectory(prefix="brain-concepts-")
                 self.results_dir = Path(self._tmp.name) / "results"
             # an opened results folder is continued (its finished results stay); a new one is created
-            store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True)
+            store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True,
+                                        fingerprint=self.study.fingerprint())
             self.context = AnalysisContext(study=self.study, store=store, params={},
                                            random_state=self.random_state, device=self.device)
         for step, values in (params or {}).items():

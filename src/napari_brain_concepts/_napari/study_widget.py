@@ -129,6 +129,11 @@ class StudyWidget(QWidget):
             raise InputError(store.root / "manifest.json", f"holds the results of study {made_from!r}, not of "
                              f"the study on show ({self.study.name!r})", "open the results of this study, or "
                              "open them in a new viewer, where they bring their own study")
+        made = store.manifest.get("study_fingerprint")
+        if made is not None and made != self.study.fingerprint():
+            raise InputError(store.root / "manifest.json", f"holds the results of study {made_from!r} made from "
+                             "other data than the study on show (its stimuli, masks, trials or responses differ)",
+                             "open the study folder they were made from")
         self.results = Path(path)
         self.session.results_dir = self.results
         self.session.context = None

@@ -375,6 +375,30 @@ class Study:
                              f"choose one of {', '.join(embs)}")
         return embs[name]
 
+    def fingerprint(self) -> str:
+        """A short hash of the study's data: stimulus ids and test flags, and per subject the mask, the trials
+        and a sample of the responses (64 trials, so that reading NSD-sized responses stays cheap).
+
+        Results record it, so that results are not continued or shown with other data under the same study
+        name. Embeddings are left out: steps add them to the study as they run.
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+
+        def add(*parts: Any) -> None:
+            for part in parts:
+                h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+
+        test = self.stimuli.test
+        add(self.name, list(map(str, self.stimuli.ids)), None if test is None else np.asarray(test, bool))
+        for name, subj in self.subjects.items():
+            n = len(subj.responses)
+            add(name, subj.responses.shape, np.asarray(subj.mask, bool), list(map(str, subj.stimulus_ids)),
+                None if subj.sessions is None else np.asarray(subj.sessions),
+                np.asarray(subj.responses[:: max(1, n // 64)], dtype=np.float32))
+        return h.hexdigest()[:16]
+
     def trial_rows(self, subject: Subject) -> np.ndarray:
         """Row in ``stimuli`` of every trial of ``subject``."""
         index = self.stimuli.index

@@ -112,14 +112,15 @@ class ResultsStore:
     @classmethod
     def create(cls, root: str | os.PathLike, parameters: dict[str, Any] | None = None,
                study: str | None = None, resume: bool = False, overwrite: bool = True,
-               keep_earlier: bool = False) -> ResultsStore:
+               keep_earlier: bool = False, fingerprint: str | None = None) -> ResultsStore:
         """Start (or with ``resume=True`` continue) an analysis in ``root``.
 
         Starting a new analysis in a folder that holds results (``overwrite=True``) removes the earlier
         results (subjects/, shared/, tables/, figures/, arrays/) so that none of them is taken for a
         result of the new analysis; other files in the folder are left alone. With ``keep_earlier`` they are
         set aside in ``.earlier/`` instead, until :meth:`restore_earlier` (the new analysis failed) or
-        :meth:`drop_earlier` (it finished).
+        :meth:`drop_earlier` (it finished). ``fingerprint`` (:meth:`Study.fingerprint`) is recorded, and a
+        resumed analysis must come with the same one: the study's data, not only its name.
         """
         store = cls(root)
         root = store.root
@@ -135,6 +136,12 @@ class ResultsStore:
                     raise InputError(root / "manifest.json", f"holds the results of study {manifest['study']!r}, "
                                      f"not of {study!r}", "continue it with its own study, or write the results "
                                      "of this study to a new folder")
+                made = manifest.get("study_fingerprint")
+                if fingerprint is not None and made not in (None, fingerprint):
+                    raise InputError(root / "manifest.json", f"holds the results of study {manifest.get('study')!r} "
+                                     "made from other data (its stimuli, masks, trials or responses differ)",
+                                     "continue it with the data it was made from, or write the results of these "
+                                     "data to a new folder")
                 if parameters is not None:
                     new = _jsonable(parameters)
                     finished = list(manifest.get("steps") or {})
@@ -157,6 +164,7 @@ class ResultsStore:
             "format": "napari-brain-concepts results",
             "version": STORE_VERSION,
             "study": study,
+            "study_fingerprint": fingerprint,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "parameters": _jsonable(parameters or {}),
             "versions": package_versions(),
