@@ -38,8 +38,10 @@ NEGATIVE_COLORMAP = {
 NEGATIVE_SUFFIX = " negative"
 UNSIGNED_COLORMAP = "inferno"
 MASK_COLORS = {None: "transparent", 1: [0.75, 0.75, 0.75, 1.0]}
-_ROI_TINTS = {"face": [1.0, 0.35, 0.35], "bod": [0.35, 1.0, 0.45], "place": [0.35, 0.6, 1.0],
-              "word": [1.0, 0.9, 0.3]}
+#: ROI outline tints, one per localizer family, away from the maps' colours (red-yellow, cyan-blue, inferno),
+#: so that an outline is not read as a map's value: faces magenta, bodies green, places white, words mint
+_ROI_TINTS = {"face": [1.0, 0.3, 1.0], "bod": [0.3, 1.0, 0.35], "place": [1.0, 1.0, 1.0],
+              "word": [0.55, 1.0, 0.8]}
 
 
 def plugin_tag(subject: str | None, role: str, **display: Any) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def mask_layer(subject: Subject) -> LayerData:
 
 
 def roi_colors(name: str, atlas: RoiAtlas) -> dict | None:
-    """One tint per localizer family (faces red, bodies green, places blue, words yellow), shaded per region."""
+    """One tint per localizer family (faces magenta, bodies green, places white, words mint), shaded per region."""
     tint = next((np.array(c) for key, c in _ROI_TINTS.items() if key in name.lower()), None)
     if tint is None:
         return None
