@@ -222,3 +222,12 @@ def test_run_nsd_one_subject_runs_every_step_that_applies(tmp_path):
     assert "Left out step shared: it needs at least 4 participants" in result.stdout
     assert (out / "subjects" / "subj01" / "masks").is_dir()
     assert not (out / ".staging").exists()
+
+
+def test_threads_limits_torch_and_blas(tmp_path):
+    code = ("import torch, threadpoolctl; from napari_brain_concepts.cli import main; "
+            f"rc = main(['decode', {str(tmp_path / 'missing')!r}, '--out', {str(tmp_path / 'out')!r}, '--threads', '1']); "
+            "print(rc, torch.get_num_threads(), {p['num_threads'] for p in threadpoolctl.threadpool_info()})")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+    assert result.stdout.split() == ["2", "1", "{1}"], result.stdout + result.stderr
