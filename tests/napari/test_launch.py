@@ -21,3 +21,14 @@ def test_view_screenshot_is_written(tmp_path, qtbot):
     png = tmp_path / "view.png"
     launch_viewer(None, screenshot=png, block=False, size="tiny")  # closes the viewer once saved
     assert png.stat().st_size > 10_000
+
+
+def test_docks_stacked_in_one_column_fit_a_laptop_screen(make_napari_viewer):
+    """The step docks scroll: six docks added from the Plugins menu need less than a 1080-px screen (they
+    needed 2,054 px, the plot canvases' heights, with no way to reach the bottom ones)."""
+    viewer = make_napari_viewer(show=True)
+    docks = [viewer.window.add_plugin_dock_widget("napari-brain-concepts", name)
+             for name in ("Study", "Decode", "Concepts", "Captions", "Alignment", "Export")]
+    assert viewer.window._qt_window.minimumSizeHint().height() < 1000
+    decode = docks[1][1]
+    assert decode.minimumSizeHint().height() < decode.plot.minimumSizeHint().height()  # it scrolls

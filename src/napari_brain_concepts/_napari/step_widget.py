@@ -11,13 +11,50 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from . import workers
 from .session import get_session
 
 if TYPE_CHECKING:
     import napari
+
+
+class _VerticalScroll(QScrollArea):
+    """Scrolls vertically only; as wide as its contents need (no horizontal scroll bar), and as tall as they
+    would like to be where there is room."""
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        if self.widget() is not None:
+            inner = self.widget().sizeHint()
+            hint.setWidth(inner.width() + self.verticalScrollBar().sizeHint().width())
+            hint.setHeight(inner.height())
+        return hint
+
+    def minimumSizeHint(self):
+        hint = super().minimumSizeHint()
+        if self.widget() is not None:
+            hint.setWidth(self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
+        return hint
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """The layout of ``widget``'s contents, inside a vertical scroll area: docks stacked in one napari window
+    then share its height (the plugin's six docks in one column needed a window 2,054 px tall)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame
+
+    inner = QWidget()
+    scroll = _VerticalScroll()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(inner)
 
 
 class StepWidget(QWidget):
@@ -42,7 +79,7 @@ class StepWidget(QWidget):
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         self.form = QVBoxLayout()
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
