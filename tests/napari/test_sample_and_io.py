@@ -79,3 +79,18 @@ def test_reader_and_writer_round_trip(make_napari_viewer, tmp_path):
     lab.save(str(lout), plugin="napari-brain-concepts")
     np.testing.assert_array_equal(np.asanyarray(nib.load(lout).dataobj), labels)
     np.testing.assert_allclose(nib.load(lout).affine, affine)
+
+
+def test_planted_regions_have_one_colour_per_concept_in_every_participant():
+    from napari_brain_concepts._napari.layers import region_layer
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(seed=0, size="tiny")
+    colours = []
+    for name in study.subject_names[:2]:
+        _, kwargs, _ = region_layer(study.subject(name), study.truth["regions"][name])
+        names = dict(zip(kwargs["features"]["index"], kwargs["features"]["name"]))
+        colours.append({names[k]: tuple(v) for k, v in kwargs["colormap"].items() if k is not None})
+    shared = set(colours[0]) & set(colours[1])
+    assert shared and all(colours[0][c] == colours[1][c] for c in shared)
+    assert len(set(colours[0].values())) == len(colours[0])  # distinct within a participant

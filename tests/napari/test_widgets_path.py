@@ -58,6 +58,7 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     subject = session.study.subject(session.subject)
 
     _, decode = viewer.window.add_plugin_dock_widget(PLUGIN, "Decode")
+    assert not decode.test_fraction.isEnabled()  # the study's shared test set is used
     decode.run()
     _wait(qtbot, decode)
     assert session.done("decode"), decode.status.text()

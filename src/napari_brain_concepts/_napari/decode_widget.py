@@ -44,6 +44,10 @@ class DecodeWidget(StepWidget):
     def on_study_changed(self, study) -> None:
         self.embedding.clear()
         self.embedding.addItems(list(study.stimuli.embeddings))
+        shared = study.stimuli.test is not None
+        self.test_fraction.setEnabled(not shared)  # the study's own test set is used
+        self.test_fraction.setToolTip("this study has a shared test set (stimuli.tsv's test column), used instead"
+                                      if shared else "fraction of the stimuli held out for testing")
 
     def parameters(self) -> dict:
         self.session.device = self.device.currentText()

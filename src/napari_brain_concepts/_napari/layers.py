@@ -173,8 +173,26 @@ def region_layer(subject: Subject, regions: dict[str, np.ndarray], name: str = "
     for i, (cname, vol) in enumerate(regions.items(), start=1):
         labels[np.asarray(vol, dtype=bool) & (labels == 0)] = i
         names[i] = cname
+    # one colour per concept, the same in every participant (napari's random label colours changed with the
+    # participant's set of regions); the name shows in the status bar on hover
+    colors = {None: "transparent", **{i: region_color(c) for i, c in names.items()}}
     return volume_layer(labels, subject.affine, f"{subject.name} {name}", "labels", subject=subject.name,
-                        role="truth", contour=1, opacity=0.9, features=roi_features(RoiAtlas(labels, names)))
+                        role="truth", contour=1, opacity=0.9, features=roi_features(RoiAtlas(labels, names)),
+                        colormap=colors)
+
+
+def region_color(concept: str) -> list[float]:
+    """A fixed colour per concept: matplotlib's tab10 in the order of the synthetic study's concepts (all ten
+    distinct); another name gets one of tab20 by a stable hash of the name."""
+    import zlib
+
+    from matplotlib import colormaps
+
+    from ..core.synthetic import CONCEPTS
+
+    rgba = (colormaps["tab10"](CONCEPTS.index(concept)) if concept in CONCEPTS
+            else colormaps["tab20"](zlib.crc32(concept.encode()) % 20))
+    return [*map(float, rgba[:3]), 1.0]
 
 
 def study_layers(study: Study, subject_name: str | None = None, maps: dict[str, np.ndarray] | None = None
