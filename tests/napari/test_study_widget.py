@@ -144,6 +144,10 @@ def test_opened_results_load_one_map_and_the_rest_when_chosen(make_napari_viewer
     widget.open_results(store.root)
     items = [widget.map_box.itemText(i) for i in range(widget.map_box.count())]
     assert items == ["corr_body", "corr_face", "corr_place", "decoder_weight_norm"]
+    from qtpy.QtCore import Qt
+
+    tip = widget.map_box.itemData(items.index("corr_face"), Qt.ItemDataRole.ToolTipRole)
+    assert tip == "Pearson r of each voxel's response with the presence of face"  # what each map shows
     first, second = study.subject_names[:2]
     # the default map only (a signed map: its two parts), selected and named in the box
     assert len(viewer.layers) == base + 2

@@ -288,6 +288,28 @@ def results_entries(store, subject: str) -> dict[str, tuple[Path, str, str | Non
     return entries
 
 
+def describe_entry(entry: str) -> str:
+    """What a results map or mask shows, in a line (the Map box's tooltip)."""
+    if entry.endswith(" (all participants)"):
+        return "how many participants' masks of this shared concept hold each voxel (common space)"
+    rules = [
+        ("corr_", "Pearson r of each voxel's response with the presence of {}"),
+        ("decoder_weight_norm", "how much the decoder uses each voxel (norm of its weights)"),
+        ("decoder_", "the decoder's voxel weights projected on the embedding direction of {}"),
+        ("encoding_noise_ceiling", "the noise ceiling of each voxel's r (from the repeats)"),
+        ("encoding_r_", "held-out r of the encoding model of the {} embedding"),
+        ("searchlight_rsa_", "searchlight RSA r of the {} embedding"),
+        ("mask_", "soft voxel mask of concept {} (the decoder reads it out through these voxels)"),
+        ("mask shared-", "this participant's voxels in shared concept shared-{}"),
+        ("mask ", "hard voxel mask of concept {} (soft mask ≥ threshold)"),
+        ("shared-", "each voxel's similarity to shared concept shared-{} (its decoder weights vs the centroid)"),
+    ]
+    for prefix, text in rules:
+        if entry.startswith(prefix):
+            return text.format(entry[len(prefix):]) if "{}" in text else text
+    return entry
+
+
 def default_entry(entries) -> str | None:
     """The map shown first: the face concept's map, else the first concept map, else the first map."""
     names = list(entries)

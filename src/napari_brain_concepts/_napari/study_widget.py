@@ -207,12 +207,17 @@ class StudyWidget(QWidget):
 
     def refresh_maps(self) -> None:
         """List the results' maps and masks of the participant on show in the Map box."""
+        from qtpy.QtCore import Qt
+
         from .display import results_entries
+        from .layers import describe_entry
 
         entries = list(results_entries(self.session)) if self.study is not None else []
         self.map_box.blockSignals(True)
         self.map_box.clear()
         self.map_box.addItems(entries)
+        for i, entry in enumerate(entries):
+            self.map_box.setItemData(i, describe_entry(entry), Qt.ItemDataRole.ToolTipRole)
         self.map_box.setEnabled(bool(entries))
         self.map_box.setCurrentIndex(-1)
         self.map_box.blockSignals(False)
