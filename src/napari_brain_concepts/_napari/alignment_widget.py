@@ -97,8 +97,6 @@ class AlignmentWidget(StepWidget):
             return
         if model is None:  # results opened from disk: the saved model (its sentence model loads once)
             key = (str(store.root), subject_name)
-            if key not in self._saved:
-                self._saved[key] = None  # loaded in the worker
             workers.start(self._saved_prediction, store, key, text,
                           on_return=lambda values: self._show_prediction(values, subject))
             return
@@ -108,7 +106,7 @@ class AlignmentWidget(StepWidget):
         """Runs in a worker: the map of ``text`` by the encoding model saved in ``store``."""
         from ..core.alignment.steps import saved_encoding_model
 
-        if self._saved.get(key) is None:
+        if key not in self._saved:
             self._saved[key] = saved_encoding_model(store, key[1], device=self.session.device)
         return self._saved[key].predict_map(text)
 

@@ -70,6 +70,7 @@ class StepWidget(QWidget):
         self.worker = None
         self._progress = None
         self._failed = False
+        self._opening = False  # showing the results of a study just loaded: the Study widget shows its map
         self.run_button = QPushButton(self.run_label)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -210,7 +211,7 @@ class StepWidget(QWidget):
         full = f"{self.session.subject} {name}"
         wanted = [e for e, (_, _, _, layer_name) in results_entries(self.session).items()
                   if layer_name in (name, full)]
-        if wanted and not getattr(self, "_opening", False):
+        if wanted and not self._opening:
             load_results_layers(self.viewer, self.session, wanted)
         for candidate in (full, name):
             if candidate in self.viewer.layers:
