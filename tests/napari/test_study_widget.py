@@ -74,11 +74,11 @@ def test_a_new_study_starts_a_new_analysis_and_results_of_another_study_are_refu
     widget.open_results(mine.root)  # no study yet: its own (synthetic tiny, seed 0) is built
     qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
     assert get_session(viewer).results_dir == mine.root
-    with pytest.raises(InputError, match="holds the results of study 'synthetic-default-seed0', not of the study"):
+    with pytest.raises(InputError, match="holds the results of study 'synthetic-default-seed0', not of 'synthetic-tiny-seed0'"):
         widget.open_results(other.root)
     assert get_session(viewer).results_dir == mine.root
     same_name = ResultsStore.create(tmp_path / "same-name", study="synthetic-tiny-seed0", fingerprint="0123456789abcdef")
-    with pytest.raises(InputError, match="made from other data than the study on show"):
+    with pytest.raises(InputError, match="'synthetic-tiny-seed0' made from other data"):
         widget.open_results(same_name.root)
     widget.load_synthetic(size="tiny", seed=1)  # another study: a new analysis, not the opened folder
     qtbot.waitUntil(lambda: widget.study is not None and widget.study.name.endswith("seed1"), timeout=600_000)

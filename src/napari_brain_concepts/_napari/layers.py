@@ -269,9 +269,9 @@ def results_entries(store, subject: str) -> dict[str, tuple[Path, str, str | Non
 
     Returns ``{entry: (path, role, subject or None, layer name)}`` in display order: the participant's maps,
     its masks, then the maps shared by all participants. ``entry`` is the layer name without the participant
-    (``corr_face``, ``mask shared-00``, ``shared-00``); a map of all participants' has no participant
-    in its layer name, and its entry says so (``shared-00 (all participants)``). The basis concepts' soft and hard masks are not
-    entries: they come one concept at a time (:func:`concept_layers`).
+    (``corr_face``, ``mask shared-00``, ``shared-00``); a map of all participants has no participant in its
+    layer name, and its entry says so (``shared-00 (all participants)``). The basis concepts' soft and hard
+    masks are not entries: they come one concept at a time (:func:`concept_layers`).
     """
     basis = basis_concepts(store)
     entries: dict[str, tuple[Path, str, str | None, str]] = {}

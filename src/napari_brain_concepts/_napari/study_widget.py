@@ -118,22 +118,13 @@ class StudyWidget(QWidget):
 
     def open_results(self, path: str | Path):
         """Show the maps and masks of a results folder over the current study (with none loaded, its own)."""
-        from ..core.errors import InputError
         from ..core.io.results import ResultsStore
 
         store = ResultsStore.open(path)  # validates before anything changes
         if self.study is None:
             return self._open_study_of(store)
-        made_from = store.manifest.get("study")
-        if made_from not in (None, self.study.name):
-            raise InputError(store.root / "manifest.json", f"holds the results of study {made_from!r}, not of "
-                             f"the study on show ({self.study.name!r})", "open the results of this study, or "
-                             "open them in a new viewer, where they bring their own study")
-        made = store.manifest.get("study_fingerprint")
-        if made is not None and made != self.study.fingerprint():
-            raise InputError(store.root / "manifest.json", f"holds the results of study {made_from!r} made from "
-                             "other data than the study on show (its stimuli, masks, trials or responses differ)",
-                             "open the study folder they were made from")
+        store.check_made_from(self.study.name, self.study.fingerprint(), "open the results of the study on "
+                              "show, or open them in a new viewer, where they bring their own study")
         self.results = Path(path)
         self.session.results_dir = self.results
         self.session.context = None

@@ -132,16 +132,8 @@ class ResultsStore:
         if (root / "manifest.json").is_file():
             manifest = store.manifest  # validates version
             if resume:
-                if study is not None and manifest.get("study") not in (None, study):
-                    raise InputError(root / "manifest.json", f"holds the results of study {manifest['study']!r}, "
-                                     f"not of {study!r}", "continue it with its own study, or write the results "
-                                     "of this study to a new folder")
-                made = manifest.get("study_fingerprint")
-                if fingerprint is not None and made not in (None, fingerprint):
-                    raise InputError(root / "manifest.json", f"holds the results of study {manifest.get('study')!r} "
-                                     "made from other data (its stimuli, masks, trials or responses differ)",
-                                     "continue it with the data it was made from, or write the results of these "
-                                     "data to a new folder")
+                store.check_made_from(study, fingerprint, "continue it with the study and data it was made "
+                                      "from, or write the results of this study to a new folder")
                 if parameters is not None:
                     new = _jsonable(parameters)
                     finished = list(manifest.get("steps") or {})
@@ -172,6 +164,16 @@ class ResultsStore:
         }
         store._save_manifest()
         return store
+
+    def check_made_from(self, study: str | None, fingerprint: str | None, fix: str) -> None:
+        """Refuse these results for study ``study`` (name) with data ``fingerprint`` (:meth:`Study.fingerprint`)
+        when they were made from another study, or from other data under the same name (``None``: not known)."""
+        made, where = self.manifest, self.root / "manifest.json"
+        if study is not None and made.get("study") not in (None, study):
+            raise InputError(where, f"holds the results of study {made['study']!r}, not of {study!r}", fix)
+        if fingerprint is not None and made.get("study_fingerprint") not in (None, fingerprint):
+            raise InputError(where, f"holds the results of study {made.get('study')!r} made from other data (its "
+                             "stimuli, masks, trials or responses differ)", fix)
 
     def _clear_results(self, keep: bool = False) -> None:
         """Remove the results of an earlier analysis, so none of them passes for a result of the new one; with
