@@ -17,6 +17,8 @@ from napari_brain_concepts.core.space import (
     is_oblique,
     layer_to_nifti,
     nifti_to_layer,
+    peak_point,
+    refine_layer,
     world_of_voxel,
 )
 from napari_brain_concepts.core.study import RoiAtlas, Stimuli, Study, Subject
@@ -201,3 +203,52 @@ def test_axis_aligned_volumes_never_warn():
 def test_array_without_affine_is_refused():
     with pytest.raises(InputError, match="without its affine"):
         nifti_to_layer(np.zeros(SHAPE, np.float32))
+
+
+@pytest.mark.parametrize("case", ORIENTATIONS[::7], ids=orientation_id)
+def test_peak_point_is_the_centre_of_the_largest_strong_cluster(case):
+    """The viewer cuts through a region of strong (here negative) values, not through one stray voxel that
+    is stronger still, and the point is the region's centre in napari's world coordinates."""
+    affine = oriented_affine(*case)
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 0.1, (12, 14, 10)).astype(np.float32)
+    data[3:6, 8:11, 2:5] = -2.0          # a 3x3x3 region, centre voxel (4, 9, 3)
+    data[4, 9, 3] = -2.01                # (marked, to find it in the layer)
+    data[10, 1, 8] = 5.0                 # one stray voxel
+    point = peak_point(nib.Nifti1Image(data, affine))
+    np.testing.assert_allclose(point, nifti_mm_zyx((4, 9, 3), affine), atol=0.3)  # voxels are 1.5-2.5 mm
+    layer, kwargs = nifti_to_layer(data, affine)
+    (index,) = np.argwhere(layer == data[4, 9, 3])
+    np.testing.assert_allclose(point, napari_world(index, kwargs), atol=0.3)
+
+
+def test_peak_point_of_an_empty_map_is_the_grid_centre():
+    affine = oriented_affine((0, 1, 2), (1, 1, 1))
+    point = peak_point(nib.Nifti1Image(np.zeros((5, 7, 9), np.float32), affine))
+    np.testing.assert_allclose(point, nifti_mm_zyx((2, 3, 4), affine))
+
+
+@pytest.mark.parametrize("case", ORIENTATIONS[::5], ids=orientation_id)
+def test_refined_outline_layer_keeps_world_coordinates_and_writes_back_the_original(case):
+    """Outline layers are drawn on a finer grid: each sub-voxel lies inside its voxel, the voxel's sub-voxels
+    are centred on it, and the layer writes back as the original data and affine."""
+    affine = oriented_affine(*case)
+    data = np.arange(np.prod(SHAPE), dtype=np.int32).reshape(SHAPE)
+    coarse, kwargs = nifti_to_layer(data, affine, name="labels")
+    fine, fine_kwargs = refine_layer(coarse, kwargs, target_mm=0.5)
+    u = fine_kwargs["metadata"]["refine"]
+    assert u == round(min(VOXEL) / 0.5) == 3
+    assert fine.shape == tuple(n * u for n in coarse.shape) and "refine" not in kwargs["metadata"]
+    index = np.argwhere(np.ones(fine.shape, dtype=bool))
+    parent = index // u
+    np.testing.assert_array_equal(fine[tuple(index.T)], coarse[tuple(parent.T)])
+    offset = napari_world(index, fine_kwargs) - napari_world(parent, kwargs)
+    assert np.all(np.abs(offset) < np.asarray(kwargs["scale"]) / 2)
+    np.testing.assert_allclose(offset.mean(axis=0), 0, atol=1e-9)  # (every voxel has its u³ sub-voxels)
+    img = layer_to_nifti(fine, fine_kwargs["metadata"])
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), data)
+    np.testing.assert_array_equal(img.affine, affine)
+    # a grid at or below the target is left as it is
+    same, same_kwargs = refine_layer(coarse, kwargs, target_mm=2.0)
+    assert same is coarse and same_kwargs is kwargs
+

@@ -44,12 +44,18 @@ def test_open_sample_layers_line_up(make_napari_viewer):
     region = study.truth["regions"][subject.name]["face"]
     planted = _layer(viewer, "planted regions")
     face_label = int(planted.features.loc[planted.features["name"] == "face", "index"].iloc[0])
-    layer_voxels = np.argwhere(planted.data == face_label)
-    world = np.array([planted.data_to_world(v) for v in layer_voxels])
+    # (outlines are drawn on a finer grid: u³ sub-voxels centred on each voxel)
+    u = planted.metadata["refine"]
+    assert u > 1 and planted.data.shape == tuple(n * u for n in face_map.data.shape)
+    sub_voxels = np.argwhere(planted.data == face_label)
+    world = np.array([planted.data_to_world(v) for v in sub_voxels])
+    _, parent = np.unique(sub_voxels // u, axis=0, return_inverse=True)
+    centres = np.stack([np.bincount(parent.ravel(), weights=world[:, k]) for k in range(3)], axis=1) / u ** 3
     expected = world_of_voxel(np.argwhere(region), subject.affine)
-    np.testing.assert_allclose(np.sort(world, axis=0), np.sort(expected, axis=0), atol=1e-5)
+    np.testing.assert_allclose(np.sort(centres, axis=0), np.sort(expected, axis=0), atol=1e-5)
     peak = np.unravel_index(np.argmax(face_map.data), face_map.data.shape)
-    assert planted.data[peak] == face_label
+    at_peak = np.round(planted.world_to_data(face_map.data_to_world(peak))).astype(int)
+    assert planted.data[tuple(at_peak)] == face_label
 
 
 def test_reader_and_writer_round_trip(make_napari_viewer, tmp_path):

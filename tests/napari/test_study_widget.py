@@ -164,3 +164,44 @@ def test_opened_results_load_one_map_and_the_rest_when_chosen(make_napari_viewer
     assert f"{second} corr_body" not in names and not any(n.startswith(f"{first} ") for n in names)
     assert viewer.layers[f"{second} decoder_weight_norm"].visible  # what the user looked at, again
     assert widget.map_box.currentText() == "decoder_weight_norm"
+
+
+def test_opened_results_show_the_slice_through_the_maps_peak(make_napari_viewer, qtbot, tmp_path):
+    """Opening results moves the slices to the default map's strongest region (not the middle slice, where the
+    region may not be), and *Go to peak* does the same for the map selected later."""
+    import numpy as np
+
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.space import world_of_voxel
+
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.load_synthetic(size="tiny", seed=0)
+    qtbot.waitUntil(lambda: widget.subject is not None, timeout=600_000)
+    study = widget.study
+    sub = study.subject(widget.subject)
+    ijk = np.argwhere(sub.mask)
+    # two voxels deep inside the mask (all 26 neighbours in it), far apart: a region around each
+    inner = [v for v in ijk if sub.mask[tuple(slice(c - 1, c + 2) for c in v)].all()]
+    low, high = min(inner, key=lambda v: v[2]), max(inner, key=lambda v: v[2])
+    rng = np.random.default_rng(0)
+
+    def region_map(centre, value):
+        values = rng.normal(0, 0.1, sub.n_voxels)
+        values[np.abs(ijk - centre).max(axis=1) <= 1] = value
+        return sub.to_volume(values)
+
+    store = ResultsStore.create(tmp_path / "results", study=study.name)
+    for name in study.subject_names:
+        store.write_map(name, "corr_face", region_map(low, -0.8), sub.affine)  # a negative region
+        store.write_map(name, "decoder_weight_norm", np.abs(region_map(high, 3.0)), sub.affine)
+    voxel = float(np.abs(np.diag(sub.affine)[:3]).max())
+    widget.open_results(store.root)
+    assert viewer.layers.selection.active.name == f"{widget.subject} corr_face"
+    np.testing.assert_allclose(viewer.dims.point[-3:], world_of_voxel(low, sub.affine), atol=voxel / 2)
+    widget.show_map("decoder_weight_norm")
+    np.testing.assert_allclose(viewer.dims.point[-3:], world_of_voxel(low, sub.affine), atol=voxel / 2)  # kept
+    assert widget.display.peak_button.isEnabled()
+    widget.display.peak_button.click()
+    np.testing.assert_allclose(viewer.dims.point[-3:], world_of_voxel(high, sub.affine), atol=voxel / 2)

@@ -70,6 +70,18 @@ def show_alone(viewer, layer) -> None:
     viewer.layers.selection.active = layer
 
 
+def go_to_peak(viewer, layer) -> None:
+    """Move the viewer's slices to the peak of map ``layer``: the centre of its largest cluster of strong
+    voxels (:func:`napari_brain_concepts.core.space.peak_point`), where nilearn's plots cut."""
+    from ..core.space import layer_to_nifti, peak_point
+
+    if "ornt" not in layer.metadata:  # not read through nifti_to_layer: no NIfTI space to find a peak in
+        return
+    point = peak_point(layer_to_nifti(layer.data, layer.metadata))
+    ndim = viewer.dims.ndim
+    viewer.dims.set_point(list(range(ndim - 3, ndim)), tuple(float(v) for v in point))
+
+
 def _results_root(session):
     from ..core.io.results import ResultsStore
 

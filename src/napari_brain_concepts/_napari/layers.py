@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.space import nifti_to_layer
+from ..core.space import nifti_to_layer, refine_layer
 from ..core.study import RoiAtlas, Study, Subject
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
@@ -63,6 +63,8 @@ def volume_layer(volume: np.ndarray, affine: np.ndarray, name: str, layer_type: 
     display = {k: kwargs.pop(k) for k in ("contour",) if k in kwargs}
     metadata.update(plugin_tag(subject, role, **display))
     data, layer_kwargs = nifti_to_layer(img, name=name, metadata=metadata)
+    if layer_type == "labels" and display.get("contour"):  # a thin outline, not the coarse voxels
+        data, layer_kwargs = refine_layer(data, layer_kwargs)
     layer_kwargs.update(kwargs)
     return data, layer_kwargs, layer_type
 
@@ -225,6 +227,8 @@ def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "
     if np.issubdtype(raw.dtype, np.integer) and role != "map":
         metadata = plugin_tag(subject, role, **({"contour": 1} if role in ("mask", "roi") else {}))
         data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
+        if role in ("mask", "roi"):  # outlines: thin lines, not the coarse voxels
+            data, kwargs = refine_layer(data, kwargs)
         kwargs.update(opacity=0.7)
         return data, kwargs, "labels"
     metadata = plugin_tag(subject, role)

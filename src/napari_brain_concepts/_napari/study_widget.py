@@ -130,6 +130,7 @@ class StudyWidget(QWidget):
         self.session.context = None
         self.viewer.layers.selection.active = None  # the results' map on show gets selected
         self.show_subject(self.subject)
+        self.display.go_to_peak()  # the slice through the default map's strongest region
         return None
 
     def set_study(self, study: Study) -> None:
@@ -145,6 +146,8 @@ class StudyWidget(QWidget):
         self.session.set_study(study, results_dir=self.results)
         self.show_subject(names[0])
         self.viewer.reset_view()
+        if self.results is not None:  # opened with its results: the slice through the default map's peak
+            self.display.go_to_peak()
         self.set_radiological(self.radiological.isChecked())
         n_stim = len(study.stimuli)
         self.status.setText(f"{study.name}: {len(names)} participants, {n_stim} stimuli.")

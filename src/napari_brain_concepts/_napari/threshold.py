@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QWidget
 
 if TYPE_CHECKING:
     import napari
@@ -156,12 +156,16 @@ class MapDisplay(QWidget):
         self.slider.setDecimals(3)
         self.slider.setToolTip("hide the voxels below this value (|value| for signed maps)")
         self.colorbar = QCheckBox("Colour bar")
+        self.peak_button = QPushButton("Go to peak")
+        self.peak_button.setToolTip("move the slices to the centre of the map's largest cluster of strong voxels "
+                                    "(|value| above its 80th percentile), where nilearn's plots cut")
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Map", self.name)
         form.addRow("Threshold", self.slider)
-        form.addRow(self.colorbar)
+        form.addRow(self.colorbar, self.peak_button)
         self.slider.valueChanged.connect(self._on_slider)
+        self.peak_button.clicked.connect(self.go_to_peak)
         self.colorbar.toggled.connect(self._on_colorbar)
         viewer.layers.selection.events.active.connect(self._on_active)
         # the parts of maps added by napari itself (reader, sample) are tied here
@@ -180,7 +184,7 @@ class MapDisplay(QWidget):
             if self.layer is not None:
                 self.layer.events.data.connect(self._on_data)
         enabled = self.layer is not None
-        for w in (self.slider, self.colorbar):
+        for w in (self.slider, self.colorbar, self.peak_button):
             w.setEnabled(enabled)
         if not enabled:
             self.name.setText("Select a map layer.")
@@ -204,6 +208,13 @@ class MapDisplay(QWidget):
         self.colorbar.blockSignals(True)
         self.colorbar.setChecked(bool(self.layer.colorbar.visible))
         self.colorbar.blockSignals(False)
+
+    def go_to_peak(self) -> None:
+        """Move the slices to the selected map's peak."""
+        from .display import go_to_peak
+
+        if self.layer is not None:
+            go_to_peak(self.viewer, self.layer)
 
     def _on_data(self, event=None) -> None:
         """New data in the selected map (e.g. the next phrase map): refresh the range once the change is done

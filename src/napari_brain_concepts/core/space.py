@@ -26,6 +26,10 @@ AXIS_LABELS = ("S", "A", "R")
 #: position of each RAS axis in the layer array: layer axis k holds RAS axis _TO_LAYER[k].
 _TO_LAYER = (2, 1, 0)
 OBLIQUE_TOLERANCE = 1e-3
+#: side (mm) of the sub-voxels that outline layers are drawn on (:func:`refine_layer`)
+OUTLINE_MM = 1.0
+#: the most voxels a refined layer may hold (a coarser refinement is taken beyond it)
+MAX_REFINED_VOXELS = 40_000_000
 
 
 def is_oblique(affine: np.ndarray, tol: float = OBLIQUE_TOLERANCE) -> bool:
@@ -109,9 +113,43 @@ def _deoblique(img: nib.Nifti1Image) -> nib.Nifti1Image:
     return out
 
 
+def refine_layer(data: np.ndarray, kwargs: dict[str, Any], target_mm: float = OUTLINE_MM
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """A labels layer (from :func:`nifti_to_layer`) on a finer grid, for display as outlines.
+
+    napari draws a labels contour one layer pixel wide, so on a coarse grid (4-8 mm) the outline of a small
+    region is the whole region, and hides the map under it. Each voxel is split into ``u × u × u``
+    sub-voxels of about ``target_mm`` (``u`` rounded; none below 1.5 mm voxels), with ``scale`` and
+    ``translate`` set so that every sub-voxel lies inside its voxel: world coordinates, and so overlays, are
+    unchanged. ``metadata['refine'] = u``; :func:`layer_to_volume` takes each voxel's centre sub-voxel back,
+    so the written file has the original grid.
+    """
+    scale = np.asarray(kwargs["scale"], dtype=float)
+    u = int(np.clip(round(float(scale[-3:].min()) / target_mm), 1, 16))
+    while u > 1 and np.prod(data.shape, dtype=float) * u ** 3 > MAX_REFINED_VOXELS:
+        u -= 1
+    if u == 1:
+        return data, kwargs
+    fine = np.asarray(data)
+    if np.issubdtype(fine.dtype, np.integer) and fine.size and 0 <= fine.min() and fine.max() < 256:
+        fine = fine.astype(np.uint8)  # u³ times the voxels: the smallest type that holds the labels
+    for axis in range(data.ndim - 3, data.ndim):
+        fine = np.repeat(fine, u, axis=axis)
+    new_scale = scale.copy()
+    new_scale[-3:] /= u
+    translate = np.asarray(kwargs["translate"], dtype=float).copy()
+    translate[-3:] += (new_scale[-3:] - scale[-3:]) / 2  # sub-voxel 0's centre, half a voxel less a sub-voxel
+    metadata = {**kwargs.get("metadata", {}), "refine": u}
+    return fine, {**kwargs, "scale": tuple(new_scale), "translate": tuple(translate), "metadata": metadata}
+
+
 def layer_to_volume(data: np.ndarray, metadata: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Invert :func:`nifti_to_layer`: layer data → (array in the original voxel order, affine)."""
+    """Invert :func:`nifti_to_layer` (and :func:`refine_layer`): layer data → (array in the original voxel
+    order, affine)."""
     data = np.asarray(data)
+    u = int(metadata.get("refine", 1))
+    if u > 1:  # each voxel's centre sub-voxel
+        data = data[(Ellipsis, *[slice(u // 2, None, u)] * 3)]
     extra = data.ndim - 3
     ras = np.moveaxis(data, [*range(extra, extra + 3), *range(extra)], [2, 1, 0, *range(3, data.ndim)])
     ornt = np.asarray(metadata["ornt"])
@@ -143,3 +181,25 @@ def world_of_voxel(ijk, affine: np.ndarray) -> np.ndarray:
     """NIfTI mm coordinate of voxel ``ijk`` in napari order (z, y, x)."""
     xyz = nib.affines.apply_affine(np.asarray(affine, dtype=float), np.asarray(ijk, dtype=float))
     return np.asarray(xyz)[..., ::-1]
+
+
+def peak_point(img: nib.Nifti1Image) -> np.ndarray:
+    """Where a viewer should cut to show map ``img``: NIfTI mm coordinate in napari order (z, y, x).
+
+    The centre of the map's largest connected cluster of strong voxels: ``|value|`` above the 80th
+    percentile of its non-zero ``|values|`` (nilearn's :func:`~nilearn.plotting.find_xyz_cut_coords`, the
+    cut that nilearn's plots take by default), so one strong stray voxel does not draw the view away from a
+    region. A map with no non-zero voxel gives the centre of its grid.
+    """
+    from nilearn.plotting import find_xyz_cut_coords
+
+    img = _as_image(img)
+    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64))
+    if not np.any(data):
+        centre = (np.asarray(data.shape[:3], dtype=float) - 1) / 2
+        return world_of_voxel(centre, img.affine)
+    with warnings.catch_warnings():  # it warns when it falls back on the centre of mass, which is fine here
+        warnings.simplefilter("ignore")
+        xyz = find_xyz_cut_coords(nib.Nifti1Image(data, img.affine))
+    return np.asarray(xyz, dtype=float)[::-1]
+
