@@ -71,8 +71,8 @@ def show_alone(viewer, layer) -> None:
 
 
 def go_to_peak(viewer, layer) -> None:
-    """Move the viewer's slices to the peak of map ``layer``: the centre of its largest cluster of strong
-    voxels (:func:`napari_brain_concepts.core.space.peak_point`), where nilearn's plots cut."""
+    """Move the viewer's slices to the peak of map ``layer``, the centre of its strongest region
+    (:func:`napari_brain_concepts.core.space.peak_point`)."""
     from ..core.space import layer_to_nifti, peak_point
 
     if "ornt" not in layer.metadata:  # not read through nifti_to_layer: no NIfTI space to find a peak in

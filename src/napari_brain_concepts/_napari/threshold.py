@@ -157,8 +157,8 @@ class MapDisplay(QWidget):
         self.slider.setToolTip("hide the voxels below this value (|value| for signed maps)")
         self.colorbar = QCheckBox("Colour bar")
         self.peak_button = QPushButton("Go to peak")
-        self.peak_button.setToolTip("move the slices to the centre of the map's largest cluster of strong voxels "
-                                    "(|value| above its 80th percentile), where nilearn's plots cut")
+        self.peak_button.setToolTip("move the slices to the map's strongest region: the voxel whose 3×3×3 "
+                                    "neighbourhood has the largest mean |value|")
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Map", self.name)

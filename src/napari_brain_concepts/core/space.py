@@ -186,20 +186,17 @@ def world_of_voxel(ijk, affine: np.ndarray) -> np.ndarray:
 def peak_point(img: nib.Nifti1Image) -> np.ndarray:
     """Where a viewer should cut to show map ``img``: NIfTI mm coordinate in napari order (z, y, x).
 
-    The centre of the map's largest connected cluster of strong voxels: ``|value|`` above the 80th
-    percentile of its non-zero ``|values|`` (nilearn's :func:`~nilearn.plotting.find_xyz_cut_coords`, the
-    cut that nilearn's plots take by default), so one strong stray voxel does not draw the view away from a
-    region. A map with no non-zero voxel gives the centre of its grid.
+    The voxel whose 3 × 3 × 3 neighbourhood has the largest mean ``|value|`` (zero outside the grid): the
+    strongest region of the map, positive or negative. The neighbourhood keeps one strong stray voxel from
+    drawing the view away from a region, and, unlike the largest cluster above a percentile (nilearn's
+    ``find_xyz_cut_coords``), a wide weak region of a dense map (an r map is non-zero everywhere) from
+    drawing it away from a smaller, stronger one. A map with no non-zero voxel gives the centre of its grid.
     """
-    from nilearn.plotting import find_xyz_cut_coords
+    from scipy.ndimage import uniform_filter
 
     img = _as_image(img)
-    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64))
+    data = np.abs(np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64)))
     if not np.any(data):
-        centre = (np.asarray(data.shape[:3], dtype=float) - 1) / 2
-        return world_of_voxel(centre, img.affine)
-    with warnings.catch_warnings():  # it warns when it falls back on the centre of mass, which is fine here
-        warnings.simplefilter("ignore")
-        xyz = find_xyz_cut_coords(nib.Nifti1Image(data, img.affine))
-    return np.asarray(xyz, dtype=float)[::-1]
-
+        return world_of_voxel((np.asarray(data.shape[:3], dtype=float) - 1) / 2, img.affine)
+    local = uniform_filter(data, size=3, mode="constant")
+    return world_of_voxel(np.unravel_index(int(np.argmax(local)), local.shape), img.affine)
