@@ -188,6 +188,87 @@ def test_unknown_parameter_fails_before_the_study_is_read(tmp_path, capsys, para
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("verb", "param", "expected"), [
+    ("masks", "masks.sparsity=-1", "parameter masks.sparsity: -1 is outside [0.0, inf). "
+                                   "Fix: choose masks.sparsity in [0.0, inf)."),
+    ("decode", "decode.cv=1", "parameter decode.cv: 1 is outside [2, inf). Fix: choose decode.cv in [2, inf)."),
+    ("run", "decode.alphas=[1.0, -10.0]", "parameter decode.alphas: -10.0 is outside (0, inf)."),
+    ("run", "shared.eps=3", "parameter shared.eps: 3 is outside (0.0, 2.0]."),
+    ("run", "rsa.radius=0", "parameter rsa.radius: 0 is outside (0, inf)."),
+])
+def test_a_value_out_of_range_fails_before_any_step_runs(study_folder, tmp_path, capsys, verb, param, expected):
+    """A value out of its range is refused as the values are read, named as the user typed it: it used to fail
+    only when its step started, after the steps before it had run (minutes on a large study)."""
+    out = tmp_path / "out"
+    args = [str(study_folder), "--out", str(out), *FAST, "--param", param]
+    code = main([verb, *args] if verb != "run" else ["run", *args, "--steps", "masks", "shared", "rsa"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err
+    assert expected in err and "Fix:" in err
+    assert not out.exists()  # no decode results: no results folder at all
+
+
+def test_the_demo_refuses_a_value_out_of_range_before_it_runs(tmp_path, capsys):
+    out = tmp_path / "R"
+    t0 = time.monotonic()
+    assert main(["demo", "--size", "tiny", "--out", str(out), "--param", "masks.sparsity=-1"]) == 2
+    assert time.monotonic() - t0 < 60  # it decoded and fitted the concept basis first: minutes
+    assert "parameter masks.sparsity: -1 is outside [0.0, inf)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resume_refuses_a_value_out_of_range_then_goes_on_with_a_corrected_one(study_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
+    before = _hashes(out)
+    manifest = (out / "manifest.json").read_text()
+    capsys.readouterr()
+    for extra in (["--resume"], []):  # continued, or a new analysis that would replace the decode results
+        assert main(["concepts", str(study_folder), "--out", str(out), *FAST, "--param", "concepts.n_iter=-5",
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert "parameter concepts.n_iter: -5 is outside [0, inf)" in err and "replaced" not in err
+        assert _hashes(out) == before and (out / "manifest.json").read_text() == manifest
+    assert main(["concepts", str(study_folder), "--out", str(out), *FAST, "--param", "concepts.n_iter=20",
+                 "--param", "concepts.contact_sheets=false", "--resume"]) == 0
+    assert list(json.loads((out / "manifest.json").read_text())["steps"]) == ["decode", "concepts"]
+    assert {k: v for k, v in _hashes(out).items() if k in before} == before  # the decode results, as they were
+
+
+def test_run_analysis_checks_the_ranges_of_every_step_before_the_first(tmp_path):
+    """The Python API and the widgets run steps through run_analysis: it checks them all first; a step checks
+    its own when it starts (called on its own), naming the parameter ``step.name`` too."""
+    from napari_brain_concepts.core.concepts.steps import MasksParams
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.pipeline import run_analysis
+    from napari_brain_concepts.core.progress import run_to_end
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(size="tiny")
+    store = ResultsStore.create(tmp_path / "r", study=study.name, fingerprint=study.fingerprint())
+    ctx = AnalysisContext(study=study, store=store, device="cpu",
+                          params={"decode": {"cv": 3}, "masks": MasksParams(threshold=0.0)})
+    with pytest.raises(InputError, match=r"^parameter masks\.threshold: 0\.0 is outside \(0\.0, 1\.0\]\. Fix"):
+        run_to_end(run_analysis(ctx, ["masks"]))
+    assert not store.is_done("decode") and not ctx.state.get("decoders")
+    with pytest.raises(InputError, match=r"^parameter masks\.threshold: "):
+        ctx.step_params("masks", MasksParams)
+
+
+def test_every_steps_ranges_name_its_parameters_and_hold_its_defaults():
+    import dataclasses
+
+    from napari_brain_concepts.core.pipeline import STEPS, check_params
+    from napari_brain_concepts.core.ranges import MASKS
+
+    for spec in STEPS.values():
+        cls = spec.params_class()
+        assert set(getattr(cls, "RANGES", {})) <= {f.name for f in dataclasses.fields(cls)}, spec.name
+        check_params({spec.name: cls()})
+    assert STEPS["masks"].params_class().RANGES["sparsity"] is MASKS["sparsity"]  # the estimator's, not a copy
+
+
 def test_parse_params():
     assert parse_params(["decode.cv=3", "masks.batched=false", "decode.alphas=[1, 10]", "embed.model=/m"]) == {
         "decode": {"cv": 3, "alphas": [1, 10]}, "masks": {"batched": False}, "embed": {"model": "/m"}}

@@ -126,7 +126,7 @@ def test_decoders_from_the_store_and_bad_decoders(fitted, tmp_path):
         load_decoders(ctx, ridge_alpha="best")
     with pytest.raises(InputError, match="different embedding dimensions"):
         run_to_end(shared_step(_context(study, tmp_path / "d", {"decoders": bad})))
-    with pytest.raises(InputError, match=r"parameter eps: .*outside \(0\.0, 2\.0\]"):
+    with pytest.raises(InputError, match=r"parameter shared\.eps: .*outside \(0\.0, 2\.0\]"):
         run_to_end(shared_step(_context(study, tmp_path / "e", {"decoders": decoders, "prepared": prepared},
                                         eps=2.5)))
 

@@ -32,8 +32,8 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
          "no embedding 'no-such-embedding'", "decode"),
         ("Concepts", lambda w: w.n_components.setValue(1024),  # the form: more directions than the space has
          "parameter n_components: K = 1024 is larger than the embedding dimension 384", "concepts"),
-        ("Alignment", lambda w: session.ensure_context({"embed": {**FAST["embed"], "batch_size": 0}}),
-         "parameter batch_size", "embed"),
+        ("Alignment", lambda w: session.ensure_context({"embed": {**FAST["embed"], "model": str(not_a_model)}}),
+         f"{not_a_model}: is not a Hugging Face model folder (no config.json)", "embed"),
         ("Captions", lambda w: session.ensure_context({"captions": {**FAST["captions"], "model": str(not_a_model)}}),
          f"{not_a_model}: is not a Hugging Face model folder (no config.json)", "captions"),
     ]
@@ -77,3 +77,22 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
     assert session.done("decode"), decode.status.text()
     subject = session.study.subject(session.subject)
     assert f"{subject.name} decoder_weight_norm" in viewer.layers
+
+
+def test_a_value_out_of_range_is_refused_before_any_step_runs(loaded, qtbot):
+    """The session refuses a form's value out of range, and keeps the values it had; one set behind the forms'
+    back (from the console) stops the run before its first step, as one notification naming it STEP.NAME."""
+    import pytest
+
+    from napari_brain_concepts.core.errors import InputError
+
+    viewer, _, session = loaded
+    with pytest.raises(InputError, match=r"^parameter masks\.sparsity: -1\.0 is outside \[0\.0, inf\)\. Fix"):
+        session.ensure_context({"masks": {"sparsity": -1.0}})
+    assert session.context.params["masks"] == FAST["masks"]
+    session.context.params["decode"] = {**FAST["decode"], "cv": 1}
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Concepts")
+    errors = _run_and_collect(qtbot, widget)
+    assert len(errors) == 1 and errors[0].startswith("parameter decode.cv: 1 is outside [2, inf). Fix"), errors
+    assert not any(session.done(s) for s in ("decode", "concepts", "masks", "shared"))
+    assert widget.run_button.isEnabled() and "error" in widget.status.text()

@@ -49,13 +49,22 @@ class AnalysisSession:
             self.subject_changed.emit(name)
 
     def ensure_context(self, params: dict[str, Any] | None = None) -> AnalysisContext:
-        """The analysis context, created on first use with a results folder (a temporary one by default)."""
+        """The analysis context, created on first use with a results folder (a temporary one by default).
+
+        ``params`` (``{step: {name: value}}``, a widget's form) are checked first, names and ranges
+        (:func:`~napari_brain_concepts.core.pipeline.check_params`): a value out of range is refused before
+        anything runs, and the context keeps the values it had."""
         from ..core.context import AnalysisContext
         from ..core.errors import InputError
         from ..core.io.results import ResultsStore
+        from ..core.pipeline import check_params
 
         if self.study is None:
             raise InputError("Study widget", "no study is loaded", "open a study folder or the synthetic study first")
+        current = self.context.params if self.context is not None else {}
+        # a widget's form sets the values it shows; the step's other values stay
+        merged = {step: {**(current.get(step) or {}), **values} for step, values in (params or {}).items()}
+        check_params(merged, types=False)
         if self.context is None:
             if self.results_dir is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="brain-concepts-")
@@ -65,9 +74,7 @@ class AnalysisSession:
                                         fingerprint=self.study.fingerprint())
             self.context = AnalysisContext(study=self.study, store=store, params={},
                                            random_state=self.random_state, device=self.device)
-        for step, values in (params or {}).items():
-            # a widget's form sets the values it shows; the step's other values stay
-            self.context.params[step] = {**(self.context.params.get(step) or {}), **values}
+        self.context.params.update(merged)
         return self.context
 
     def done(self, step: str) -> bool:

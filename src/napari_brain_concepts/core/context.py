@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, check_ranges
 from .io.results import ResultsStore
 from .study import Study
 
@@ -45,7 +45,8 @@ class AnalysisContext:
     log: Any = print
 
     def step_params(self, step: str, default_cls=None):
-        """Parameters of ``step``: the stored dataclass/dict, or ``default_cls()``."""
+        """Parameters of ``step``: the stored dataclass/dict, or ``default_cls()``; numbers outside the ranges
+        of ``default_cls`` (its ``RANGES``) raise :class:`InputError` naming them ``step.name``."""
         value = self.params.get(step)
         if value is None:
             return default_cls() if default_cls is not None else {}
@@ -55,7 +56,8 @@ class AnalysisContext:
             if unknown:
                 raise InputError(f"parameters of step {step!r}", f"unknown names {sorted(unknown)}",
                                  f"use some of {sorted(names)}")
-            return default_cls(**value)
+            value = default_cls(**value)
+        check_ranges(value, getattr(default_cls, "RANGES", {}), prefix=f"{step}.")
         return value
 
     def rng(self, *keys: int | str) -> np.random.Generator:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
 from os import PathLike
+from typing import Any
 
 
 class BrainConceptsError(Exception):
@@ -41,3 +45,32 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
         raise InputError(f"parameter {name}", f"{value!r} is outside {interval}",
                          f"choose {name} in {interval}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric parameter must lie in: [low, high], ``None`` for an open-ended side, ``low_open``
+    / ``high_open`` to leave an end out (the tables of :mod:`.ranges`)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def check(self, name: str, value: float) -> None:
+        """Raise :class:`InputError` when parameter ``name`` is outside this interval."""
+        check_range(name, value, self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+
+
+def check_ranges(params: Any, ranges: Mapping[str, Range], prefix: str = "") -> None:
+    """Check the parameters of ``params`` (a mapping of name to value, or an object with them as attributes)
+    that ``ranges`` names; the error names each as ``prefix + name`` (e.g. ``masks.sparsity``).
+
+    A name ``params`` lacks, ``None``, and values that are not numbers (a text, a dict: other checks say
+    what is wrong with them) are passed over; a list or tuple is checked item by item.
+    """
+    for name, interval in ranges.items():
+        value = params.get(name) if isinstance(params, Mapping) else getattr(params, name, None)
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, numbers.Real) and not isinstance(item, bool):
+                interval.check(prefix + name, item)

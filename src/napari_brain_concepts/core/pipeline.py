@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .context import AnalysisContext
-from .errors import InputError
+from .errors import InputError, check_ranges
 from .progress import Progress
 
 
@@ -105,30 +105,35 @@ def with_requirements(steps: Iterable[str]) -> list[str]:
     return [s for s in STEP_ORDER if s in wanted]
 
 
-def check_params(params: Mapping[str, Any]) -> None:
-    """Fail fast on parameters no step knows: unknown step names and unknown parameter names.
+def check_params(params: Mapping[str, Any], *, types: bool = True) -> None:
+    """Fail fast on parameters no step can use: unknown step names, unknown parameter names, values of the
+    wrong type (with ``types``) and numbers outside their step's ranges (``RANGES`` of its parameter class,
+    made from :mod:`.ranges`).
 
-    ``params`` maps a step name to a dict of parameter values (or to the step's parameter dataclass). The
-    same check runs again when the step starts; doing it first spares loading a study for a typo.
+    ``params`` maps a step name to a dict of parameter values (or to the step's parameter dataclass). Errors
+    name a parameter as a user gives it: ``parameter masks.sparsity: -1 is outside [0.0, inf)``. The CLI
+    runs this on its ``--param`` values before it reads the study, :func:`run_analysis` (without ``types``:
+    values set in Python may be numpy numbers) before its first step, the napari session before it takes a
+    widget's values; the ranges are checked again when a step starts, the names when it reads them.
     """
     for step, values in params.items():
         if step not in STEPS:
             raise InputError(f"parameters of step {step!r}", "no step has that name",
                              f"choose from {', '.join(STEP_ORDER)}")
-        if not isinstance(values, Mapping):
-            continue
         cls = STEPS[step].params_class()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise InputError(f"parameters of step {step!r}", f"unknown names {sorted(unknown)}",
-                             f"use some of {sorted(names)}")
-        hints = typing.get_type_hints(cls)
-        for name, value in values.items():
-            kind = hints.get(name)
-            if kind is not None and not _conforms(value, kind):
-                raise InputError(f"parameter {step}.{name}", f"{value!r} is not {_describe(kind)}",
-                                 f"give it as JSON, e.g. --param '{step}.{name}={_example(kind)}'")
+        if isinstance(values, Mapping):
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(values) - names
+            if unknown:
+                raise InputError(f"parameters of step {step!r}", f"unknown names {sorted(unknown)}",
+                                 f"use some of {sorted(names)}")
+            hints = typing.get_type_hints(cls) if types else {}
+            for name, value in values.items():
+                kind = hints.get(name)
+                if kind is not None and not _conforms(value, kind):
+                    raise InputError(f"parameter {step}.{name}", f"{value!r} is not {_describe(kind)}",
+                                     f"give it as JSON, e.g. --param '{step}.{name}={_example(kind)}'")
+        check_ranges(values, getattr(cls, "RANGES", {}), prefix=f"{step}.")
 
 
 def _arms(kind) -> tuple:
@@ -188,6 +193,9 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
     step on a study with too few participants), says why in a Progress message and in
     ``ctx.state["skipped_steps"]``; a step asked for by name always runs and fails with a clear error.
 
+    The parameters of every step to run are checked first (:func:`check_params`: names and ranges), so
+    that a value out of range fails before the steps ahead of its own have run.
+
     A required step that already finished in this context (its fitted objects are in ``ctx.state``) is not
     run again; the requested steps always run. Each step writes into a staging folder that reaches the results
     folder only when the step finishes, so a cancelled or failed step leaves no partial result.
@@ -213,6 +221,7 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
         needed = set(with_requirements(pending)) - set(pending)
         in_memory = {s for s in needed if s not in finished}
         order = [s for s in order if s in pending or s in in_memory]
+    check_params({s: ctx.params[s] for s in order if s in ctx.params}, types=False)
     for i, name in enumerate(order):
         yield Progress("analysis", i, len(order), f"step {name}" + (" (in memory)" if name in in_memory else ""))
         with ctx.store.staged(name, commit=name not in in_memory):

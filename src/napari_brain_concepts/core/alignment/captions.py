@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from ..errors import InputError, check_range
+from ..errors import InputError
 from ..progress import Progress, run_to_end
+from ..ranges import CAPTIONS
 from ..study import Stimuli
 
 Encode = Callable[[Sequence[str]], np.ndarray]
@@ -163,7 +164,7 @@ class CaptionCorpus:
         With ``mean`` the cosines are taken after subtracting it from vectors and captions alike (see
         :class:`CaptionReconstructor`'s ``center``).
         """
-        check_range("top_k", top_k, 1, None)
+        CAPTIONS["top_k"].check("top_k", top_k)
         sims = _centred(vectors, mean) @ _centred(self.embeddings, mean).T
         k = min(int(top_k), len(self))
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
@@ -247,7 +248,7 @@ class CaptionReconstructor(BaseEstimator):
     def fit_iter(self, X: np.ndarray, Y: np.ndarray, groups: Any = None
                  ) -> Generator[Progress, None, CaptionReconstructor]:
         """:meth:`fit` as a generator yielding the decoder's progress."""
-        check_range("top_k", self.top_k, 1, None)
+        CAPTIONS["top_k"].check("top_k", self.top_k)
         X = np.asarray(X)
         Y = np.asarray(Y, dtype=np.float32)
         if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..errors import InputError, check_range
+from ..errors import InputError, check_range, check_ranges
 from ..progress import Progress, run_to_end
+from ..ranges import IMAGE_NETWORK
 
 CHECKPOINT_FORMAT = "napari-brain-concepts image network"
 CHECKPOINT_VERSION = 1
@@ -178,12 +179,8 @@ class ImageToTextNetwork(BaseEstimator):
         if not chans or any(int(c) < 1 for c in chans):
             raise InputError("parameter channels", f"{self.channels!r} is not a list of positive sizes",
                              "give e.g. channels=(32, 64, 128)")
-        check_range("n_steps", self.n_steps, 1, 20)
-        check_range("image_size", self.image_size, 2 ** len(chans), 1024)
-        check_range("pool_grid", self.pool_grid, 1, 8)
-        check_range("epochs", self.epochs, 0, None)
-        check_range("batch_size", self.batch_size, 1, None)
-        check_range("lr", self.lr, 0, None, low_open=True)
+        check_ranges(self, IMAGE_NETWORK)
+        check_range("image_size", self.image_size, 2 ** len(chans), 1024)  # its low end follows the channels
 
     def architecture(self, out_dim: int | None = None) -> dict[str, Any]:
         """The settings that decide the parameter shapes (stored in and checked against checkpoints)."""

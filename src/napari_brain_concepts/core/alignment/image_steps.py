@@ -22,14 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..context import AnalysisContext
-from ..errors import InputError
+from ..errors import InputError, Range
 from ..progress import Progress
+from ..ranges import CAPTIONS, IMAGE_NETWORK, RIDGE, RSA, SPLIT, some
 from .captions import (
     CaptionCorpus,
     CaptionReconstructor,
@@ -74,6 +75,11 @@ class CaptionsParams:
     test_fraction: float = 0.15
     n_show: int = 5
 
+    #: intervals of the numeric parameters (:mod:`~..ranges`; ``n_folds`` are the ridge decoder's ``cv``),
+    #: checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = {**CAPTIONS, "alphas": RIDGE["alphas"], "n_folds": RIDGE["cv"],
+                                          **some(SPLIT, "test_fraction", "n_voxels")}
+
 
 @dataclass
 class ImageModelsParams:
@@ -114,6 +120,11 @@ class ImageModelsParams:
     method: str = "pearson"
     planted_regions: bool = True
     test_fraction: float = 0.15
+
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs; ``image_size``
+    #: (at least 2 ** the number of ``channels``, at most 1024) is checked by the network
+    RANGES: ClassVar[dict[str, Range]] = {**IMAGE_NETWORK, **some(RSA, "subset_size", "n_subsets"),
+                                          **some(SPLIT, "test_fraction")}
 
 
 # -- captions ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from ..decoding.prepare import mean_by_stimulus, zscore_by_session
-from ..errors import InputError, check_range
+from ..errors import InputError
+from ..ranges import RSA
 from ..study import Study, Subject
 
 METHODS = ("pearson", "spearman")
@@ -124,7 +125,7 @@ def stimulus_subsets(n_stimuli: int, size: int = 100, n_subsets: int | None = No
     With fewer than ``size`` stimuli there is one subset holding all of them. ``n_subsets`` caps the number
     of subsets (default: as many disjoint subsets as fit).
     """
-    check_range("subset_size", size, 3)
+    RSA["subset_size"].check("subset_size", size)
     if n_stimuli < 3:
         raise InputError("stimuli", f"only {n_stimuli} stimuli are shared", "RSA needs at least 3 stimuli")
     rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
@@ -133,7 +134,7 @@ def stimulus_subsets(n_stimuli: int, size: int = 100, n_subsets: int | None = No
     order = rng.permutation(n_stimuli)
     k = n_stimuli // size
     if n_subsets is not None:
-        check_range("n_subsets", n_subsets, 1)
+        RSA["n_subsets"].check("n_subsets", n_subsets)
         k = min(k, int(n_subsets))
     return [np.sort(order[i * size:(i + 1) * size]) for i in range(k)]
 
@@ -214,7 +215,7 @@ def group_ttest(scores: np.ndarray, alpha: float = 0.05, alternative: str = "gre
         FDR level for ``significant``.
     alternative : {"greater", "two-sided", "less"}
     """
-    check_range("alpha", alpha, 0, 1, low_open=True, high_open=True)
+    RSA["alpha"].check("alpha", alpha)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim == 1:
         s = s[:, None]

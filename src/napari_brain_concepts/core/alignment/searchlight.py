@@ -24,12 +24,13 @@ from scipy import ndimage
 from ..context import resolve_device
 from ..errors import InputError, check_range
 from ..progress import Progress
+from ..ranges import SEARCHLIGHT
 from .rsa import METHODS, TIE_DECIMALS, correlation_rdm, rank_rows, upper_triangle
 
 
 def sphere_offsets(radius: float) -> np.ndarray:
     """Integer voxel offsets (k, 3) with Euclidean norm strictly below ``radius``."""
-    check_range("radius", radius, 0, low_open=True)
+    SEARCHLIGHT["radius"].check("radius", radius)
     r = int(np.ceil(radius))
     grid = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
     return grid[np.sqrt((grid.astype(np.float64) ** 2).sum(axis=1)) < radius]
@@ -103,7 +104,7 @@ def searchlight_spheres(mask: np.ndarray, radius: float = 6, threshold: float = 
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise InputError("mask", f"has {mask.ndim} dimensions", "give a 3D mask volume")
-    check_range("threshold", threshold, 0, 1)
+    SEARCHLIGHT["threshold"].check("threshold", threshold)
     mask = mask != 0
     offsets = sphere_offsets(radius)
     r = int(np.abs(offsets).max()) if len(offsets) else 0

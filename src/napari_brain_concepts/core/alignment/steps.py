@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,9 @@ import pandas as pd
 from ..context import AnalysisContext
 from ..decoding.ridge import DEFAULT_ALPHAS
 from ..embeddings.controls import CONTROL_NAMES, control_embeddings
-from ..errors import InputError, check_range
+from ..errors import InputError, Range
 from ..progress import Progress
+from ..ranges import ENCODER, RIDGE, RSA, SEARCHLIGHT, some
 from ..study import Embedding
 from . import rsa as rsa_mod
 
@@ -51,6 +53,9 @@ class EmbedParams:
     controls: Sequence[str] = CONTROL_NAMES
     recompute: bool = False
     batch_size: int = 64
+
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = ENCODER
 
 
 @dataclass
@@ -87,6 +92,9 @@ class RsaParams:
     alpha: float = 0.05
     min_voxels: int = 10
 
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = {**RSA, **SEARCHLIGHT}
+
 
 @dataclass
 class EncodeParams:
@@ -107,6 +115,9 @@ class EncodeParams:
     alpha: float = 0.05
     min_voxels: int = 10
 
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = {**RIDGE, **some(RSA, "alpha")}
+
 
 # -- embed ---------------------------------------------------------------------------------------------
 
@@ -120,7 +131,6 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     from ..embeddings.text import SentenceEncoder
 
     params = ctx.step_params("embed", EmbedParams)
-    check_range("batch_size", params.batch_size, 1)
     stimuli = ctx.study.stimuli
     encoder = SentenceEncoder(params.model, device=ctx.device, batch_size=params.batch_size)
     name = params.caption_name

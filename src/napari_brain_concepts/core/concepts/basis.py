@@ -26,8 +26,9 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
-from ..errors import InputError, check_range
+from ..errors import InputError, check_ranges
 from ..progress import Progress
+from ..ranges import BASIS
 
 STEP = "concepts"
 
@@ -131,14 +132,7 @@ class ConceptBasis(BaseEstimator):
             raise InputError("parameter n_components",
                              f"K = {self.n_components} is larger than the embedding dimension {d}",
                              f"choose K ≤ {d} (a basis cannot have more directions than the space)")
-        check_range("negative_slope", self.negative_slope, 0.0, 1.0, high_open=True)
-        check_range("temperature", self.temperature, 0.0, None, low_open=True)
-        check_range("learning_rate", self.learning_rate, 0.0, None, low_open=True)
-        check_range("batch_size", self.batch_size, 2, None)
-        check_range("n_iter", self.n_iter, 0, None)
-        check_range("prune_tolerance", self.prune_tolerance, 0.0, 1.0)
-        check_range("prune_pairs", self.prune_pairs, 2, None)
-        check_range("skew_weight", self.skew_weight, 0.0, None)
+        check_ranges(self, BASIS)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "components_"):

@@ -40,8 +40,9 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
-from ..errors import InputError, check_range
+from ..errors import InputError, check_ranges
 from ..progress import Progress
+from ..ranges import MASKS
 
 STEP = "masks"
 
@@ -160,15 +161,7 @@ class VoxelMaskOptimizer(BaseEstimator):
         self.random_state = random_state
 
     def _check_params(self) -> None:
-        check_range("sparsity", self.sparsity, 0.0, None)
-        check_range("learning_rate", self.learning_rate, 0.0, None, low_open=True)
-        check_range("n_steps", self.n_steps, 1, None)
-        check_range("burn_in", self.burn_in, 0, None)
-        check_range("eval_every", self.eval_every, 1, None)
-        check_range("init", self.init, 0.0, 1.0)
-        check_range("threshold", self.threshold, 0.0, 1.0, low_open=True)
-        check_range("min_decodability", self.min_decodability, -1.0, 1.0)
-        check_range("validation_fraction", self.validation_fraction, 0.0, 1.0, high_open=True)
+        check_ranges(self, MASKS)
         if self.fill not in ("shuffle", "zero"):
             raise InputError("parameter fill", f"{self.fill!r} is not a fill", "use 'shuffle' or 'zero'")
         if self.dtype not in ("float32", "float64"):

@@ -27,7 +27,8 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator
 from sklearn.neighbors import NearestNeighbors
 
-from ..errors import InputError, check_range
+from ..errors import InputError
+from ..ranges import SHARED
 
 #: Cosine-distance radii swept by the paper (its default is 0.6).
 EPS_SWEEP = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -170,13 +171,13 @@ class SharedConceptClustering(BaseEstimator):
 
     # -- input ---------------------------------------------------------------------------------------
     def _check_params(self) -> float:
-        check_range("eps", self.eps, 0.0, 2.0, low_open=True)
+        SHARED["eps"].check("eps", self.eps)
         if isinstance(self.min_participants, bool) or not float(self.min_participants).is_integer() \
                 or self.min_participants < 1:
             raise InputError("parameter min_participants", f"{self.min_participants!r} is not a positive integer",
                              "give how many other participants must share a voxel's neighbourhood, e.g. 3")
         expand = default_expand_eps(self.eps) if self.expand_eps is None else float(self.expand_eps)
-        check_range("expand_eps", expand, 0.0, 2.0)
+        SHARED["expand_eps"].check("expand_eps", expand)
         return expand
 
     @staticmethod
@@ -403,7 +404,7 @@ class SharedConceptClustering(BaseEstimator):
         if not eps_values:
             raise InputError("parameter eps_values", "is empty", "give at least one radius, e.g. 0.45 … 0.7")
         for e in eps_values:
-            check_range("eps", e, 0.0, 2.0, low_open=True)
+            SHARED["eps"].check("eps", e)
         expands = [default_expand_eps(e) if self.expand_eps is None else float(self.expand_eps) for e in eps_values]
         edges = self._neighbours(max(max(eps_values), max(expands)))
         rows = []

@@ -32,14 +32,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..context import AnalysisContext
-from ..errors import InputError
+from ..errors import InputError, Range
 from ..io.atomic import write_atomic
 from ..progress import Progress
+from ..ranges import SHARED
 from ..study import Study
 from .localizers import WHOLE_ATLAS, localizer_figure, localizer_validation
 from .naming import name_directions, write_names
@@ -104,6 +106,10 @@ class SharedParams:
     contact_sheets: bool = True
     max_concepts: int | None = None
     ridge_alpha: str | float = "shared"
+
+    #: intervals of the numeric parameters (:mod:`~..ranges`; ``eps_sweep``: each radius), checked before any
+    #: step runs; ``ridge_alpha``'s applies when it is a number
+    RANGES: ClassVar[dict[str, Range]] = {**SHARED, "eps_sweep": SHARED["eps"], "ridge_alpha": Range(0, low_open=True)}
 
 
 def concept_name(k: int) -> str:
@@ -192,8 +198,8 @@ def load_decoders(ctx: AnalysisContext, ridge_alpha: str | float = "shared"
         raise InputError("parameter ridge_alpha", f"{ridge_alpha!r} is not 'shared', 'as-fitted' or a number",
                          "use 'shared' (default), 'as-fitted' or a positive alpha")
     fixed = float(ridge_alpha) if isinstance(ridge_alpha, (int, float)) else None
-    if fixed is not None and not fixed > 0:
-        raise InputError("parameter ridge_alpha", f"{ridge_alpha!r} is not positive", "give a positive alpha")
+    if fixed is not None:
+        SharedParams.RANGES["ridge_alpha"].check("ridge_alpha", fixed)
     study = ctx.study
     in_state = ctx.state.get("decoders") or {}
     out, used = {}, {}

@@ -31,14 +31,15 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..context import AnalysisContext
-from ..errors import InputError
+from ..errors import InputError, Range
 from ..progress import Progress
+from ..ranges import BASIS, MASKS, some
 from .basis import ConceptBasis
 from .masks import VoxelMaskOptimizer
 from .naming import name_directions, write_names
@@ -95,6 +96,13 @@ class ConceptsParams:
     word_ranking: str = "frequency"
     contact_sheets: bool = True
 
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs; ``n_components``
+    #: must also be at most the embedding's dimension (the basis checks it when fitted)
+    RANGES: ClassVar[dict[str, Range]] = {
+        "held_out_folds": Range(2),
+        **some(BASIS, "n_components", "negative_slope", "temperature", "learning_rate", "batch_size", "n_iter",
+               "prune_tolerance", "skew_weight")}
+
 
 @dataclass
 class MasksParams:
@@ -113,6 +121,10 @@ class MasksParams:
     fill: str = "shuffle"
     batched: bool = True
     concepts: list[str] | None = None
+
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = some(MASKS, "sparsity", "learning_rate", "n_steps", "burn_in", "eval_every",
+                                              "threshold", "min_decodability")
 
 
 def _decode_kwargs(ctx: AnalysisContext) -> dict:
@@ -185,9 +197,6 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     if params.pairs not in ("validation", "held-out"):
         raise InputError("parameter pairs", f"{params.pairs!r} is not 'validation' or 'held-out'",
                          "use 'validation' (the paper) or 'held-out' (validation + out-of-fold training trials)")
-    if params.pairs == "held-out" and not int(params.held_out_folds) >= 2:
-        raise InputError("parameter held_out_folds", f"{params.held_out_folds!r} is below 2",
-                         "give at least 2 folds (default 5)")
     if params.pairs == "held-out":
         from sklearn.base import clone
         from sklearn.model_selection import GroupKFold

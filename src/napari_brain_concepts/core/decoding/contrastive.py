@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
-from ..errors import InputError, check_range
+from ..errors import InputError, check_ranges
 from ..progress import Progress, run_to_end
+from ..ranges import CONTRASTIVE
 from .ridge import check_xy
 
 
@@ -129,18 +130,7 @@ class ContrastiveDecoder(BaseEstimator):
     def _check_params(self) -> None:
         if self.architecture not in ("linear", "mlp"):
             raise InputError("parameter architecture", f"{self.architecture!r} is unknown", "use 'linear' or 'mlp'")
-        check_range("temperature", self.temperature, 0, None, low_open=True)
-        check_range("lr", self.lr, 0, None, low_open=True)
-        check_range("batch_size", self.batch_size, 2)
-        check_range("max_iter", self.max_iter, 1)
-        check_range("noise_std", self.noise_std, 0)
-        check_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
-        check_range("eval_every", self.eval_every, 1)
-        check_range("patience", self.patience, 1)
-        check_range("n_reruns", self.n_reruns, 1)
-        check_range("dropout", self.dropout, 0, 1, high_open=True)
-        if self.architecture == "mlp":
-            check_range("hidden", self.hidden, 1)
+        check_ranges(self, {k: r for k, r in CONTRASTIVE.items() if k != "hidden" or self.architecture == "mlp"})
 
     def fit(self, X: Any, Y: Any, X_val: Any = None, Y_val: Any = None, groups: Any = None
             ) -> ContrastiveDecoder:

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..context import AnalysisContext
-from ..errors import InputError
+from ..errors import InputError, Range
 from ..progress import Progress
+from ..ranges import CONTRASTIVE, RIDGE, SPLIT, some
 from .contrastive import ContrastiveDecoder
 from .metrics import decoding_scores
 from .prepare import PreparedData, mean_by_stimulus, prepare_subject
@@ -69,6 +71,11 @@ class DecodeParams:
     ks: tuple[int, ...] = (1, 5, 10)
     n_draws: int = 30
     draw_size: int = 300
+
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = {
+        **SPLIT, **RIDGE,
+        **some(CONTRASTIVE, "hidden", "n_reruns", "max_iter", "temperature", "lr", "batch_size", "noise_std")}
 
 
 def make_decoder(params: DecodeParams, device: str, random_state: int) -> RidgeDecoder | ContrastiveDecoder:

@@ -25,12 +25,13 @@ import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, Range
 from ..progress import Progress, run_to_end
+from ..ranges import ENCODER
 from ..study import Embedding, Stimuli
 from .cache import EmbeddingCache, text_key
 
@@ -477,6 +478,9 @@ class ClipParams:
     config: str | None = None
     kinds: tuple[str, ...] = ("image", "captions")
     batch_size: int = 32
+
+    #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    RANGES: ClassVar[dict[str, Range]] = ENCODER
 
 
 def clip_step(ctx) -> Generator[Progress, None, None]:

@@ -57,8 +57,8 @@ def _resume_conflict(old: Any, new: Any, finished: list[str]) -> str | None:
     """Why results made with ``old`` parameters cannot be continued with ``new`` ones (``None``: they can).
 
     An analysis may be continued with another step list and with other parameters of the steps it has not
-    finished (a value out of range stopped it there, or a step is added); the seed and the parameters of
-    its finished steps must stay, as the results on disk were made with them.
+    finished (one failed there, or a step is added); the seed and the parameters of its finished steps must
+    stay, as the results on disk were made with them.
     """
     if old in ({}, None) or old == new:
         return None
