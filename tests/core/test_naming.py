@@ -153,3 +153,19 @@ def test_excess_ranking_lists_only_lemmas_above_chance(tiny):
     assert named(by_excess) >= named(by_freq) and len(named(by_excess)) >= len(concepts) - 1
     with pytest.raises(InputError, match="word_ranking"):
         name_directions(dirs, E, syn.stimuli, concepts, word_ranking="tfidf")
+
+
+def test_words_tied_in_count_are_ranked_rarest_first():
+    """Among words that every top stimulus holds, the one rare in the whole set (the concept's own word,
+    here "red") comes before words common to many scenes, not after them in alphabetical order."""
+    from napari_brain_concepts.core.study import Stimuli
+
+    captions = ([["a red kite beside a tree"]] * 10 + [["a blue kite beside a house"]] * 8
+                + [["a cat on a mat"]] * 22)
+    stimuli = Stimuli(ids=np.array([f"s{i}" for i in range(40)]), captions=captions)
+    E = np.zeros((40, 2), np.float32)
+    E[:10, 0] = 1.0
+    E[10:, 1] = 1.0
+    names = name_directions(np.array([[1.0, 0.0]]), E, stimuli, n_words_from=10, words_fraction=0.25)
+    assert names.words("c000")[:4] == ["red", "tree", "beside", "kite"]
+

@@ -175,7 +175,8 @@ def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Sti
                 c = np.asarray(counts[ranked[:n_from]].sum(0)).ravel()
                 c = np.where(informative, c, 0)
                 rank = c - n_from * share if word_ranking == "excess" else c
-                pick = [j for j in np.lexsort((vocab, -rank))[:n_words] if c[j] > 0 and rank[j] > 0]
+                # ties go to the rarer word over all stimuli (the more distinctive), then alphabetical
+                pick = [j for j in np.lexsort((vocab, share, -rank))[:n_words] if c[j] > 0 and rank[j] > 0]
                 words = [str(vocab[j]) for j in pick]
                 freq = [int(c[j]) for j in pick]
             table_rows.append({
@@ -217,7 +218,7 @@ def contact_sheet(names: ConceptNames, stimuli: Stimuli, concept: str, title: st
               f"{names.label(concept, 'negative')}", fill="black", font=font)
     for r, (end, shown) in enumerate((("positive", names.top[k]), ("negative", names.bottom[k]))):
         y0 = head + r * cell_h
-        side = ("+ " if end == "positive" else "\u2212 ") + names.label(concept, end)
+        side = ("+ " if end == "positive" else "- ") + names.label(concept, end)  # PIL's font has no U+2212
         draw.multiline_text((pad, y0 + thumb // 3), "\n".join(textwrap.wrap(side, 16)[:4]), fill="black",
                             font=font)
         for j, i in enumerate(shown):
