@@ -26,6 +26,41 @@ class InputError(BrainConceptsError, ValueError):
         self.fix = fix.rstrip(".")
         super().__init__(f"{self.where}: {self.problem}. Fix: {self.fix}.")
 
+    def __reduce__(self):
+        # rebuilt from its three parts (not from ``args``, which holds the one message), so that the error
+        # survives pickling: joblib and dask workers send it back to the caller that way
+        return self.__class__, (self.where, self.problem, self.fix)
+
+
+def _not_fitted_class() -> type:
+    cls = globals().get("NotFitted")
+    if cls is None:
+        from sklearn.exceptions import NotFittedError
+
+        class NotFitted(InputError, NotFittedError):
+            """An estimator used before ``fit``: the package's :class:`InputError` and scikit-learn's
+            ``NotFittedError`` at once, so that ``except NotFittedError`` (and scikit-learn's own checks)
+            catch it as they catch the error of ``sklearn.utils.validation.check_is_fitted``."""
+
+        NotFitted.__module__ = __name__
+        NotFitted.__qualname__ = "NotFitted"  # pickled by name, as any module-level class
+        cls = globals()["NotFitted"] = NotFitted
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    # ``NotFitted`` derives from scikit-learn's NotFittedError, so it is made on first use: importing this
+    # module (the command line does, at start-up) does not import scikit-learn
+    if name == "NotFitted":
+        return _not_fitted_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def not_fitted(estimator: Any, fix: str = "call fit(X, Y) first") -> InputError:
+    """The error an estimator raises when used before ``fit``: a ``NotFitted`` (both :class:`InputError` and
+    scikit-learn's ``NotFittedError``) reading ``CLASS: is not fitted yet. Fix: FIX.``"""
+    return _not_fitted_class()(type(estimator).__name__, "is not fitted yet", fix)
+
 
 class Cancelled(BrainConceptsError):
     """A long step was stopped on request before it finished."""
