@@ -178,3 +178,56 @@ def test_cuda_matches_cpu():
     gpu = RidgeDecoder(alphas=ALPHAS, dtype="float64", device="cuda").fit(X, Y)
     np.testing.assert_array_equal(gpu.best_alphas_, cpu.best_alphas_)
     np.testing.assert_allclose(gpu.coef_, cpu.coef_, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("cv", ["3", 3.0, b"3", True], ids=["text", "float", "bytes", "bool"])
+def test_cv_that_is_not_a_number_of_folds_is_one_clear_error(cv):
+    """A text has no fold ``split`` (before: TypeError about 'groups'); a float is not a count of folds."""
+    X, Y = _data(20, 10)
+    with pytest.raises(InputError, match=r"parameter cv: .* is not a number of folds, a splitter or a list of "
+                                         r"\(train, test\) index pairs\. Fix: give a whole number of folds"):
+        RidgeDecoder(alphas=ALPHAS, cv=cv, device="cpu").fit(X, Y)
+    with pytest.raises(InputError, match="parameter cv"):
+        RidgeDecoder(alphas=ALPHAS, cv=[1, 2, 3], device="cpu").fit(X, Y)
+    fitted = RidgeDecoder(alphas=ALPHAS, cv=np.int64(3), device="cpu").fit(X, Y)  # a numpy integer is a count
+    assert fitted.coef_.shape == (Y.shape[1], X.shape[1])
+
+
+def test_a_1d_target_gives_1d_predictions_as_in_scikit_learn():
+    X, Y = _data(40, 12)
+    y = Y[:, 2]
+    model = RidgeDecoder(alphas=[10.0], dtype="float64", device="cpu").fit(X, y)
+    want = Ridge(alpha=10.0).fit(X, y).predict(X[:5])
+    assert want.shape == (5,)
+    pred = model.predict(X[:5])
+    assert pred.shape == (5,)
+    np.testing.assert_allclose(pred, want, rtol=1e-8)
+    assert model.coef_.shape == (1, 12)
+    assert model.score(X, y) == pytest.approx(Ridge(alpha=10.0).fit(X, y).score(X, y), rel=1e-8)
+    assert model.fit(X, Y).predict(X[:5]).shape == (5, Y.shape[1])  # a refit on 2D targets is 2D again
+
+
+@pytest.mark.parametrize("stage", ["predicting", "scoring"])
+def test_nan_after_fitting_does_not_say_before_fitting(stage):
+    X, Y = _data(20, 10)
+    model = RidgeDecoder(alphas=ALPHAS, device="cpu").fit(X, Y)
+    X[2, 3] = np.nan
+    with pytest.raises(InputError) as err:
+        model.predict(X) if stage == "predicting" else model.score(X, Y)
+    assert str(err.value) == ("parameter X: contains NaN or Inf (first at row 2, column 3). Fix: remove or fill "
+                              f"those values before {stage}.")
+
+
+def test_a_single_row_is_predicted():
+    X, Y = _data(20, 10)
+    model = RidgeDecoder(alphas=ALPHAS, device="cpu").fit(X, Y)
+    np.testing.assert_allclose(model.predict(X[:1]), model.predict(X)[:1], rtol=1e-6)
+
+
+def test_sparse_input_is_refused_in_words():
+    """numpy reads a scipy sparse matrix as a 0-d object array: the message said 'has 0 dimensions'."""
+    from scipy import sparse
+
+    X, Y = _data(20, 10)
+    with pytest.raises(InputError, match=r"parameter X: is a sparse csr_matrix; sparse input is not supported"):
+        RidgeDecoder(alphas=ALPHAS, device="cpu").fit(sparse.csr_matrix(X), Y)

@@ -47,6 +47,15 @@ def _unit(A: np.ndarray) -> np.ndarray:
     return A / np.where(norm == 0, 1.0, norm)
 
 
+def r2_unit(target: np.ndarray, pred: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+    """R² of unit-length predictions ``pred`` (n, d) against ``target`` (n, d) with its rows scaled to unit length,
+    averaged uniformly over the d dimensions (``sklearn.metrics.r2_score``): the ``score`` of the estimators
+    that predict directions (L2-normalised embeddings), on the scale of ``RidgeDecoder.score``."""
+    from sklearn.metrics import r2_score
+
+    return float(r2_score(_unit(np.asarray(target, dtype=np.float64)), pred, sample_weight=sample_weight))
+
+
 def cosine_similarity(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """(n, m) cosine similarities between the rows of ``A`` and ``B``."""
     return _unit(np.asarray(A, dtype=np.float64)) @ _unit(np.asarray(B, dtype=np.float64)).T

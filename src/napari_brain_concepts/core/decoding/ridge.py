@@ -22,22 +22,29 @@ viewer's event loop for 110 ms (35 ms with ``eigh``, ``benchmarks/gui_latency.py
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from ..context import resolve_device
-from ..errors import InputError
+from ..errors import InputError, not_fitted
 from ..progress import Progress, run_to_end
 
 DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(0, 8))
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _as_matrix(value: Any, name: str) -> np.ndarray:
+def _as_matrix(value: Any, name: str, stage: str = "fitting") -> np.ndarray:
+    """``value`` as a finite 2D numeric array (a 1D ``Y`` becomes one column); ``stage`` ("fitting",
+    "predicting", "scoring") is what the NaN message tells the user to clean the values before."""
+    if issparse(value) or isinstance(value, torch.Tensor) and value.layout != torch.strided:
+        raise InputError(f"parameter {name}", f"is a sparse {type(value).__name__}; sparse input is not supported",
+                         f"pass {name} as a dense array (e.g. {name}.toarray() or {name}.to_dense())")
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
@@ -51,33 +58,70 @@ def _as_matrix(value: Any, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise InputError(f"parameter {name}", f"contains NaN or Inf (first at row {bad[0]}, column {bad[1]})",
-                         "remove or fill those values before fitting")
+                         f"remove or fill those values before {stage}")
     return arr
 
 
-def check_xy(X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a pair of design (n, p) and target (n, t) matrices: 2D, finite, the same rows."""
-    X = _as_matrix(X, "X")
-    Y = _as_matrix(Y, "Y")
+def n_dims(value: Any) -> int:
+    """Dimensions of an array-like (numpy, torch, pandas, nested lists) as :func:`_as_matrix` reads it."""
+    if isinstance(value, torch.Tensor):
+        return value.dim()
+    return np.asarray(value).ndim
+
+
+def check_xy(X: Any, Y: Any, *, roles: tuple[str, str] = ("responses", "embedding"), stage: str = "fitting"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a pair of design (n, p) and target (n, t) matrices: 2D, finite, the same rows.
+
+    ``roles`` names what X and Y hold, for the messages (a decoder maps responses to an embedding, an
+    encoding model an embedding to responses); ``stage`` is "fitting" or "scoring" (see :func:`_as_matrix`).
+    """
+    X = _as_matrix(X, "X", stage)
+    Y = _as_matrix(Y, "Y", stage)
     if X.shape[0] != Y.shape[0]:
         raise InputError("parameters X and Y", f"have {X.shape[0]} and {Y.shape[0]} rows",
-                         "give one row of Y (embedding) per row of X (responses), in the same order")
+                         f"give one row of Y ({roles[1]}) per row of X ({roles[0]}), in the same order")
     if X.shape[0] < 2 or X.shape[1] < 1 or Y.shape[1] < 1:
         raise InputError("parameters X and Y", f"shapes {X.shape} and {Y.shape} are too small",
                          "give at least 2 samples, 1 feature and 1 target")
     return X, Y
 
 
+def check_features(X: Any, n_features: int, what: str = "the decoder", same: str = "responses of the same voxels"
+                   ) -> np.ndarray:
+    """``X`` for predicting (any number of rows, even one) with the ``n_features`` columns of the fit."""
+    X = _as_matrix(X, "X", "predicting")
+    if X.shape[1] != n_features:
+        raise InputError("parameter X", f"has {X.shape[1]} features, {what} was fitted on {n_features}",
+                         f"give {same} as in fit")
+    return X
+
+
+def check_targets(Y: np.ndarray, n_targets: int, what: str = "the decoder",
+                  fix: str = "score with the embedding the decoder was fitted on") -> None:
+    """Refuse targets ``Y`` (n, t) for scoring whose t is not the ``n_targets`` of the fit."""
+    if Y.shape[1] != n_targets:
+        raise InputError("parameter Y", f"has {Y.shape[1]} columns, {what} was fitted on {n_targets}-d targets", fix)
+
+
 def make_folds(n_samples: int, cv: Any, groups: Any = None, random_state: int | None = None
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-validation folds as (train, validation) index arrays.
 
-    ``cv`` is a number of folds (``KFold``, shuffled when ``random_state`` is given, or ``GroupKFold``
-    when ``groups`` is given so that repeats of one stimulus never straddle train and validation), a
-    scikit-learn splitter, or an explicit list of (train, validation) pairs.
+    ``cv`` is a number of folds (a whole number: ``KFold``, shuffled when ``random_state`` is given, or
+    ``GroupKFold`` when ``groups`` is given so that repeats of one stimulus never straddle train and
+    validation), a scikit-learn splitter, or an explicit list of (train, validation) pairs. Anything else (a
+    text such as ``"3"``, a float such as ``3.0``) is refused with an :class:`InputError`.
     """
     from sklearn.model_selection import GroupKFold, KFold
 
+    def bad_cv() -> InputError:
+        shown = repr(cv) if len(repr(cv)) <= 40 else f"a {type(cv).__name__}"
+        return InputError("parameter cv", f"{shown} is not a number of folds, a splitter or a list of "
+                          "(train, test) index pairs", "give a whole number of folds, e.g. cv=5")
+
+    if isinstance(cv, (str, bytes, bool)) or (isinstance(cv, numbers.Real) and not isinstance(cv, numbers.Integral)):
+        raise bad_cv()
     if isinstance(cv, (int, np.integer)):
         cv = int(cv)
         if cv < 2:
@@ -97,7 +141,12 @@ def make_folds(n_samples: int, cv: Any, groups: Any = None, random_state: int | 
         splits = cv.split(np.zeros(n_samples), groups=groups)
     else:
         splits = cv
-    folds = [(np.asarray(tr, dtype=np.int64), np.asarray(va, dtype=np.int64)) for tr, va in splits]
+    try:
+        folds = [(np.asarray(tr, dtype=np.int64), np.asarray(va, dtype=np.int64)) for tr, va in splits]
+    except (TypeError, ValueError) as err:
+        if splits is not cv:  # a splitter's own error says what is wrong with its settings
+            raise
+        raise bad_cv() from err
     if not folds:
         raise InputError("parameter cv", "gives no folds", "pass a number of folds or (train, test) pairs")
     for tr, va in folds:
@@ -191,7 +240,7 @@ def _r2(resid_ss: torch.Tensor, total_ss: torch.Tensor) -> torch.Tensor:
     return 1.0 - resid_ss / total_ss.clamp_min(tiny)
 
 
-class RidgeDecoder(BaseEstimator):
+class RidgeDecoder(RegressorMixin, BaseEstimator):
     """Multi-target ridge regression with the regularisation chosen per target by cross-validation.
 
     Parameters
@@ -199,7 +248,8 @@ class RidgeDecoder(BaseEstimator):
     alphas : sequence of float
         Regularisation strengths tried for every target (all scored from one decomposition).
     cv : int, scikit-learn splitter or list of (train, test) index pairs
-        Folds for choosing alpha (default 5-fold; ``GroupKFold`` when ``fit`` receives ``groups``).
+        Folds for choosing alpha (default 5-fold; ``GroupKFold`` when ``fit`` receives ``groups``). A number
+        of folds must be a whole number (``3``, not ``"3"`` or ``3.0``).
     solver : {"auto", "kernel", "primal"}
         ``"kernel"`` decomposes the n×n sample kernel (fast when n_samples < n_features), ``"primal"``
         the p×p feature Gram matrix; ``"auto"`` picks the smaller.
@@ -217,6 +267,9 @@ class RidgeDecoder(BaseEstimator):
         Targets processed together; bounds memory for thousands of targets (encoding models).
     scoring : {"r2", "mse"}
         Cross-validation score per target (R² averaged over folds, or minus the mean squared error).
+
+    A 1D target ``y`` (n_samples,) is fitted as one column, and :meth:`predict` then returns 1D predictions
+    (n_samples,), as scikit-learn's ``Ridge`` does; ``coef_`` keeps its 2D shape (1, n_features).
 
     Attributes
     ----------
@@ -243,6 +296,11 @@ class RidgeDecoder(BaseEstimator):
         self.random_state = random_state
         self.target_batch_size = target_batch_size
         self.scoring = scoring
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # one ridge per target column; a 1D y works too
+        return tags
 
     # -- parameters ------------------------------------------------------------------------------
     def _check_params(self) -> np.ndarray:
@@ -272,6 +330,7 @@ class RidgeDecoder(BaseEstimator):
     def fit_iter(self, X: Any, Y: Any, groups: Any = None) -> Generator[Progress, None, RidgeDecoder]:
         """:meth:`fit` as a generator yielding :class:`Progress`; closing it stops the fit."""
         alphas = self._check_params()
+        target_1d = n_dims(Y) == 1
         X, Y = check_xy(X, Y)
         n, p = X.shape
         t = Y.shape[1]
@@ -350,6 +409,7 @@ class RidgeDecoder(BaseEstimator):
         self.intercept_ = intercept.to(dtype).cpu().numpy()
         self.n_features_in_ = p
         self.n_targets_ = t
+        self._target_1d = target_1d
         yield Progress(step, 4, 4, "done")
         return self
 
@@ -441,32 +501,29 @@ class RidgeDecoder(BaseEstimator):
     # -- using the fit ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise InputError("RidgeDecoder", "is not fitted yet", "call fit(X, Y) first")
+            raise not_fitted(self)
 
-    def _check_X(self, X: Any) -> np.ndarray:
+    def _predict(self, X: Any) -> np.ndarray:
+        """Predictions (n_samples, n_targets), 2D whatever the target was."""
         self._check_fitted()
-        X = _as_matrix(X, "X")
-        if X.shape[1] != self.n_features_in_:
-            raise InputError("parameter X", f"has {X.shape[1]} features, the decoder was fitted on "
-                             f"{self.n_features_in_}", "give responses of the same voxels as in fit")
-        return X
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted targets (n_samples, n_targets) for responses ``X``."""
-        X = self._check_X(X)
+        X = check_features(X, self.n_features_in_)
         dtype = self.coef_.dtype
         return np.asarray(X, dtype=dtype) @ self.coef_.T + self.intercept_
 
-    def score(self, X: Any, Y: Any) -> float:
-        """R² averaged uniformly over targets (as scikit-learn's ``Ridge.score``)."""
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets (n_samples, n_targets) for responses ``X``; (n_samples,) after a fit on a 1D y."""
+        pred = self._predict(X)
+        return pred[:, 0] if getattr(self, "_target_1d", False) else pred
+
+    def score(self, X: Any, Y: Any, sample_weight: Any = None) -> float:
+        """R² of ``predict(X)`` against ``Y``, averaged uniformly over targets (as scikit-learn's
+        ``Ridge.score`` and ``RegressorMixin.score``): 1 is perfect, 0 is predicting each target's mean."""
         from sklearn.metrics import r2_score
 
-        X, Y = check_xy(X, Y)
         self._check_fitted()
-        if Y.shape[1] != self.n_targets_:
-            raise InputError("parameter Y", f"has {Y.shape[1]} columns, the decoder was fitted on "
-                             f"{self.n_targets_}-d targets", "score with the embedding the decoder was fitted on")
-        return float(r2_score(Y, self.predict(X)))
+        X, Y = check_xy(X, Y, stage="scoring")
+        check_targets(Y, self.n_targets_)
+        return float(r2_score(Y, self._predict(X), sample_weight=sample_weight))
 
     def torch_forward(self, X: torch.Tensor) -> torch.Tensor:
         """Differentiable prediction ``X coefᵀ + intercept`` on ``X``'s device and dtype."""
