@@ -135,3 +135,61 @@ def test_cuda_runs_the_same_code_path():
     again = ContrastiveDecoder(n_reruns=1, random_state=0, **{**FAST, "device": "cuda"}).fit(X, E)
     np.testing.assert_allclose(model.coef_, again.coef_, rtol=1e-4, atol=1e-5)
     assert np.all(np.isfinite(model.predict(X)))
+
+
+QUICK = {**FAST, "max_iter": 20, "n_reruns": 1}
+
+
+def test_predict_takes_a_single_sample():
+    """predict validated X with a made-up Y of n rows, which needs n >= 2."""
+    X, E, _ = _problem(n=60)
+    model = ContrastiveDecoder(**QUICK).fit(X, E)
+    one = model.predict(X[:1])
+    assert one.shape == (1, E.shape[1])
+    np.testing.assert_allclose(one, model.predict(X)[:1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="parameter X: has 10 features, the decoder was fitted on 60"):
+        model.predict(X[:1, :10])
+    X[0, 0] = np.nan
+    with pytest.raises(InputError, match="before predicting"):
+        model.predict(X[:1])
+
+
+def test_random_state_none_or_a_random_state_as_in_scikit_learn():
+    X, E, _ = _problem(n=60)
+    fresh = [ContrastiveDecoder(random_state=None, **QUICK).fit(X, E).coef_ for _ in range(2)]
+    assert not np.array_equal(fresh[0], fresh[1])  # None: fresh randomness on every fit
+    seeded = [ContrastiveDecoder(random_state=np.random.RandomState(5), **QUICK).fit(X, E).coef_ for _ in range(2)]
+    np.testing.assert_array_equal(seeded[0], seeded[1])  # equal RandomStates give equal decoders
+    gen = ContrastiveDecoder(random_state=np.random.default_rng(5), **QUICK).fit(X, E)
+    assert gen.coef_.shape == fresh[0].shape
+    with pytest.raises(InputError, match="parameter random_state"):
+        ContrastiveDecoder(random_state="seed", **QUICK).fit(X, E)
+
+
+@pytest.mark.parametrize("shape", ["1d", "one column"])
+def test_a_single_target_is_refused(shape):
+    """L2-normalising one number per sample gives ±1 for every sample: nothing to learn."""
+    X, E, _ = _problem(n=40)
+    y = E[:, 0] if shape == "1d" else E[:, :1]
+    with pytest.raises(InputError, match=r"parameter Y: .*L2-normalises every row, which turns a single number "
+                                         r"into ±1\. Fix: give embeddings \(n_samples, d\) with d >= 2"):
+        ContrastiveDecoder(**QUICK).fit(X, y)
+
+
+def test_score_is_r2_of_the_unit_length_embeddings_and_cross_validation_uses_it():
+    from sklearn.base import is_regressor
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import cross_val_score
+
+    X, E, _ = _problem(n=90)
+    model = ContrastiveDecoder(**QUICK).fit(X, E)
+    unit = E / np.linalg.norm(E, axis=1, keepdims=True)
+    assert model.score(X, E) == pytest.approx(r2_score(unit, model.predict(X)), rel=1e-6)
+    assert model.score(X, 3 * E) == pytest.approx(model.score(X, E), rel=1e-6)  # lengths do not count
+    with pytest.raises(InputError, match="parameter Y: has 4 columns, the decoder was fitted on 8-d targets"):
+        model.score(X, E[:, :4])
+    assert is_regressor(model)
+    tags = model.__sklearn_tags__().target_tags
+    assert tags.multi_output and not tags.single_output
+    scores = cross_val_score(ContrastiveDecoder(**QUICK), X, E, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))

@@ -12,19 +12,21 @@ linear decoder (one voxel-space weight matrix, ``coef_``), their predictions for
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Generator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from ..context import resolve_device
-from ..errors import InputError, check_ranges
+from ..errors import InputError, check_ranges, not_fitted
 from ..progress import Progress, run_to_end
 from ..ranges import CONTRASTIVE
-from .ridge import check_xy
+from .metrics import r2_unit
+from .ridge import check_features, check_targets, check_xy, n_dims
 
 
 def info_nce(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -65,7 +67,7 @@ class _Network(torch.nn.Module):
         return x
 
 
-class ContrastiveDecoder(BaseEstimator):
+class ContrastiveDecoder(RegressorMixin, BaseEstimator):
     """Brain→embedding decoder trained with symmetric InfoNCE (SDC defaults).
 
     Parameters
@@ -90,10 +92,18 @@ class ContrastiveDecoder(BaseEstimator):
         Seeds trained; linear weights (or MLP predictions) are averaged.
     weight_decay : float
         Adam weight decay.
+    leaky_slope : float
+        Slope of the MLP's LeakyReLU below zero (0.01; unused by the linear decoder).
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda[:i]"``.
-    random_state : int
-        Seed of rerun ``r`` is ``random_state + r``: on CPU the same seed gives the same decoder.
+    random_state : int, numpy RandomState or None
+        Seed of rerun ``r`` is ``random_state + r`` (the validation split uses ``random_state``): on CPU the
+        same int gives the same decoder. ``None`` or a ``RandomState`` draw the base seed from numpy's global
+        generator or that generator (scikit-learn's convention), so reruns of ``fit`` then differ; pass an
+        int for results that repeat.
+
+    ``Y`` must hold embeddings of at least 2 dimensions: the decoder compares directions (it L2-normalises
+    every row), so a 1D target or a single column is refused.
 
     Attributes
     ----------
@@ -127,10 +137,44 @@ class ContrastiveDecoder(BaseEstimator):
         self.device = device
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False  # a 1D target is refused (see the class docstring)
+        return tags
+
     def _check_params(self) -> None:
         if self.architecture not in ("linear", "mlp"):
             raise InputError("parameter architecture", f"{self.architecture!r} is unknown", "use 'linear' or 'mlp'")
         check_ranges(self, {k: r for k, r in CONTRASTIVE.items() if k != "hidden" or self.architecture == "mlp"})
+
+    def _base_seed(self) -> int:
+        """The seed of rerun 0: ``random_state`` itself when an int, else drawn from the given (or numpy's
+        global) generator."""
+        rs = self.random_state
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
+            if rs < 0:
+                raise InputError("parameter random_state", f"{rs!r} is negative", "give a seed >= 0, or None")
+            return int(rs)
+        high = 2 ** 31 - 1 - int(self.n_reruns)
+        if isinstance(rs, np.random.Generator):
+            return int(rs.integers(high))
+        from sklearn.utils import check_random_state
+
+        try:
+            return int(check_random_state(rs).randint(high))
+        except ValueError:
+            raise InputError("parameter random_state", f"{rs!r} cannot seed the decoder",
+                             "give an int, None or a numpy RandomState") from None
+
+    @staticmethod
+    def _check_directions(Y: np.ndarray, ndim: int) -> None:
+        """Refuse a 1D target or one column (``Y`` as :func:`check_xy` returns it, ``ndim`` as given)."""
+        if Y.shape[1] == 1:
+            what = "is 1D (one number per sample)" if ndim == 1 else "has a single column"
+            raise InputError("parameter Y", f"{what}, but the contrastive decoder compares directions: it "
+                             "L2-normalises every row, which turns a single number into ±1",
+                             "give embeddings (n_samples, d) with d >= 2, or use RidgeDecoder for one target")
 
     def fit(self, X: Any, Y: Any, X_val: Any = None, Y_val: Any = None, groups: Any = None
             ) -> ContrastiveDecoder:
@@ -145,11 +189,14 @@ class ContrastiveDecoder(BaseEstimator):
         when given) is held out for early stopping.
         """
         self._check_params()
+        y_ndim = n_dims(Y)
         X, Y = check_xy(X, Y)
+        self._check_directions(Y, y_ndim)
         if (X_val is None) != (Y_val is None):
             raise InputError("parameters X_val and Y_val", "only one of them is given", "give both or neither")
+        seed0 = self._base_seed()
         if X_val is None:
-            rng = np.random.default_rng(self.random_state)
+            rng = np.random.default_rng(seed0)
             units = np.arange(len(X)) if groups is None else np.asarray(groups)
             if len(units) != len(X):
                 raise InputError("parameter groups", f"{len(units)} labels for {len(X)} samples",
@@ -183,7 +230,7 @@ class ContrastiveDecoder(BaseEstimator):
 
         states, history, n_iter = [], [], []
         for r in range(int(self.n_reruns)):
-            seed = int(self.random_state) + r
+            seed = seed0 + r
             gen = torch.Generator(device=device).manual_seed(seed)
             cpu_gen = torch.Generator().manual_seed(seed)
             net = _Network(n_in, n_out, hidden, float(self.dropout), float(self.leaky_slope), cpu_gen).to(device)
@@ -237,7 +284,7 @@ class ContrastiveDecoder(BaseEstimator):
     # -- using the fit ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "networks_"):
-            raise InputError("ContrastiveDecoder", "is not fitted yet", "call fit(X, Y) first")
+            raise not_fitted(self)
 
     def _networks(self, device) -> list[_Network]:
         cache = getattr(self, "_net_cache", None)
@@ -271,14 +318,22 @@ class ContrastiveDecoder(BaseEstimator):
         return F.normalize(out, dim=1) if normalize else out
 
     def predict(self, X: Any) -> np.ndarray:
-        """Decoded embeddings (n, d), L2-normalised (float32)."""
+        """Decoded embeddings (n, d), L2-normalised (float32), of responses ``X`` (n, n_voxels), n ≥ 1."""
         self._check_fitted()
-        X = check_xy(X, np.zeros((len(np.asarray(X)), 1)))[0]
-        if X.shape[1] != self.n_features_in_:
-            raise InputError("parameter X", f"has {X.shape[1]} voxels, the decoder was fitted on "
-                             f"{self.n_features_in_}", "give responses of the same voxels as in fit")
+        X = check_features(X, self.n_features_in_)
         with torch.no_grad():
             return self.torch_forward(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
+
+    def score(self, X: Any, Y: Any, sample_weight: Any = None) -> float:
+        """R² of ``predict(X)`` against ``Y`` with every row of ``Y`` scaled to unit length, averaged uniformly
+        over the embedding dimensions: ``RidgeDecoder.score`` (and scikit-learn's ``RegressorMixin.score``)
+        in the space this decoder predicts in (unit vectors: unscaled targets would be scored on their
+        lengths, which the decoder does not try to predict). Higher is better, 1 is perfect. For retrieval
+        accuracy use :mod:`~napari_brain_concepts.core.decoding.metrics`."""
+        self._check_fitted()
+        X, Y = check_xy(X, Y, stage="scoring")
+        check_targets(Y, self.n_targets_)
+        return r2_unit(Y, self.predict(X), sample_weight)
 
     def to_torch_module(self) -> torch.nn.Module:
         """A frozen module whose forward is :meth:`torch_forward`."""
