@@ -74,6 +74,53 @@ def test_pearson_columns_matches_scipy():
     np.testing.assert_allclose(pearson_columns(a, b), want, atol=1e-12)
 
 
+def test_row_count_message_calls_x_the_embedding_and_y_the_responses():
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(30, 4)), rng.normal(size=(30, 5))
+    with pytest.raises(InputError) as err:
+        EncodingModel(alphas=[1.0], cv=3, device="cpu").fit(X[:-1], Y)
+    assert str(err.value) == ("parameters X and Y: have 29 and 30 rows. Fix: give one row of Y (responses) per row "
+                              "of X (embedding), in the same order.")
+    model = EncodingModel(alphas=[1.0], cv=3, device="cpu").fit(X, Y)
+    with pytest.raises(InputError, match=r"parameter X: has 3 features, the model was fitted on 4\. Fix: give "
+                                         r"embeddings of the same space as in fit"):
+        model.predict(X[:, :3])
+
+
+def test_score_is_r2_over_voxels_and_the_model_is_a_multi_output_regressor():
+    from sklearn.base import is_regressor
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 4))
+    Y = X @ rng.normal(size=(4, 6)) + rng.normal(size=(60, 6))
+    model = EncodingModel(alphas=[1.0, 10.0], cv=3, device="cpu").fit(X[:40], Y[:40])
+    assert model.score(X[40:], Y[40:]) == pytest.approx(r2_score(Y[40:], model.predict(X[40:])), rel=1e-6)
+    with pytest.raises(InputError, match="parameter Y: has 5 columns, the model was fitted on 6-d targets"):
+        model.score(X[40:], Y[40:, :5])
+    assert is_regressor(model) and model.__sklearn_tags__().target_tags.multi_output
+    assert cross_val_score(EncodingModel(alphas=[1.0, 10.0], cv=3, device="cpu"), X, Y, cv=3).mean() > 0.3
+
+
+def test_fit_encoding_takes_a_subject_name_as_prepare_subject_does():
+    from napari_brain_concepts.core.alignment.encoding import fit_encoding
+
+    from ._studies import small_study
+
+    study = small_study(n_stimuli=12)
+
+    def fit(subject):
+        model = EncodingModel(alphas=(1.0, 10.0), cv=3, device="cpu")
+        return run_to_end(fit_encoding(study, subject, "captions", model=model))
+
+    by_name, by_subject = fit("sub-01"), fit(study.subject("sub-01"))
+    assert by_name.subject == "sub-01"
+    np.testing.assert_array_equal(by_name.r, by_subject.r)
+    with pytest.raises(InputError, match="no subject 'sub-09'"):
+        fit("sub-09")
+
+
 # -- the synthetic study -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 
-from ..decoding.ridge import DEFAULT_ALPHAS, RidgeDecoder
-from ..errors import InputError
+from ..decoding.ridge import DEFAULT_ALPHAS, RidgeDecoder, check_features, check_targets, check_xy
+from ..errors import InputError, not_fitted
 from ..progress import Progress, run_to_end
 from ..study import Study, Subject
 
@@ -32,7 +32,10 @@ def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
 
 
-class EncodingModel(BaseEstimator):
+_ROLES = ("embedding", "responses")  # what X and Y hold, for the messages
+
+
+class EncodingModel(RegressorMixin, BaseEstimator):
     """Ridge encoding model embedding → voxels with one alpha per voxel.
 
     Parameters
@@ -70,12 +73,18 @@ class EncodingModel(BaseEstimator):
         self.random_state = random_state
         self.target_batch_size = target_batch_size
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True  # one ridge per voxel
+        return tags
+
     def fit(self, X: Any, Y: Any) -> EncodingModel:
         """Fit embeddings ``X`` (n_stimuli, d) → responses ``Y`` (n_stimuli, n_voxels)."""
         return run_to_end(self.fit_iter(X, Y))
 
     def fit_iter(self, X: Any, Y: Any) -> Generator[Progress, None, EncodingModel]:
         """:meth:`fit` as a generator yielding progress."""
+        check_xy(X, Y, roles=_ROLES)  # first, so that the messages call X the embedding and Y the responses
         ridge = RidgeDecoder(alphas=self.alphas, cv=self.cv, dtype=self.dtype, device=self.device,
                              random_state=self.random_state, target_batch_size=self.target_batch_size)
         yield from ridge.fit_iter(X, Y)
@@ -108,12 +117,26 @@ class EncodingModel(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "ridge_"):
-            raise InputError("EncodingModel", "is not fitted yet", "call fit(embeddings, responses) first")
+            raise not_fitted(self, "call fit(embeddings, responses) first")
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted responses (n, n_voxels) of embeddings ``X`` (n, d)."""
         self._check_fitted()
+        X = check_features(X, self.n_features_in_, "the model", "embeddings of the same space")
         return self.ridge_.predict(X)
+
+    def score(self, X: Any, Y: Any, sample_weight: Any = None) -> float:
+        """R² of ``predict(X)`` against responses ``Y`` (n, n_voxels), averaged uniformly over voxels, as
+        ``RidgeDecoder.score`` and scikit-learn's ``RegressorMixin.score`` (what ``cross_val_score`` and
+        ``GridSearchCV`` use). :meth:`score_voxels` gives each voxel's Pearson r instead."""
+        from sklearn.metrics import r2_score
+
+        self._check_fitted()
+        X, Y = check_xy(X, Y, roles=_ROLES, stage="scoring")
+        check_targets(Y, self.ridge_.n_targets_, "the model",
+                      "score with responses of the voxels the model was fitted on")
+        pred = self.predict(X)
+        return float(r2_score(Y, pred.reshape(len(Y), -1), sample_weight=sample_weight))
 
     def score_voxels(self, X: Any, Y: Any) -> np.ndarray:
         """Pearson r per voxel between predicted and measured held-out responses ``Y`` (n, n_voxels)."""
@@ -200,10 +223,11 @@ class EncodingResult:
     test_rows: np.ndarray
 
 
-def split_rows(study: Study, subject: Subject, test_fraction: float = 0.2,
+def split_rows(study: Study, subject: str | Subject, test_fraction: float = 0.2,
                random_state: int | np.random.Generator | None = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Training and held-out stimulus rows of a subject: the shared test set when flagged, else a random
-    ``test_fraction`` of the stimuli it saw."""
+    """Training and held-out stimulus rows of a subject (a name or a :class:`Subject`): the shared test set
+    when flagged, else a random ``test_fraction`` of the stimuli it saw."""
+    subject = subject if isinstance(subject, Subject) else study.subject(subject)
     seen = np.unique(study.trial_rows(subject))
     test_flags = study.stimuli.test
     if test_flags is not None and test_flags[seen].sum() >= 3 and (~test_flags[seen]).sum() >= 3:
@@ -217,16 +241,18 @@ def split_rows(study: Study, subject: Subject, test_fraction: float = 0.2,
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def fit_encoding(study: Study, subject: Subject, embedding: str, *, model: EncodingModel | None = None,
+def fit_encoding(study: Study, subject: str | Subject, embedding: str, *, model: EncodingModel | None = None,
                  test_fraction: float = 0.2, random_state: int | None = 0
                  ) -> Generator[Progress, None, EncodingResult]:
     """Fit and evaluate an encoding model of one subject from one of the study's embeddings (generator).
 
     Responses are z-scored within session and averaged over repeats per stimulus; the model is fitted on
-    the training stimuli and scored (Pearson r per voxel) on the held-out ones.
+    the training stimuli and scored (Pearson r per voxel) on the held-out ones. ``subject`` is a name or a
+    :class:`Subject`, as for :func:`~napari_brain_concepts.core.decoding.prepare.prepare_subject`.
     """
     from .rsa import stimulus_patterns
 
+    subject = subject if isinstance(subject, Subject) else study.subject(subject)
     features = study.embedding(embedding).values
     train, test = split_rows(study, subject, test_fraction, random_state)
     y_train = stimulus_patterns(study, subject, train)
