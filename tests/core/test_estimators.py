@@ -59,3 +59,55 @@ def test_a_clone_of_a_fitted_basis_is_unfitted_and_refits_to_the_same_components
     assert not hasattr(twin, "components_")
     twin.fit(Y, Y_hat)
     np.testing.assert_array_equal(twin.components_, basis.components_)
+
+
+# every estimator with a method that needs a fit, and a call of it
+UNFITTED_CALLS = [
+    (RidgeDecoder, lambda est: est.predict(np.zeros((2, 3)))),
+    (ContrastiveDecoder, lambda est: est.predict(np.zeros((2, 3)))),
+    (EncodingModel, lambda est: est.predict(np.zeros((2, 3)))),
+    (CaptionReconstructor, lambda est: est.predict(np.zeros((2, 3)))),
+    (ConceptBasis, lambda est: est.transform(np.zeros((2, 3)))),
+    (SharedConceptClustering, lambda est: est.summary()),
+]
+
+
+@pytest.mark.parametrize("cls, call", UNFITTED_CALLS, ids=[c.__name__ for c, _ in UNFITTED_CALLS])
+def test_use_before_fit_is_both_our_input_error_and_sklearns_not_fitted_error(cls, call):
+    from sklearn.exceptions import NotFittedError
+
+    from napari_brain_concepts.core.errors import InputError
+
+    with pytest.raises(NotFittedError) as err:
+        call(cls())
+    assert isinstance(err.value, InputError)
+    assert str(err.value).startswith(f"{cls.__name__}: is not fitted yet. Fix: call fit(")
+
+
+REGRESSORS = [(RidgeDecoder, True), (ContrastiveDecoder, False), (EncodingModel, True),
+              (CaptionReconstructor, False)]
+
+
+@pytest.mark.parametrize("cls, single_output", REGRESSORS, ids=[c.__name__ for c, _ in REGRESSORS])
+def test_regressors_say_so_in_their_tags(cls, single_output):
+    from sklearn.base import is_regressor
+    from sklearn.utils import get_tags
+
+    est = cls()
+    assert is_regressor(est)
+    tags = get_tags(est).target_tags
+    assert tags.multi_output and tags.single_output is single_output
+
+
+def test_caption_reconstructor_scores_like_the_contrastive_decoder():
+    """R² of the unit-length decoded embeddings against the unit-length targets."""
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(60, 5))
+    X = Y @ rng.normal(size=(5, 30)) + 0.3 * rng.normal(size=(60, 30))
+    rec = CaptionReconstructor(decoder=RidgeDecoder(alphas=(1.0, 10.0), cv=3, device="cpu")).fit(X[:40], Y[:40])
+    unit = Y[40:] / np.linalg.norm(Y[40:], axis=1, keepdims=True)
+    assert rec.score(X[40:], Y[40:]) == pytest.approx(r2_score(unit, rec.predict(X[40:])), rel=1e-5)
+    assert cross_val_score(clone(rec), X, Y, cv=3).mean() > 0.5

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 
-from ..errors import InputError
+from ..errors import InputError, not_fitted
 from ..progress import Progress, run_to_end
 from ..ranges import CAPTIONS
 from ..study import Stimuli
@@ -193,7 +193,7 @@ def default_encoder(model: str | os.PathLike | None = None, device: str = "auto"
 
 
 # -- reconstructor -----------------------------------------------------------------------------------------
-class CaptionReconstructor(BaseEstimator):
+class CaptionReconstructor(RegressorMixin, BaseEstimator):
     """Decode caption embeddings from brain responses and read out the nearest captions of a corpus.
 
     Parameters
@@ -230,6 +230,12 @@ class CaptionReconstructor(BaseEstimator):
         self.center = center
         self.device = device
         self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False  # Y is a (n, d) embedding
+        return tags
 
     def _make_decoder(self):
         if self.decoder is None:
@@ -274,12 +280,25 @@ class CaptionReconstructor(BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Decoded caption embeddings (n, d), L2-normalised (not centred: a point of the sentence space)."""
         if not hasattr(self, "decoder_"):
-            raise InputError("CaptionReconstructor", "is not fitted yet", "call fit(X, Y) first")
+            raise not_fitted(self)
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise InputError("parameter X", f"has shape {X.shape}, the decoder was fitted on "
                              f"{self.n_features_in_} voxels", "give responses of the same voxels as in fit")
         return _normalise(self.decoder_.predict(X)).astype(np.float32)
+
+    def score(self, X: np.ndarray, Y: np.ndarray, sample_weight: Any = None) -> float:
+        """R² of :meth:`predict` against caption embeddings ``Y`` (n, d) with every row scaled to unit length,
+        averaged uniformly over the dimensions: ``RidgeDecoder.score`` in the space this estimator predicts in
+        (unit vectors), as ``ContrastiveDecoder.score``. Higher is better, 1 is perfect."""
+        from ..decoding.metrics import r2_unit
+        from ..decoding.ridge import check_targets, check_xy
+
+        if not hasattr(self, "decoder_"):
+            raise not_fitted(self)
+        X, Y = check_xy(X, Y, roles=("responses", "caption embeddings"), stage="scoring")
+        check_targets(Y, self.dim_, "the reconstructor", "score with the caption embedding it was fitted on")
+        return r2_unit(Y, self.predict(X), sample_weight)
 
     def reconstruct(self, X: np.ndarray, corpus: CaptionCorpus) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
         """Top-k captions per response row: (captions, corpus indices (n, k), cosine scores (n, k))."""

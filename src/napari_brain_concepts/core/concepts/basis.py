@@ -26,7 +26,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ..context import resolve_device
-from ..errors import InputError, check_ranges
+from ..errors import InputError, check_ranges, not_fitted
 from ..progress import Progress
 from ..ranges import BASIS
 
@@ -136,7 +136,7 @@ class ConceptBasis(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "components_"):
-            raise InputError("ConceptBasis", "is not fitted", "call fit(Y, Y_hat) first")
+            raise not_fitted(self, "call fit(Y, Y_hat) first")
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, Y: np.ndarray, Y_hat: np.ndarray, groups: np.ndarray | None = None) -> ConceptBasis:

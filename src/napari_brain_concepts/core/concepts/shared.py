@@ -27,7 +27,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.base import BaseEstimator
 from sklearn.neighbors import NearestNeighbors
 
-from ..errors import InputError
+from ..errors import InputError, not_fitted
 from ..ranges import SHARED
 
 #: Cosine-distance radii swept by the paper (its default is 0.6).
@@ -353,7 +353,7 @@ class SharedConceptClustering(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "labels_"):
-            raise InputError("SharedConceptClustering", "is not fitted", "call fit(decoders) first")
+            raise not_fitted(self, "call fit(decoders) first")
 
     @property
     def n_participants_(self) -> np.ndarray:
