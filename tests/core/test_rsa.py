@@ -134,3 +134,49 @@ def test_summary_normalises_only_by_a_ceiling_that_replicates():
     assert summary.loc["noise", "noise_ceiling"] == pytest.approx(0.01)
     relaxed = rsa.summarize(pd.DataFrame(rows), min_ceiling=0.0).set_index("roi")
     assert relaxed.loc["noise", "r_norm"] == pytest.approx(5.0)
+
+
+def test_compare_rdms_refuses_a_full_rdm():
+    """A full (n, n) RDM read as n vectors gave an (n, n) matrix of meaningless row correlations."""
+    rng = np.random.default_rng(9)
+    a = rsa.correlation_rdm(rng.normal(size=(12, 5)))
+    b = rsa.correlation_rdm(rng.normal(size=(12, 7)))
+    for args, name in (((a, b), "a"), ((rsa.upper_triangle(a), b), "b")):
+        with pytest.raises(InputError) as err:
+            rsa.compare_rdms(*args)
+        assert str(err.value) == (f"parameter {name}: is a full 12×12 RDM (square, symmetric, zero diagonal); "
+                                  "compare_rdms takes upper-triangle vectors. Fix: pass upper_triangle(rdm) "
+                                  f"as {name}.")
+    r = rsa.compare_rdms(rsa.upper_triangle(a), rsa.upper_triangle(b))
+    assert r.shape == (1, 1) and -1 <= r[0, 0] <= 1
+    stack = rng.normal(size=(4, 4))  # a square stack of 4 vectors is not an RDM
+    assert rsa.compare_rdms(stack, stack).shape == (4, 4)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_correlation_rdm_refuses_nan_and_inf(bad):
+    x = np.random.default_rng(10).normal(size=(5, 4))
+    x[3, 2] = bad
+    with pytest.raises(InputError, match=r"model m: contains NaN or Inf \(first at stimulus row 3, column 2\)"):
+        rsa.correlation_rdm(x, name="model m")
+    with pytest.raises(InputError, match="contains NaN or Inf"):
+        rsa.correlation_rdm(np.full((5, 4), np.nan))
+
+
+def test_roi_rsa_takes_embeddings_and_checks_its_models():
+    import pandas as pd
+
+    from ._studies import small_study
+
+    study = small_study()
+    emb = study.embedding("captions")
+    with_object = rsa.roi_rsa(study, {"captions": emb}, min_voxels=1)
+    with_values = rsa.roi_rsa(study, {"captions": emb.values}, min_voxels=1)
+    assert len(with_object) > 0
+    pd.testing.assert_frame_equal(with_object, with_values)
+    with pytest.raises(InputError, match=r"model 'x': has 4 rows for 6 stimuli\. Fix: give one row per stimulus"):
+        rsa.roi_rsa(study, {"x": emb.values[:4]}, min_voxels=1)
+    with pytest.raises(InputError, match=r"model 'x': has shape \(6,\), expected \(n_stimuli, d\)"):
+        rsa.roi_rsa(study, {"x": emb.values[:, 0]}, min_voxels=1)
+    with pytest.raises(InputError, match="parameter models: is a list, not a mapping of model name to features"):
+        rsa.roi_rsa(study, [emb], min_voxels=1)

@@ -135,3 +135,16 @@ def test_sliding_sphere_equals_gathering_every_sphere(method):
             for engine in ("sliding", "gather")}
     assert len(runs["gather"].spheres) > 50
     np.testing.assert_allclose(runs["sliding"].scores, runs["gather"].scores, atol=1e-10)
+
+
+def test_dtype_is_given_as_text_as_everywhere_else():
+    rng = np.random.default_rng(6)
+    mask = _mask(7, (8, 8, 8))
+    patterns = rng.normal(size=(20, int(mask.sum())))
+    feats = rng.normal(size=(20, 4))
+    for text, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        a = run_to_end(searchlight_rsa(patterns, mask, {"m": feats}, radius=2, device="cpu", dtype=text))
+        b = run_to_end(searchlight_rsa(patterns, mask, {"m": feats}, radius=2, device="cpu", dtype=dtype))
+        np.testing.assert_array_equal(a.scores, b.scores)
+    with pytest.raises(InputError, match=r"parameter dtype: 'float16' is unknown\. Fix: use 'float64' or 'float32'"):
+        run_to_end(searchlight_rsa(patterns, mask, {"m": feats}, radius=2, device="cpu", dtype="float16"))

@@ -21,7 +21,7 @@ from scipy import stats
 from ..decoding.prepare import mean_by_stimulus, zscore_by_session
 from ..errors import InputError
 from ..ranges import RSA
-from ..study import Study, Subject
+from ..study import Embedding, Study, Subject
 
 METHODS = ("pearson", "spearman")
 
@@ -47,11 +47,18 @@ def correlation_rdm(patterns: np.ndarray, *, name: str = "patterns") -> np.ndarr
     -------
     ndarray (n_stimuli, n_stimuli), float64
         ``1 - r`` between every pair of rows; zeros on the diagonal.
+
+    Patterns holding NaN or Inf are refused (:class:`InputError`), as are constant rows.
     """
     x = np.asarray(patterns, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 3:
         raise InputError(name, f"has shape {x.shape}, expected (n_stimuli >= 3, n_features)",
                          "give one pattern row per stimulus, at least 3 stimuli")
+    if not np.all(np.isfinite(x)):
+        row, col = np.argwhere(~np.isfinite(x))[0]
+        raise InputError(name, f"contains NaN or Inf (first at stimulus row {row}, column {col}), so its "
+                         "correlation distances are undefined", "drop or fill those values (or the voxels or "
+                         "features holding them)")
     if x.shape[1] < 2:
         raise InputError(name, "has fewer than 2 features, so correlations are undefined",
                          "use at least 2 voxels or embedding dimensions")
@@ -87,13 +94,23 @@ def rank_rows(v: np.ndarray) -> np.ndarray:
     return stats.rankdata(np.round(v, TIE_DECIMALS), axis=-1, method="average")
 
 
+def _looks_like_rdm(x: np.ndarray) -> bool:
+    """A square, symmetric matrix with a zero diagonal (a full RDM, not a stack of vectors)."""
+    if x.ndim != 2 or x.shape[0] != x.shape[1] or x.shape[0] < 2:
+        return False
+    scale = max(float(np.max(np.abs(x))), 1.0) if x.size else 1.0
+    return bool(np.all(np.abs(np.diagonal(x)) <= 1e-8 * scale) and np.allclose(x, x.T, rtol=0, atol=1e-8 * scale))
+
+
 def compare_rdms(a: np.ndarray, b: np.ndarray, method: str = "pearson") -> np.ndarray:
     """Correlation of every RDM vector in ``a`` with every one in ``b``.
 
     Parameters
     ----------
     a, b : ndarray (m,) or (k, m)
-        Upper-triangle vectors (see :func:`upper_triangle`).
+        Upper-triangle vectors (see :func:`upper_triangle`). A full RDM (a square, symmetric matrix with a
+        zero diagonal) is refused with an :class:`InputError`: as a stack of vectors it would give a matrix
+        of meaningless row correlations, so pass ``upper_triangle(rdm)``.
     method : {"pearson", "spearman"}
         Spearman ranks each vector first (ties get their average rank, like scipy and rsatoolbox; see
         :func:`rank_rows`).
@@ -105,6 +122,11 @@ def compare_rdms(a: np.ndarray, b: np.ndarray, method: str = "pearson") -> np.nd
     _check_method(method)
     a = np.atleast_2d(np.asarray(a, dtype=np.float64))
     b = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    for name, x in (("a", a), ("b", b)):
+        if _looks_like_rdm(x):
+            raise InputError(f"parameter {name}", f"is a full {x.shape[0]}×{x.shape[1]} RDM (square, symmetric, zero "
+                             "diagonal); compare_rdms takes upper-triangle vectors",
+                             f"pass upper_triangle(rdm) as {name}")
     if a.shape[1] != b.shape[1]:
         raise InputError("RDMs", f"have {a.shape[1]} and {b.shape[1]} entries",
                          "compare RDMs of the same stimuli")
@@ -298,7 +320,36 @@ def roi_regions(subject: Subject, extra: Mapping[str, np.ndarray] | None = None,
     return out
 
 
-def roi_rsa(study: Study, models: Mapping[str, np.ndarray], *, subjects: Sequence[str] | None = None,
+def study_models(study: Study, models: Mapping[str, np.ndarray | Embedding]) -> dict[str, np.ndarray]:
+    """The models of :func:`roi_rsa` as ``{name: features (n_stimuli_in_study, d)}``, checked.
+
+    A value may be an array, an :class:`~napari_brain_concepts.core.study.Embedding` (its ``values``) or a
+    pandas table; each needs one row per stimulus of the study, in stimuli order.
+    """
+    if not isinstance(models, Mapping):
+        raise InputError("parameter models", f"is a {type(models).__name__}, not a mapping of model name to "
+                         "features", "pass a dict, e.g. {'captions': study.embedding('captions')}")
+    n = len(study.stimuli.ids)
+    out = {}
+    for name, feats in models.items():
+        if isinstance(feats, Embedding) or isinstance(feats, (pd.DataFrame, pd.Series)):
+            feats = feats.values
+        arr = np.asarray(feats)
+        where = f"model {name!r}"
+        if arr.ndim != 2:
+            raise InputError(where, f"has shape {arr.shape}, expected (n_stimuli, d)",
+                             "give one feature row per stimulus of the study (e.g. study.embedding(name))")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise InputError(where, f"has dtype {arr.dtype}", "give numeric features")
+        if arr.shape[0] != n:
+            raise InputError(where, f"has {arr.shape[0]} rows for {n} stimuli",
+                             "give one row per stimulus of the study, in stimuli order (all stimuli, not only "
+                             "the shared ones: roi_rsa picks the rows itself)")
+        out[str(name)] = arr
+    return out
+
+
+def roi_rsa(study: Study, models: Mapping[str, np.ndarray | Embedding], *, subjects: Sequence[str] | None = None,
             rows: np.ndarray | None = None, subset_size: int = 100, n_subsets: int | None = None,
             method: str = "pearson", extra_regions: Mapping[str, Mapping[str, np.ndarray]] | None = None,
             min_voxels: int = 10, random_state: int | np.random.Generator | None = 0) -> pd.DataFrame:
@@ -307,8 +358,10 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray], *, subjects: Sequenc
     Parameters
     ----------
     study : Study
-    models : {name: ndarray (n_stimuli_in_study, d)}
-        Features of every stimulus of the study (e.g. ``study.stimuli.embeddings[name].values``).
+    models : {name: ndarray (n_stimuli_in_study, d) or Embedding}
+        Features of every stimulus of the study, e.g. ``study.embedding(name)`` or its ``values`` (checked by
+        :func:`study_models`: a model of the wrong shape or a value that is not a mapping is an
+        :class:`InputError`).
     rows : index array, optional
         Stimulus rows to use (default :func:`shared_stimulus_rows`). The same disjoint subsets of these
         rows are used for every model, subject and ROI.
@@ -323,6 +376,7 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray], *, subjects: Sequenc
         a ROI only one subject has) and ``n_voxels``, ``n_subsets``.
     """
     _check_method(method)
+    models = study_models(study, models)
     names = list(subjects or study.subject_names)
     if rows is None:
         rows = shared_stimulus_rows(study, names)

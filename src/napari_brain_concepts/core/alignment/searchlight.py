@@ -316,10 +316,22 @@ class SearchlightResult:
         return out.reshape(self.spheres.shape)
 
 
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``/``"float64"`` (as everywhere else in the package) or the torch dtype itself."""
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if dtype in _DTYPES.values():
+        return dtype
+    raise InputError("parameter dtype", f"{dtype!r} is unknown", "use 'float64' or 'float32'")
+
+
 def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str, np.ndarray],
                     subsets: Sequence[np.ndarray] | None = None, *, radius: float = 6,
                     threshold: float = 0.5, method: str = "pearson", device: str = "auto",
-                    dtype: torch.dtype = torch.float64, batch_size: int | None = None,
+                    dtype: str | torch.dtype = "float64", batch_size: int | None = None,
                     memory_mb: int | None = None, spheres: Spheres | None = None, engine: str = "sliding"
                     ) -> Generator[Progress, None, SearchlightResult]:
     """Searchlight RSA of several models over a volume (a generator yielding progress).
@@ -337,7 +349,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
         Sphere radius in voxels (strictly less than) and the in-mask fraction a centre needs.
     method : {"pearson", "spearman"}
     device : {"auto", "cpu", "cuda", ...}
-    dtype : torch dtype
+    dtype : {"float64", "float32"} or the torch dtype
         Precision of the Gram matrices (the bulk of the work). float64 (default) reproduces rsatoolbox to
         ~1e-14. float32 is 1.5–2× faster and within ~2e-8 in r when each voxel's mean over stimuli is
         small next to its variation (z-scored or mean-centred responses); a large constant per voxel
@@ -362,6 +374,7 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
     """
     if method not in METHODS:
         raise InputError("parameter method", f"{method!r} is not an RDM comparison", f"use one of {', '.join(METHODS)}")
+    dtype = _torch_dtype(dtype)
     mask = np.asarray(mask) != 0
     patterns = np.asarray(patterns)
     if patterns.ndim != 2 or patterns.shape[1] != int(mask.sum()):
