@@ -43,7 +43,10 @@ class DecodeWidget(StepWidget):
 
     def on_study_changed(self, study) -> None:
         self.embedding.clear()
-        self.embedding.addItems(list(study.stimuli.embeddings))
+        names = list(study.stimuli.embeddings)
+        if "captions" not in names and any(study.stimuli.captions):
+            names.append("captions")  # computed from the captions by the embed step, which runs first
+        self.embedding.addItems(names)
         shared = study.stimuli.test is not None
         self.test_fraction.setEnabled(not shared)  # the study's own test set is used
         self.test_fraction.setToolTip("this study has a shared test set (stimuli.tsv's test column), used instead"

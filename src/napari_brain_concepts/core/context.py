@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .errors import InputError, check_ranges
 from .io.results import ResultsStore
-from .study import Study
+from .study import Embedding, Study
+
+#: the step that computes embeddings from the stimuli's captions, and the table where it lists them
+EMBED_STEP = "embed"
+_EMBED_TABLE = "alignment_embeddings"
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -60,9 +65,105 @@ class AnalysisContext:
         check_ranges(value, getattr(default_cls, "RANGES", {}), prefix=f"{step}.")
         return value
 
+    def embedding(self, name: str, param: str | None = None) -> Embedding:
+        """The stimuli's embedding ``name``, for every step that uses one by name (decode, maps, concepts …).
+
+        The study's own (a study folder's ``embeddings/NAME.npy``, or one that a step of this analysis added,
+        as the embed step adds the caption embedding it computes), else the one the embed step saved in the
+        results folder (a resumed analysis: it is added to the study, so later steps find it there). ``param``
+        names the parameter that chose ``name`` (``"decode.embedding"``), for the fix of the error raised when
+        there is no such embedding.
+        """
+        embeddings = self.study.stimuli.embeddings
+        if name in embeddings:
+            return embeddings[name]
+        stored = stored_embedding(self.store, name)
+        if stored is not None:
+            self.study.stimuli.add_embedding(stored)
+            return stored
+        raise missing_embedding(self, name, param)
+
+    def embedding_steps(self, name: str) -> tuple[str, ...]:
+        """The steps that must run first to give this analysis the embedding ``name``: the embed step when
+        the study has no embedding of that name but captions, and ``name`` is one the embed step computes
+        (not yet in the results folder); else none."""
+        if name in self.study.stimuli.embeddings or name not in embed_step_names(self):
+            return ()
+        if not any(any(str(c).strip() for c in caps) for caps in self.study.stimuli.captions):
+            return ()  # nothing to compute it from: the step that uses it says so (missing_embedding)
+        if name in stored_embedding_names(self.store):
+            return ()  # a resumed analysis: read back from the results folder
+        return (EMBED_STEP,)
+
     def rng(self, *keys: int | str) -> np.random.Generator:
         """A generator seeded from the analysis seed and ``keys`` (stable across runs and processes)."""
         import zlib
 
         words = [self.random_state] + [k if isinstance(k, int) else zlib.crc32(str(k).encode()) for k in keys]
         return np.random.default_rng(words)
+
+
+def embed_step_names(ctx: AnalysisContext) -> list[str]:
+    """Names of the embeddings the embed step computes with this analysis's parameters (the caption
+    embedding first, then the word-level controls)."""
+    from .alignment.steps import EmbedParams
+
+    params = ctx.step_params(EMBED_STEP, EmbedParams)
+    return [params.caption_name, *params.controls]
+
+
+def _stored_embeddings(store: ResultsStore | None) -> pd.DataFrame | None:
+    """The table of the embeddings the embed step saved in a results folder (None before it finished)."""
+    if store is None or not store.is_done(EMBED_STEP):
+        return None
+    try:
+        return store.read_table(_EMBED_TABLE)
+    except InputError:
+        return None
+
+
+def stored_embedding_names(store: ResultsStore | None) -> list[str]:
+    """Names of the embeddings the embed step saved in a results folder (none before it finished)."""
+    table = _stored_embeddings(store)
+    return [] if table is None else [str(n) for n in table["name"]]
+
+
+def stored_embedding(store: ResultsStore | None, name: str) -> Embedding | None:
+    """Embedding ``name`` as the embed step saved it in a results folder (``arrays/alignment_embeddings.npz``
+    and ``tables/alignment_embeddings.tsv``), or None when the step has not finished there or did not
+    compute it."""
+    table = _stored_embeddings(store)
+    if table is None:
+        return None
+    rows = table[table["name"].astype(str) == name]
+    if rows.empty:
+        return None
+    try:
+        values = store.read_arrays(_EMBED_TABLE)[name]
+    except (InputError, KeyError):
+        return None
+    row = rows.iloc[0]
+    return Embedding(name, np.asarray(values), model=str(row["model"]), kind=str(row["kind"]), normalized=False)
+
+
+def missing_embedding(ctx: AnalysisContext, name: str, param: str | None = None) -> InputError:
+    """The error for a step whose embedding ``name`` the analysis does not have, with the fixes that apply."""
+    study = ctx.study
+    have = list(study.stimuli.embeddings)
+    has_captions = any(any(str(c).strip() for c in caps) for caps in study.stimuli.captions)
+    computed = name in embed_step_names(ctx)
+    fixes = []
+    if have:
+        fixes.append(f"choose one of {', '.join(have)}" + (f" with --param {param}=NAME (e.g. --param "
+                                                           f"{param}={have[0]})" if param else ""))
+    if computed and has_captions:
+        fixes.append("run the embed step first, which computes it from the captions")
+    elif computed:
+        fixes.append("add caption_1, caption_2, … columns to stimuli.tsv (the embed step computes "
+                     f"{name!r} from them)")
+    fixes.append(f"save a precomputed embedding as embeddings/{name}.npy in the study folder")
+    fix = fixes[0] if len(fixes) == 1 else f"{', '.join(fixes[:-1])}, or {fixes[-1]}"
+    problem = f"has no embedding {name!r}"
+    if computed and not has_captions:
+        problem += " and no captions to compute it from (no caption_N columns in stimuli.tsv)"
+    return InputError(f"study {study.name}", problem, fix)

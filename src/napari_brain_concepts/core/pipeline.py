@@ -29,7 +29,10 @@ class StepSpec:
     help: str = ""
     optional: bool = False  # not part of a whole analysis unless asked for (needs parameters)
     params: str = ""  # "module:Class" of the step's parameter dataclass
-    applies: str = ""  # "module:function" (ctx → None, or why the step cannot apply to this study)
+    # "module:function" (ctx → None, or why the step cannot apply to this study: a text, or the InputError the
+    # step would raise, which a request for the step by name raises before any step runs)
+    applies: str = ""
+    needs: str = ""  # "module:function" (ctx → the steps it needs on this study beyond ``requires``)
 
     def function(self) -> Callable[[AnalysisContext], Generator[Progress, None, None]]:
         module, func = self.target.split(":")
@@ -37,10 +40,30 @@ class StepSpec:
 
     def not_applicable(self, ctx: AnalysisContext) -> str | None:
         """Why this step cannot run on ``ctx.study`` (e.g. too few participants), or None."""
+        why = self._applies(ctx)
+        return why.problem if isinstance(why, InputError) else why
+
+    def check_applies(self, ctx: AnalysisContext) -> None:
+        """Raise the step's own error when it cannot run on ``ctx.study`` and its ``applies`` hook gives that
+        error (maps on a study without categories, image-models on one without images)."""
+        why = self._applies(ctx)
+        if isinstance(why, InputError):
+            raise why
+
+    def _applies(self, ctx: AnalysisContext) -> InputError | str | None:
         if not self.applies:
             return None
         module, func = self.applies.split(":")
         return getattr(importlib.import_module(module, __package__), func)(ctx)
+
+    def requirements(self, ctx: AnalysisContext | None = None) -> tuple[str, ...]:
+        """The steps this one needs: ``requires``, and with ``ctx`` those its ``needs`` hook adds for
+        ``ctx.study`` (decode needs the embed step on a study without its own caption embedding)."""
+        if ctx is None or not self.needs:
+            return self.requires
+        module, func = self.needs.split(":")
+        extra = getattr(importlib.import_module(module, __package__), func)(ctx)
+        return (*self.requires, *(s for s in extra if s not in self.requires))
 
     def params_class(self) -> type:
         module, cls = self.params.split(":")
@@ -53,10 +76,10 @@ _STEP_LIST = [
              params=".embeddings.clip:ClipParams"),
     StepSpec("decode", ".decoding.steps:decode_step", (),
              "fit a brain→embedding decoder per subject; retrieval scores",
-             params=".decoding.steps:DecodeParams"),
+             params=".decoding.steps:DecodeParams", needs=".decoding.steps:needs"),
     StepSpec("maps", ".concepts.category_maps:maps_step", ("decode",),
              "per-concept brain maps and their overlap with known regions",
-             params=".concepts.category_maps:MapsParams"),
+             params=".concepts.category_maps:MapsParams", applies=".concepts.category_maps:not_applicable"),
     StepSpec("concepts", ".concepts.steps:concepts_step", ("decode",),
              "concept basis of the decodable embedding directions, with names",
              params=".concepts.steps:ConceptsParams"),
@@ -80,29 +103,46 @@ _STEP_LIST = [
              params=".alignment.image_steps:CaptionsParams"),
     StepSpec("image-models", ".alignment.image_steps:image_models_step", ("embed",),
              "image→caption-embedding networks vs other image models",
-             params=".alignment.image_steps:ImageModelsParams"),
+             params=".alignment.image_steps:ImageModelsParams",
+             applies=".alignment.image_steps:not_applicable"),
 ]
 STEPS: dict[str, StepSpec] = {s.name: s for s in _STEP_LIST}
 STEP_ORDER: list[str] = [s.name for s in _STEP_LIST]
 DEFAULT_STEPS: list[str] = [s.name for s in _STEP_LIST if not s.optional]
 
 
-def with_requirements(steps: Iterable[str]) -> list[str]:
-    """``steps`` and every step they depend on, in pipeline order."""
-    wanted: set[str] = set()
+def with_requirements(steps: Iterable[str], ctx: AnalysisContext | None = None) -> list[str]:
+    """``steps`` and every step they depend on, in pipeline order, each after the steps it needs.
+
+    Without ``ctx`` a step needs its ``requires``; with ``ctx`` also the steps its ``needs`` hook names for
+    ``ctx.study`` (decode on a study without its own caption embedding needs the embed step, which then runs
+    before it although it comes later in :data:`STEP_ORDER`).
+    """
+    required: dict[str, tuple[str, ...]] = {}
 
     def add(name: str) -> None:
         if name not in STEPS:
             raise InputError("steps", f"unknown step {name!r}", f"choose from {', '.join(STEP_ORDER)}")
-        if name in wanted:
+        if name in required:
             return
-        wanted.add(name)
-        for req in STEPS[name].requires:
+        required[name] = STEPS[name].requirements(ctx)
+        for req in required[name]:
             add(req)
 
     for s in steps:
         add(s)
-    return [s for s in STEP_ORDER if s in wanted]
+    order: list[str] = []
+
+    def place(name: str) -> None:
+        if name not in order:
+            for req in required[name]:
+                place(req)
+            order.append(name)
+
+    for s in STEP_ORDER:
+        if s in required:
+            place(s)
+    return order
 
 
 def check_params(params: Mapping[str, Any], *, types: bool = True) -> None:
@@ -189,9 +229,13 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
                  ) -> Generator[Progress, None, AnalysisContext]:
     """Run ``steps`` (default: all) and the steps they need; yields Progress from every step.
 
-    A whole analysis (``steps`` None) leaves out the steps that cannot apply to the study (the ``shared``
-    step on a study with too few participants), says why in a Progress message and in
-    ``ctx.state["skipped_steps"]``; a step asked for by name always runs and fails with a clear error.
+    A whole analysis (``steps`` None) leaves out the steps that cannot apply to the study (``shared`` on a
+    study with too few participants, ``maps`` without stimulus categories, ``image-models`` without images),
+    says why in a Progress message and in ``ctx.state["skipped_steps"]``; a step asked for by name fails with
+    a clear error, before any step runs where its ``applies`` hook gives that error.
+
+    The steps a step needs can depend on the study (:func:`with_requirements` with ``ctx``): on a study
+    without its own caption embedding, the embed step runs before decode and computes it from the captions.
 
     The parameters of every step to run are checked first (:func:`check_params`: names and ranges), so
     that a value out of range fails before the steps ahead of its own have run.
@@ -214,14 +258,17 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
                 requested.remove(name)
                 yield Progress("analysis", 0, 1, f"leaving out step {name}: {reason}")
     finished = ctx.state.setdefault("finished_steps", [])
-    order = [s for s in with_requirements(requested) if s in requested or s not in finished]
+    order = [s for s in with_requirements(requested, ctx) if s in requested or s not in finished]
     in_memory: set[str] = set()
     if resume:
         pending = [s for s in order if not ctx.store.is_done(s)]
-        needed = set(with_requirements(pending)) - set(pending)
+        needed = set(with_requirements(pending, ctx)) - set(pending)
         in_memory = {s for s in needed if s not in finished}
         order = [s for s in order if s in pending or s in in_memory]
     check_params({s: ctx.params[s] for s in order if s in ctx.params}, types=False)
+    for name in requested:  # a step asked for by name that cannot apply fails before the steps it needs run
+        if name in order:
+            STEPS[name].check_applies(ctx)
     for i, name in enumerate(order):
         yield Progress("analysis", i, len(order), f"step {name}" + (" (in memory)" if name in in_memory else ""))
         with ctx.store.staged(name, commit=name not in in_memory):

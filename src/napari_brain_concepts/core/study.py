@@ -367,12 +367,14 @@ class Study:
         embs = self.stimuli.embeddings
         if not embs:
             raise InputError(f"study {self.name}", "has no embeddings",
-                             "add embeddings/NAME.npy or compute one with `brain-concepts embed`")
+                             "add caption_1, caption_2, … columns to stimuli.tsv (the embed step computes the "
+                             "'captions' embedding from them), or save one as embeddings/NAME.npy")
         if name is None:
             return next(iter(embs.values()))
         if name not in embs:
             raise InputError(f"study {self.name}", f"no embedding {name!r}",
-                             f"choose one of {', '.join(embs)}")
+                             f"choose one of {', '.join(embs)} (the step's embedding parameter, e.g. "
+                             f"--param decode.embedding={next(iter(embs))})")
         return embs[name]
 
     def fingerprint(self) -> str:

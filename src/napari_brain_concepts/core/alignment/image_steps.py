@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -269,6 +270,17 @@ def _test_rows(study, test_fraction: float, random_state: int) -> np.ndarray:
     return test
 
 
+def not_applicable(ctx: AnalysisContext) -> InputError | None:
+    """Why the image-models step cannot run (the study has no images; a whole analysis leaves it out), or
+    None."""
+    study = ctx.study
+    if not study.stimuli.has_images:
+        where = Path(study.path) / "stimuli.tsv" if study.path is not None else f"study {study.name}"
+        return InputError(where, "the study has no images (stimuli.tsv has no image column, or it is empty)",
+                          "add an image column to stimuli.tsv (paths relative to the study folder)")
+    return None
+
+
 def image_models_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Train the caption network and its controls; RSA of them and other image models with every ROI."""
     from ..embeddings.controls import multi_hot
@@ -280,8 +292,9 @@ def image_models_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     params = ctx.step_params("image-models", ImageModelsParams)
     study = ctx.study
     stimuli = study.stimuli
-    if not stimuli.has_images:
-        raise InputError(f"study {study.name}", "has no images", "add an image column to stimuli.tsv")
+    missing = not_applicable(ctx)
+    if missing is not None:
+        raise missing
     yield Progress("image models", 0, 1, "reading the images")
     pil = stimulus_images(stimuli)
     pixels = images_to_array(pil, int(params.image_size))

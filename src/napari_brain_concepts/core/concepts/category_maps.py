@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,8 @@ def stimulus_responses(study: Study, subject: Subject) -> tuple[np.ndarray, np.n
     """Session-z-scored responses averaged over repeats: (rows in stimuli, (n_stimuli_shown, n_voxels))."""
     from ..decoding.prepare import mean_by_stimulus, zscore_by_session
 
-    shown, mean = mean_by_stimulus(zscore_by_session(subject.responses, subject.sessions),
+    shown, mean = mean_by_stimulus(zscore_by_session(subject.responses, subject.sessions,
+                                                     where=f"subject {subject.name} responses"),
                                    study.trial_rows(subject))
     return shown, mean.astype(np.float32)
 
@@ -44,19 +46,41 @@ def correlation_maps(responses: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.nan_to_num(r).astype(np.float32)
 
 
+def _category_counts(study: Study) -> Counter:
+    return Counter(c for cats in study.stimuli.categories for c in {str(c).strip() for c in cats} if c)
+
+
+def category_error(study: Study, min_count: int = 5) -> InputError | None:
+    """The error of a study that gives no category to map (none labels ``min_count`` stimuli or more), or
+    None."""
+    counts = _category_counts(study)
+    if not counts:
+        problem = "the study gives no stimulus categories (stimuli.tsv has no categories column, or it is empty)"
+    elif max(counts.values()) < min_count:
+        label, n = counts.most_common(1)[0]
+        problem = (f"no category label is shared by at least {min_count} stimuli (maps.min_count; the most "
+                   f"common, {label!r}, labels {n})")
+    else:
+        return None
+    where = Path(study.path) / "stimuli.tsv" if study.path is not None else "stimuli.tsv"
+    return InputError(where, problem, "label the stimuli in a ';'-separated categories column of stimuli.tsv "
+                      f"(e.g. animal;red), with labels shared by {min_count} stimuli or more, or lower "
+                      "maps.min_count")
+
+
 def category_features(study: Study, min_count: int = 5) -> tuple[list[str], np.ndarray]:
     """Multi-hot category indicators of every stimulus, for categories with ≥ ``min_count`` stimuli."""
-    counts = Counter(c for cats in study.stimuli.categories for c in set(cats))
+    error = category_error(study, min_count)
+    if error is not None:
+        raise error
+    counts = _category_counts(study)
     names = sorted(c for c, n in counts.items() if n >= min_count)
-    if not names:
-        raise InputError("stimuli.tsv", f"no category is given for at least {min_count} stimuli",
-                         "add a ';'-separated categories column to stimuli.tsv")
     col = {c: j for j, c in enumerate(names)}
     F = np.zeros((len(study.stimuli), len(names)), dtype=np.float32)
     for i, cats in enumerate(study.stimuli.categories):
         for c in cats:
-            if c in col:
-                F[i, col[c]] = 1.0
+            if str(c).strip() in col:
+                F[i, col[str(c).strip()]] = 1.0
     return names, F
 
 
@@ -106,6 +130,15 @@ class MapsParams:
     min_count: int = 5          # categories need at least this many stimuli
 
 
+def not_applicable(ctx: AnalysisContext) -> InputError | None:
+    """Why the maps step cannot run (no planted concepts and no category labelling ``maps.min_count``
+    stimuli; a whole analysis leaves it out), or None."""
+    truth = ctx.study.truth or {}
+    if "features" in truth and "concepts" in truth:
+        return None
+    return category_error(ctx.study, ctx.step_params("maps", MapsParams).min_count)
+
+
 def maps_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Per-concept brain maps of every subject: response correlation and decoder weights on the concept.
 
@@ -119,7 +152,7 @@ def maps_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     study = ctx.study
     names, F, source = concept_features(study, params.min_count)
     emb_name = ctx.state.get("decoder_embedding", "captions")
-    directions = concept_directions(study.embedding(emb_name).values, F)
+    directions = concept_directions(ctx.embedding(emb_name, param="decode.embedding").values, F)
     regions = (study.truth or {}).get("regions", {})
     rows = []
     subjects = list(ctx.state.get("decoders", {})) or study.subject_names

@@ -262,7 +262,7 @@ def _naming_embedding(study: Study, params: SharedParams, ctx: AnalysisContext, 
             raise InputError("step shared", f"no embedding of the study has the decoders' {dim} dimensions",
                              "name the embedding the decoders were fitted to (parameter embedding)")
         return candidates[0]
-    emb = study.embedding(name)
+    emb = ctx.embedding(name, param="shared.embedding" if params.embedding else "decode.embedding")
     if emb.dim != dim:
         raise InputError(f"embedding {name!r}", f"has {emb.dim} dimensions but the decoders predict {dim}",
                          "name the embedding the decoders were fitted to (parameter embedding)")

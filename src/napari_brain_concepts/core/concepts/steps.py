@@ -50,7 +50,7 @@ DEFAULT_K = 128
 
 @dataclass
 class ConceptsParams:
-    """Parameters of the ``concepts`` step (DESIGN §5, SDC 2023 defaults).
+    """Parameters of the ``concepts`` step (SDC 2023 defaults).
 
     ``n_components`` None means ``min(128, embedding dimension)``.
 
@@ -106,7 +106,7 @@ class ConceptsParams:
 
 @dataclass
 class MasksParams:
-    """Parameters of the ``masks`` step (DESIGN §5, SDC 2023 defaults; see :class:`VoxelMaskOptimizer`).
+    """Parameters of the ``masks`` step (SDC 2023 defaults; see :class:`VoxelMaskOptimizer`).
 
     ``concepts`` restricts the masks to some concept ids (default: all of the basis).
     """
@@ -175,7 +175,7 @@ def decoded_subjects(ctx: AnalysisContext) -> list[str]:
 
 
 def _embedding(ctx: AnalysisContext) -> np.ndarray:
-    return ctx.study.embedding(ctx.state.get("decoder_embedding", "captions")).values
+    return ctx.embedding(ctx.state.get("decoder_embedding", "captions"), param="decode.embedding").values
 
 
 def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
@@ -353,17 +353,23 @@ def masks_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 
 def saved_concept_scores(store, study) -> tuple[list[str], np.ndarray] | None:
     """The basis concepts of results on disk and every stimulus's score on each (n_stimuli, K): the projection
-    of its embedding on the concept direction, as the concepts step names them. ``None`` before the step, or
-    when the study lacks the embedding the basis was fitted in (e.g. a CLIP embedding made by the run)."""
+    of its embedding on the concept direction, as the concepts step names them. The embedding the basis was
+    fitted in is the study's own, else the one the embed step saved with the results (the caption embedding
+    of a study folder without embeddings/). ``None`` before the step, or when neither has it (e.g. a CLIP
+    embedding made by the run)."""
+    from ..context import stored_embedding
+
     if not store.is_done("concepts") or not store.array_path("concept_basis", ".npz").is_file():
         return None
     arrays = store.read_arrays("concept_basis")
     recorded = store.manifest.get("steps", {}).get("concepts", {}).get("embedding")
     decode = ((store.parameters or {}).get("params") or {}).get("decode") or {}
     name = recorded or decode.get("embedding") or "captions"
-    if name not in study.stimuli.embeddings:
+    emb = study.stimuli.embeddings.get(name)
+    emb = emb if emb is not None else stored_embedding(store, name)
+    if emb is None:
         return None
-    E = study.embedding(name).values
+    E = emb.values
     D = np.asarray(arrays["components"])
     if E.shape[1] != D.shape[1]:
         return None

@@ -36,15 +36,17 @@ def _check_finite(responses: np.ndarray, where: str) -> None:
                          "remove those voxels from the mask or fill them before decoding")
 
 
-def zscore_by_session(responses: np.ndarray, sessions: np.ndarray | None = None) -> np.ndarray:
+def zscore_by_session(responses: np.ndarray, sessions: np.ndarray | None = None,
+                      where: str = "responses") -> np.ndarray:
     """z-score every voxel (column) within each session; float32 (n_trials, n_voxels).
 
     A voxel constant within one session gets 0 there (it carries no information in that session).
+    ``where`` names the responses in errors (``"subject sub-01 responses"``).
     """
     R = np.asarray(responses)
     if R.ndim != 2:
-        raise InputError("responses", f"have {R.ndim} dimensions", "give responses as (n_trials, n_voxels)")
-    _check_finite(R, "responses")
+        raise InputError(where, f"have {R.ndim} dimensions", "give responses as (n_trials, n_voxels)")
+    _check_finite(R, where)
     sessions = np.zeros(len(R), dtype=np.int64) if sessions is None else np.asarray(sessions)
     if sessions.shape != (len(R),):
         raise InputError("sessions", f"{sessions.size} session labels for {len(R)} trials",
@@ -55,8 +57,10 @@ def zscore_by_session(responses: np.ndarray, sessions: np.ndarray | None = None)
         block = R[rows].astype(np.float64)
         if len(block) > 1 and np.all(block == block.flat[0]):
             # a session where nothing varies is a failed export (e.g. zero-filled), not data
-            raise InputError("responses", f"session {s} holds the same value ({block.flat[0]:g}) in every voxel "
-                             "and trial", "re-export that session's responses or leave its trials out")
+            raise InputError(where, f"session {s} holds the same value ({block.flat[0]:g}) in every voxel "
+                             f"and trial ({int(rows.sum())} trials)",
+                             "re-export that session's responses or leave its trials out (trials.tsv's session "
+                             "column gives each trial's session)")
         mean = block.mean(0)
         std = block.std(0)
         std[std == 0] = np.inf
@@ -266,7 +270,7 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
 
     train_s, val_s, test_s = split_stimuli(len(E), rows, test_flags, test_fraction, val_fraction, random_state,
                                            subject=subject)
-    Z = zscore_by_session(R, sessions)
+    Z = zscore_by_session(R, sessions, where=f"subject {subject} responses")
     is_test = np.isin(rows, test_s)
 
     uniq, counts = np.unique(rows, return_counts=True)

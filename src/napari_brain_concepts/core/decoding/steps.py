@@ -147,13 +147,19 @@ def _figure(table: pd.DataFrame):
     return fig
 
 
+def needs(ctx: AnalysisContext) -> tuple[str, ...]:
+    """The steps decode needs on this study (the pipeline's ``needs`` hook): the embed step when the decoded
+    embedding is the caption embedding that step computes and the study has none of its own."""
+    return ctx.embedding_steps(ctx.step_params(STEP, DecodeParams).embedding)
+
+
 def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Fit one decoder per subject, score it on the test stimuli, write weights, maps, table and figure."""
     params: DecodeParams = ctx.step_params(STEP, DecodeParams)
     if params.protocol not in ("mindeye", "sdc"):
         raise InputError("parameter decode.protocol", f"{params.protocol!r} is unknown", "use 'mindeye' or 'sdc'")
     study = ctx.study
-    E = study.embedding(params.embedding).values
+    E = ctx.embedding(params.embedding, param="decode.embedding").values
     names = list(params.subjects) if params.subjects else study.subject_names
     for n in names:
         study.subject(n)
