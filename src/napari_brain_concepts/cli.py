@@ -63,7 +63,8 @@ class _Printer:
         if self.quiet:
             return
         now = time.monotonic()
-        if p.step != self._step or p.done >= p.total or now - self._last > 0.5:
+        # every message of the analysis itself (a step starts, one is left out) has its line
+        if p.step != self._step or p.step == "analysis" or p.done >= p.total or now - self._last > 0.5:
             self._step = p.step
             self._last = now
             pct = f"{100 * p.fraction:5.1f}%" if p.total else "      "
@@ -110,20 +111,20 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         steps = ["clip", *[s for s in steps if s not in ("clip", "embed")]] if args.command == "embed" \
             else ["clip", *steps]
     resume = getattr(args, "resume", False)
+    # the store comes once the earlier results of the folder are dealt with (the steps to run depend on the
+    # study, e.g. embed before decode on a study without its own caption embedding)
+    ctx = AnalysisContext(study=study, store=None, params=params, random_state=args.seed, device=args.device)
     if not resume and (Path(out) / "manifest.json").is_file():
-        earlier = ResultsStore(out).manifest
-        print(f"{out} holds the results of an earlier analysis ({earlier.get('study')}, created "
-              f"{earlier.get('created')}): they are replaced (--resume continues it instead)", file=sys.stderr)
+        _replace_earlier(out, steps, ctx, args.command)
     # the earlier analysis is set aside, not deleted, until this one finishes: a run that fails (a mistyped
     # value, a missing file) gives the folder back as it was
     store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
                                 study=study.name, resume=resume, keep_earlier=True,
                                 fingerprint=study.fingerprint())
+    ctx.store = store
     t0 = time.monotonic()
     try:
         store.update(**manifest)
-        ctx = AnalysisContext(study=study, store=store, params=params, random_state=args.seed,
-                              device=args.device)
         order = with_requirements(steps) if steps else None
         run_to_end(run_analysis(ctx, order, resume=resume), _Printer(args.quiet))
     except Exception:
@@ -136,6 +137,28 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     store.drop_earlier()
     ctx.state["elapsed_s"] = time.monotonic() - t0
     return ctx
+
+
+def _replace_earlier(out: str, steps: list[str] | None, ctx: Any, command: str) -> None:
+    """A new analysis into a folder holding results: a whole analysis replaces them (and says so); one of
+    some steps only (a step verb, ``--steps``) refuses when the folder holds finished steps it would not run
+    again, rather than delete them."""
+    from .core.io.results import ResultsStore
+    from .core.pipeline import with_requirements
+
+    earlier = ResultsStore(out).manifest
+    if steps:
+        will_run = set(with_requirements(steps, ctx))
+        kept = [s for s in earlier.get("steps") or {} if s not in will_run]
+        if kept:
+            asked = f"{command} --steps {' '.join(steps)}" if command in ("run", "demo") else command
+            raise InputError(out, f"holds an earlier analysis ({earlier.get('study')}, created "
+                             f"{earlier.get('created')}) with finished steps that {asked!r} does not run: "
+                             f"{', '.join(kept)}",
+                             "add --resume to continue that analysis (its finished steps are kept), give another "
+                             "--out folder, or delete this one to start again")
+    print(f"{out} holds the results of an earlier analysis ({earlier.get('study')}, created "
+          f"{earlier.get('created')}): they are replaced (--resume continues it instead)", file=sys.stderr)
 
 
 def _summary(ctx) -> str:
@@ -225,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="JSON config of a custom open_clip model (registered before loading)")
 
     def study_args(p: argparse.ArgumentParser, required: bool) -> None:
-        p.add_argument("study", nargs=None if required else "?", help="study folder (DESIGN §2 layout)")
+        p.add_argument("study", nargs=None if required else "?",
+                       help="study folder (its layout: README, section 'The study folder')")
         p.add_argument("--nsd", metavar="ROOT", help="read the Natural Scenes Dataset at ROOT instead")
         p.add_argument("--subject", type=int, action="append", help="NSD subject number (repeatable)")
         p.add_argument("--sessions", type=int, nargs="+", help="NSD sessions to read (default all)")

@@ -50,16 +50,36 @@ def test_two_runs_give_identical_files(study_folder, tmp_path):
 
 def test_a_new_analysis_in_a_results_folder_says_it_replaces_the_earlier_one(study_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["maps", str(study_folder), "--out", str(out), *FAST]) == 0
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
     assert "earlier analysis" not in capsys.readouterr().err
     (out / "notes.txt").write_text("mine")
-    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
+    assert main(["maps", str(study_folder), "--out", str(out), *FAST, "--param", "decode.cv=4"]) == 0
     err = capsys.readouterr().err
     assert f"{out} holds the results of an earlier analysis (" in err and "replaced" in err
-    steps = json.loads((out / "manifest.json").read_text())["steps"]
-    assert "decode" in steps and "maps" not in steps  # the earlier analysis's maps are gone, not passed on
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["steps"]) == ["decode", "maps"] and manifest["parameters"]["params"]["decode"]["cv"] == 4
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / ".earlier").exists()
+
+
+def test_a_step_verb_does_not_wipe_finished_steps_it_would_not_run(study_folder, tmp_path, capsys):
+    """The user review: `decode` without --resume into a folder holding a whole analysis replaced it (87 maps
+    became 1). A step verb (or --steps) refuses instead, pointing at --resume; the folder stays as it was."""
+    out = tmp_path / "run"
+    assert main(["maps", str(study_folder), "--out", str(out), *FAST]) == 0
+    before, manifest = _hashes(out), (out / "manifest.json").read_text()
+    capsys.readouterr()
+    for args, asked in [(["decode", str(study_folder)], "'decode'"),
+                        (["run", str(study_folder), "--steps", "decode"], "'run --steps decode'")]:
+        assert main([*args, "--out", str(out), *FAST]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {out}: holds an earlier analysis (") and "\n" not in err
+        assert err.endswith(f"with finished steps that {asked} does not run: maps. Fix: add --resume to continue "
+                            "that analysis (its finished steps are kept), give another --out folder, or delete "
+                            "this one to start again.")
+        assert _hashes(out) == before and (out / "manifest.json").read_text() == manifest
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST, "--resume"]) == 0  # nothing to do
+    assert _hashes(out) == before
 
 
 def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, tmp_path, capsys):
