@@ -93,6 +93,29 @@ def test_control_embeddings_make_every_control(encoder):
 def test_stimulus_without_captions_is_named():
     with pytest.raises(InputError, match=r"stimulus 2: has no caption\. Fix: .*row 3\)"):
         controls.scrambled_captions([["a dog"], []])
+    # by its id where the caller gives the ids (the embed step does)
+    for gen in (controls.caption_mean([["a dog"], [], ["a cat"]], None, ids=["stim000", "stim001", "stim002"]),
+                controls.control_embeddings([["a dog"], [], ["a cat"]], [[], [], []], None, ["words_all"],
+                                            ids=["stim000", "stim001", "stim002"])):
+        with pytest.raises(InputError, match=r"^stimulus stim001: has no caption\. Fix: .*row 3\)"):
+            run_to_end(gen)
+
+
+def test_the_embed_step_names_a_stimulus_without_caption_by_its_id(tmp_path):
+    """The user review: one empty caption row gave "stimulus 4: has no caption", a position, not the id."""
+    from napari_brain_concepts.core.alignment.steps import embed_step
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    from ._studies import small_study
+
+    study = small_study()  # stimulus img-002 has no caption
+    for own in (True, False):  # its caption embedding kept (controls only), or computed (the study has none)
+        if not own:
+            study.stimuli.embeddings.clear()
+        ctx = AnalysisContext(study=study, store=ResultsStore.create(tmp_path / f"r{own}"), device="cpu")
+        with pytest.raises(InputError, match=r"^stimulus img-002: has no caption\. Fix: .*row 4\)"):
+            run_to_end(embed_step(ctx))
 
 
 def test_default_model_loads_offline(tmp_path):

@@ -1,4 +1,4 @@
-"""Study folder (DESIGN §2): round trip through write_study/read_study, and one clear error per bad input."""
+"""Study folder: round trip through write_study/read_study, and one clear error per bad input."""
 
 from __future__ import annotations
 
@@ -374,6 +374,9 @@ BAD_INPUTS = [
      "holds both responses.nii.gz and responses.npy"),
     ("responses-npy-voxels", lambda r: _npy(r, SUB / "responses.npy", np.zeros((9, 5), np.float32)),
      SUB / "responses.npy", "has 5 voxel columns but mask.nii.gz has 36 nonzero voxels"),
+    ("responses-npy-transposed", lambda r: _npy(r, SUB / "responses.npy", np.zeros((36, 9), np.float32)),
+     SUB / "responses.npy", "has shape (36, 9): 36 rows, as many as mask.nii.gz has nonzero voxels; it looks "
+     "transposed"),
     ("responses-npy-3d", lambda r: _npy(r, SUB / "responses.npy", np.zeros((9, 36, 1), np.float32)),
      SUB / "responses.npy", "expected (n_trials, n_voxels)"),
     ("responses-npy-nan", lambda r: _npy(r, SUB / "responses.npy",
@@ -383,6 +386,9 @@ BAD_INPUTS = [
      SUB / "responses.nii.gz", "first at trial 4"),
     ("responses-nifti-grid", _resp_nifti_with(lambda v, a: (v[:-1], a)), SUB / "responses.nii.gz",
      "grid (4, 6, 4) differs from mask.nii.gz's (5, 6, 4)"),
+    ("responses-nifti-trials-first", _resp_nifti_with(lambda v, a: (np.moveaxis(v, -1, 0), a)),
+     SUB / "responses.nii.gz", "grid (9, 5, 6) differs from mask.nii.gz's (5, 6, 4): the trials are on the first "
+     "axis"),
     ("responses-nifti-affine", _resp_nifti_with(lambda v, a: (v, _shifted(a))), SUB / "responses.nii.gz",
      "affine differs from mask.nii.gz's (max difference 2 mm)"),
     ("responses-nifti-3d", _resp_nifti_with(lambda v, a: (v[..., 0], a)), SUB / "responses.nii.gz",
@@ -457,6 +463,60 @@ def test_bad_input_raises_one_clear_error(written_study, tmp_path, mutate, rel, 
     assert problem in err.problem, err
     assert err.fix, err
     assert str(err) == f"{err.where}: {err.problem}. Fix: {err.fix}."
+
+
+@pytest.mark.parametrize("misname", ["gzip-as-nii", "plain-as-nii-gz"])
+def test_a_nifti_file_named_for_the_wrong_compression_says_which_name_it_needs(written_study, tmp_path, misname):
+    """A gzip-compressed responses.nii (or an uncompressed responses.nii.gz) cannot be read: the fix names the
+    file as it should be, not "re-export the file"."""
+    root = tmp_path / "study"
+    shutil.copytree(written_study, root)
+    _resp_nifti_with(lambda v, a: (v, a))(root)
+    gz = root / SUB / "responses.nii.gz"
+    if misname == "gzip-as-nii":
+        path, right = gz.rename(root / SUB / "responses.nii"), "responses.nii.gz"
+        fix = f"the file is gzip-compressed: name it {right}"
+    else:
+        img = nib.load(gz)
+        plain = root / SUB / "responses.nii"
+        nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), plain)
+        path = plain.rename(gz)
+        right = "responses.nii"
+        fix = f"the file is not gzip-compressed: name it {right}"
+    with pytest.raises(InputError) as info:
+        read_study(root)
+    assert info.value.where == str(path) and "cannot be read as NIfTI" in info.value.problem
+    assert info.value.fix == fix
+    path.rename(path.with_name(right))
+    assert read_study(root).subjects["sub-01"].n_trials == 9
+
+
+@pytest.mark.parametrize("columns, expected", [
+    (["sentence_1", "sentence_2"], "columns 'sentence_1', 'sentence_2' are not read; if they hold captions, "
+                                   "rename them caption_1"),
+    (["Caption_1"], "columns 'Caption_1' are not read; if they hold captions"),
+    (["caption 2", "coco_id"], "columns 'caption 2', 'coco_id' are not read; if 'caption 2' hold captions"),
+    (["coco_id"], "columns 'coco_id' are not read (the columns read: stimulus_id, image, caption, categories, "
+                  "test, caption_1..caption_k)"),
+])
+def test_stimuli_columns_that_are_not_read_are_named_in_a_warning(written_study, tmp_path, columns, expected):
+    """Captions under another name (sentence_1, Caption_1) were dropped without a word; the decode step then
+    had no captions to embed."""
+    root = tmp_path / "study"
+    shutil.copytree(written_study, root)
+    _tsv(root, "stimuli.tsv", lambda t: t.assign(**{c: "a photo of a thing" for c in columns}))
+    with pytest.warns(UserWarning) as record:
+        read_study(root)
+    messages = [str(w.message) for w in record if "are not read" in str(w.message)]
+    assert len(messages) == 1 and expected in messages[0], messages
+    assert messages[0].startswith(f"{root / 'stimuli.tsv'}: columns ")
+    if columns != ["coco_id"]:
+        assert "caption_1, caption_2, … (lower case, an underscore and a number)" in messages[0]
+
+
+def test_a_study_with_only_known_stimuli_columns_reads_without_a_warning(written_study, recwarn):
+    read_study(written_study)
+    assert not [w for w in recwarn if "are not read" in str(w.message)]
 
 
 def test_missing_study_folder(tmp_path):

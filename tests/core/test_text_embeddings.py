@@ -172,6 +172,14 @@ def test_stimulus_without_caption_is_named():
         embed_captions([["a dog"], [], [" "]])
 
 
+def test_stimuli_without_any_caption_are_told_how_captions_are_given():
+    """Captions in columns the reader does not read (sentence_1, Caption_1) leave every stimulus without one."""
+    with pytest.raises(InputError, match=r"^captions: no stimulus has a caption \(3 stimuli\)\. Fix: give the "
+                                         r"captions in stimuli\.tsv columns named caption_1, caption_2, … \(or "
+                                         r"caption\), one caption per column\.$"):
+        embed_captions([[], [""], []], ids=["a", "b", "c"])
+
+
 def test_bad_parameters():
     with pytest.raises(InputError, match="batch_size"):
         SentenceEncoder(batch_size=0)

@@ -134,13 +134,14 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     stimuli = ctx.study.stimuli
     encoder = SentenceEncoder(params.model, device=ctx.device, batch_size=params.batch_size)
     name = params.caption_name
+    ids = [str(i) for i in stimuli.ids]  # name a stimulus without caption in the error
     existing = stimuli.embeddings.get(name)
     notes = {}
     if existing is not None and existing.kind == "caption-mean" and existing.model == encoder.name \
             and not params.recompute:
         notes[name] = "caption-mean sentence embedding (from the study)"
     else:
-        values = yield from caption_mean(stimuli.captions, encoder)
+        values = yield from caption_mean(stimuli.captions, encoder, ids=ids)
         stimuli.add_embedding(Embedding(name, values, model=encoder.name, kind="caption-mean", normalized=False))
         notes[name] = "caption-mean sentence embedding"
     controls = list(params.controls)
@@ -150,7 +151,7 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         if dropped:
             ctx.log(f"embed: the study has no category labels; skipping {', '.join(dropped)}")
     made = yield from control_embeddings(stimuli.captions, stimuli.categories, encoder, controls,
-                                         random_state=ctx.rng("embed", "scramble"))
+                                         random_state=ctx.rng("embed", "scramble"), ids=ids)
     for cname, (values, note) in made.items():
         kind = "features" if cname == MULTI_HOT else "text"
         model = "categories" if cname == MULTI_HOT else encoder.name

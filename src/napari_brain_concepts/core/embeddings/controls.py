@@ -134,10 +134,10 @@ def select_words(caption: str, pos: str | None = None) -> list[str]:
     return [w for w, t in zip(words, pos_tags(words)) if t == pos]
 
 
-def _check_captions(captions: Sequence[Sequence[str]]) -> None:
+def _check_captions(captions: Sequence[Sequence[str]], ids: Sequence[str] | None = None) -> None:
     from .text import _check_captions as check
 
-    check(captions, None)
+    check(captions, ids)
 
 
 def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | None = None
@@ -175,10 +175,11 @@ def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | 
     return out.astype(np.float32), fallback
 
 
-def caption_mean(captions: Sequence[Sequence[str]], encoder: Any, step: str = "embed captions"
-                 ) -> Generator[Progress, None, np.ndarray]:
-    """Mean over each stimulus' captions of their sentence embeddings (the caption model's definition)."""
-    _check_captions(captions)
+def caption_mean(captions: Sequence[Sequence[str]], encoder: Any, step: str = "embed captions",
+                 ids: Sequence[str] | None = None) -> Generator[Progress, None, np.ndarray]:
+    """Mean over each stimulus' captions of their sentence embeddings (the caption model's definition).
+    ``ids`` (the stimulus ids) name a stimulus without caption in the error."""
+    _check_captions(captions, ids)
     unique = sorted({c for caps in captions for c in caps})
     vectors = yield from encoder.iter_encode(unique, step=step)
     row = {c: k for k, c in enumerate(unique)}
@@ -231,9 +232,11 @@ def multi_hot(categories: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str
 
 
 def control_embeddings(captions: Sequence[Sequence[str]], categories: Sequence[Sequence[str]], encoder: Any,
-                       names: Sequence[str] = CONTROL_NAMES, random_state: int | np.random.Generator | None = 0
+                       names: Sequence[str] = CONTROL_NAMES, random_state: int | np.random.Generator | None = 0,
+                       ids: Sequence[str] | None = None,
                        ) -> Generator[Progress, None, dict[str, tuple[np.ndarray, str]]]:
     """Every control of ``names`` (see the module docstring) for the given stimuli (a generator).
+    ``ids`` (the stimulus ids) name a stimulus without caption in the error.
 
     Returns
     -------
@@ -243,6 +246,8 @@ def control_embeddings(captions: Sequence[Sequence[str]], categories: Sequence[S
     unknown = sorted(set(names) - set(CONTROL_NAMES))
     if unknown:
         raise InputError("parameter controls", f"unknown controls {unknown}", f"use some of {', '.join(CONTROL_NAMES)}")
+    if set(names) - {"category_sentence", "categories_multihot"}:  # the controls made from the captions
+        _check_captions(captions, ids)
     out: dict[str, tuple[np.ndarray, str]] = {}
     pos_of = {"words_all": None, "words_nouns": "NOUN", "words_verbs": "VERB"}
     for name in names:

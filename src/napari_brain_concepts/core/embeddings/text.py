@@ -264,6 +264,10 @@ def _check_captions(captions_per_stimulus: Sequence[Sequence[str]], ids: Sequenc
             c = [c]
         caps.append([str(t).strip() for t in c if str(t).strip()])
     empty = [i for i, c in enumerate(caps) if not c]
+    if caps and len(empty) == len(caps):
+        raise InputError("captions", f"no stimulus has a caption ({len(caps)} stimuli)",
+                         "give the captions in stimuli.tsv columns named caption_1, caption_2, … (or caption), "
+                         "one caption per column")
     if empty:
         # stimuli.tsv's row of a stimulus: the header is row 1, as a spreadsheet shows it
         first = f"stimulus {ids[empty[0]]!s}" if ids is not None else f"stimulus {empty[0] + 1}"

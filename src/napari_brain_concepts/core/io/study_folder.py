@@ -1,4 +1,6 @@
-"""The study folder (DESIGN §2): read it into a :class:`~napari_brain_concepts.core.study.Study`, write one.
+"""The study folder: read it into a :class:`~napari_brain_concepts.core.study.Study`, write one.
+
+Its layout (also in README, section "The study folder"):
 
 ::
 
@@ -19,6 +21,11 @@
         to_common.txt          optional 4x4 affine, native mm -> common mm
         ncsnr.nii.gz|.npy      optional noise-ceiling SNR (volume on the mask's grid, or one value per voxel)
       truth/                   optional planted truth of a synthetic study: truth.json + arrays.npz
+
+Only study.json, stimuli.tsv (its stimulus_id column) and each subject's mask, responses and trials.tsv are
+required. ``embeddings/`` is optional: the ``embed`` step computes the ``captions`` embedding (the mean
+sentence embedding of each stimulus's captions) from the caption columns, and the steps that decode it run
+``embed`` first when the study has no ``captions`` embedding of its own.
 
 The optional ``subjects`` and ``embeddings`` lists in study.json fix the order of subjects and embeddings
 (the first embedding is the study's default); folders and files not listed follow in sorted order.
@@ -178,7 +185,7 @@ def is_study_folder(path: str | os.PathLike) -> bool:
 
 
 def read_study(path: str | os.PathLike, *, resample_anat: bool = False) -> Study:
-    """Read and validate a study folder (DESIGN §2).
+    """Read and validate a study folder (the layout of this module's docstring).
 
     Parameters
     ----------
@@ -274,6 +281,7 @@ def _read_stimuli(root: Path, embedding_order: list[str] | None) -> Stimuli:
                              "give every stimulus a unique id")
         seen[sid] = row
     n = len(ids)
+    _warn_unread_columns(table, path)
     caption_cols = sorted((c for c in table.columns if _CAPTION_COLUMN.match(c)),
                           key=lambda c: int(_CAPTION_COLUMN.match(c).group(1)))
     if "caption" in table.columns:
@@ -308,6 +316,27 @@ def _read_stimuli(root: Path, embedding_order: list[str] | None) -> Stimuli:
                        image_paths=image_paths, root=root, embeddings=embeddings, test=test)
     except InputError as err:
         raise _rewhere(err, path) from err
+
+
+#: stimuli.tsv columns the reader reads (besides caption_N)
+_STIMULI_COLUMNS = ("stimulus_id", "image", "caption", "categories", "test")
+_CAPTION_LIKE = re.compile(r"caption|sentence|description|text", re.IGNORECASE)
+
+
+def _warn_unread_columns(table: pd.DataFrame, path: Path) -> None:
+    """Warn about stimuli.tsv columns the reader does not read, above all captions under another name
+    (``sentence_1``, ``Caption_1``, ``caption 2``), which would otherwise be dropped without a word."""
+    unread = [c for c in table.columns if c not in _STIMULI_COLUMNS and not _CAPTION_COLUMN.match(c)]
+    if not unread:
+        return
+    captions = [c for c in unread if _CAPTION_LIKE.search(c)]
+    message = f"{path}: columns {', '.join(repr(c) for c in unread)} are not read"
+    if captions:
+        which = "they" if captions == unread else ", ".join(repr(c) for c in captions)
+        message += (f"; if {which} hold captions, rename them caption_1, caption_2, … (lower case, an underscore "
+                    "and a number) or caption")
+    message += f" (the columns read: {', '.join(_STIMULI_COLUMNS)}, caption_1..caption_k)"
+    warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def _read_embeddings(folder: Path, n_stimuli: int, order: list[str] | None) -> dict[str, Embedding]:
@@ -399,6 +428,10 @@ def _read_responses(folder: Path, mask: np.ndarray, mask_path: Path,
     if nii is not None:
         data, img = read_nifti(nii, ndim=4, what="responses volume")
         problem = _grid_problem(img, mask.shape, affine, mask_path)
+        if problem and tuple(img.shape[1:4]) == tuple(mask.shape):
+            raise InputError(nii, f"{problem}: the trials are on the first axis",
+                             "save the responses as (x, y, z, n_trials), trials on the last axis (e.g. "
+                             "numpy.moveaxis(data, 0, -1))")
         if problem:
             raise InputError(nii, problem, "save the responses and the mask on one grid (same shape and affine)")
         if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
@@ -413,6 +446,10 @@ def _read_responses(folder: Path, mask: np.ndarray, mask_path: Path,
                              "save a 2D array, one row per trial")
         if not (np.issubdtype(responses.dtype, np.floating) or np.issubdtype(responses.dtype, np.integer)):
             raise InputError(npy, f"has dtype {responses.dtype}", "save the responses as float32")
+        if responses.shape[1] != n_vox and responses.shape[0] == n_vox:
+            raise InputError(npy, f"has shape {responses.shape}: {n_vox} rows, as many as {mask_path.name} has "
+                             "nonzero voxels; it looks transposed", "save it as (n_trials, n_voxels), e.g. "
+                             "numpy.save(path, responses.T)")
         if responses.shape[1] != n_vox:
             raise InputError(npy, f"has {responses.shape[1]} voxel columns but {mask_path.name} has {n_vox} "
                              "nonzero voxels", "save the mask the responses were extracted with")
@@ -586,7 +623,7 @@ def _check_name(name: str, what: str) -> str:
 
 def write_study(study: Study, path: str | os.PathLike, *, overwrite: bool = False,
                 responses_format: str = "npy") -> Path:
-    """Write ``study`` as a study folder (DESIGN §2); :func:`read_study` reads it back equal.
+    """Write ``study`` as a study folder; :func:`read_study` reads it back equal.
 
     Parameters
     ----------

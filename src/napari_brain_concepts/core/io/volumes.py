@@ -14,6 +14,32 @@ from ..errors import InputError
 from .atomic import write_atomic
 
 
+def _nifti_header(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes, uncompressed) starts like a NIfTI-1 or NIfTI-2 header."""
+    return len(head) >= 4 and any(int.from_bytes(head[:4], order) in (348, 540) for order in ("little", "big"))
+
+
+def _misnamed(path: Path) -> str | None:
+    """The fix for a NIfTI file whose name says the wrong compression (None when the name fits, or the
+    file is no NIfTI image either way)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        gzipped = head[:2] == b"\x1f\x8b"
+        if gzipped:
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(4)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if not _nifti_header(head):
+        return None
+    if gzipped and not path.name.endswith(".gz"):
+        return f"the file is gzip-compressed: name it {path.name}.gz"
+    if not gzipped and path.name.endswith(".gz"):
+        return f"the file is not gzip-compressed: name it {path.name[:-3]}"
+    return None
+
+
 def read_nifti(path: str | os.PathLike, *, ndim: int | None = None,
                what: str = "volume") -> tuple[np.ndarray, nib.Nifti1Image]:
     """Read a NIfTI file once and return ``(data, image)``, checked like :func:`load_nifti`.
@@ -31,7 +57,7 @@ def read_nifti(path: str | os.PathLike, *, ndim: int | None = None,
             gzip.BadGzipFile) as err:
         detail = " ".join(str(err).split())
         raise InputError(path, f"cannot be read as NIfTI ({type(err).__name__}: {detail})",
-                         "re-export the file; it may be truncated or not a NIfTI image") from err
+                         _misnamed(path) or "re-export the file; it may be truncated or not a NIfTI image") from err
     if ndim is not None and data.ndim != ndim:
         if ndim == 3 and data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
