@@ -1,4 +1,4 @@
-"""Results store (DESIGN §1): atomic writes, manifest steps, versions, disk-full errors, read-back."""
+"""Results store: atomic writes, manifest steps, versions, disk-full errors, read-back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Space mapping NIfTI → napari (DESIGN §4) in all 48 axis orientations, and back."""
+"""Space mapping NIfTI → napari in all 48 axis orientations, and back."""
 
 from __future__ import annotations
 

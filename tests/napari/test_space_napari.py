@@ -1,4 +1,4 @@
-"""DESIGN §4 through real napari layers: world coordinates are NIfTI millimetres in every orientation."""
+"""The space mapping through real napari layers: world coordinates are NIfTI millimetres in every orientation."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""The one place where core results become napari layer data (DESIGN §1, §4).
+"""The one place where core results become napari layer data (results store and space mapping).
 
 Every volume passes through :func:`napari_brain_concepts.core.space.nifti_to_layer`, so overlays line up
 with the anatomy and the world coordinates are the subject's millimetres. This module builds layer-data

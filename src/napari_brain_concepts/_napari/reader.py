@@ -27,7 +27,7 @@ def get_reader(path):
 
 
 def read_nifti(path):
-    """NIfTI files → layer data (space mapping of DESIGN §4; integer volumes open as labels)."""
+    """NIfTI files → layer data (the space mapping of core.space; integer volumes open as labels)."""
     import nibabel as nib
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""Space mapping NIfTI → napari layer data (DESIGN §4), and back.
+"""Space mapping NIfTI → napari layer data, and back.
 
 Every volume reaches napari through :func:`nifti_to_layer`: the image is reoriented to the closest
 canonical (RAS+) orientation with flips and permutations only, its axes moved to (S, A, R) so that napari's

@@ -1,4 +1,4 @@
-"""A seeded synthetic study with planted ground truth (DESIGN §3).
+"""A seeded synthetic study with planted ground truth.
 
 Everything else in the project is validated on it, so it is built to exercise every method while its
 truth stays exact:

@@ -1,4 +1,4 @@
-"""Brain → embedding decoders (ridge, contrastive), data preparation and retrieval metrics (DESIGN §5)."""
+"""Brain → embedding decoders (ridge, contrastive), data preparation and retrieval metrics."""
 
 from .contrastive import ContrastiveDecoder, info_nce
 from .metrics import (

@@ -1,4 +1,4 @@
-"""The results store: one folder per analysis, every file written atomically (DESIGN §1).
+"""The results store: one folder per analysis, every file written atomically.
 
 ::
 
