@@ -119,7 +119,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     # the earlier analysis is set aside, not deleted, until this one finishes: a run that fails (a mistyped
     # value, a missing file) gives the folder back as it was
     store = ResultsStore.create(out, parameters={"params": params, "seed": args.seed, "steps": steps},
-                                study=study.name, resume=resume, keep_earlier=True,
+                                study=study.name, resume=resume, overwrite=True, keep_earlier=True,
                                 fingerprint=study.fingerprint())
     ctx.store = store
     t0 = time.monotonic()

@@ -169,7 +169,8 @@ def test_concepts_step_on_held_out_pairs(tmp_path):
     params = {"n_components": 6, "n_iter": 60, "learning_rate": 3e-3, "contact_sheets": False}
 
     def run(**extra):
-        ctx = AnalysisContext(study, ResultsStore.create(tmp_path / f"res{len(extra)}{extra.get('held_out_folds', '')}"),
+        ctx = AnalysisContext(study, ResultsStore.create(tmp_path / f"res{len(extra)}{extra.get('held_out_folds', '')}",
+                                                         overwrite=True),
                               params={"concepts": {**params, **extra}}, device="cpu")
         ctx.state["decoders"], ctx.state["prepared"] = {}, {}
         for s in study.subject_names:

@@ -20,7 +20,7 @@ def study():
 
 
 def _run(study, tmp_path, **params):
-    store = ResultsStore.create(tmp_path / "results")
+    store = ResultsStore.create(tmp_path / "results", overwrite=True)
     ctx = AnalysisContext(study=study, store=store, params={"decode": params}, random_state=0, device="cpu")
     reports = []
     run_to_end(decode_step(ctx), reports.append)

@@ -238,3 +238,68 @@ def test_a_whole_analysis_leaves_out_maps_and_image_models_where_they_cannot_app
         with pytest.raises(InputError, match=expected):
             run_to_end(run_analysis(ctx, [step]))
         assert ctx.store.finished_steps == [] and "decoders" not in ctx.state
+
+
+# -- parameters given from Python ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    return make_synthetic_study(seed=0, size="tiny", n_subjects=2)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"decod": {"decoder": "contrastive"}}, r"step 'decod'.*no step has that name"),
+    ({"decode.cv": 3}, r"step 'decode\.cv'.*per step, e\.g\. params=\{'decode': \{'cv': \.\.\.\}\}"),
+    ({"decode": {"cv": "3"}}, r"parameter decode\.cv: '3' is not a whole number"),
+])
+def test_parameters_no_step_can_use_are_refused_before_any_step_runs(tiny, tmp_path, params, message):
+    """From Python, a misspelt step or the command line's 'step.name' form ran the step with its defaults."""
+    store = ResultsStore.create(tmp_path / "results", study=tiny.name)
+    with pytest.raises(InputError, match=message):
+        run_to_end(run_analysis(AnalysisContext(study=tiny, store=store, params=params, device="cpu"), ["decode"]))
+    assert not store.is_done("decode")
+
+
+def test_numpy_numbers_are_numbers(tiny, tmp_path):
+    store = ResultsStore.create(tmp_path / "results", study=tiny.name)
+    params = {"decode": {"cv": np.int64(3), "alphas": np.array([1.0, 100.0, 1e4])}}
+    run_to_end(run_analysis(AnalysisContext(study=tiny, store=store, params=params, device="cpu"), ["decode"]))
+    assert store.is_done("decode")
+
+
+def test_results_made_from_python_record_their_parameters_and_resume_is_checked_against_them(tiny, tmp_path):
+    """The manifest records each finished step's given values and the seed, as the command line records its
+    --param values, so a later --resume with other values for a finished step is refused."""
+    out = tmp_path / "results"
+    store = ResultsStore.create(out, study=tiny.name, fingerprint=tiny.fingerprint())
+    params = {"decode": {"cv": 3, "alphas": [1.0, 100.0, 1e4]}}
+    ctx = AnalysisContext(study=tiny, store=store, params=params, random_state=7, device="cpu")
+    run_to_end(run_analysis(ctx, ["decode"]))
+    recorded = json.loads((out / "manifest.json").read_text())["parameters"]
+    assert recorded == {"params": params, "seed": 7, "steps": ["decode"]}
+    with pytest.raises(InputError, match=r"finished steps: decode\.cv=3 \(now 4\)"):
+        ResultsStore.create(out, parameters={"params": {"decode": {**params["decode"], "cv": 4}}, "seed": 7,
+                                             "steps": ["maps"]},
+                            study=tiny.name, resume=True, fingerprint=tiny.fingerprint())
+    # the napari session's forms give dataclasses: their values other than the defaults are recorded
+    from napari_brain_concepts.core.decoding.steps import DecodeParams
+
+    ctx.params = {"decode": DecodeParams(cv=4, alphas=[1.0, 100.0, 1e4])}
+    run_to_end(run_analysis(ctx, ["decode"]))
+    recorded = json.loads((out / "manifest.json").read_text())["parameters"]
+    assert recorded["params"]["decode"] == {"cv": 4, "alphas": [1.0, 100.0, 1e4]}
+
+
+def test_a_folder_that_holds_results_is_replaced_only_when_asked(tiny, tmp_path):
+    out = tmp_path / "results"
+    store = ResultsStore.create(out, study=tiny.name)
+    with store.staged("decode"):
+        store.write_table("decoding", pd.DataFrame({"a": [1]}))
+        store.mark_done("decode")
+    with pytest.raises(InputError, match="already holds results.*--resume"):
+        ResultsStore.create(out, study=tiny.name)
+    assert ResultsStore.open(out).is_done("decode")
+    again = ResultsStore.create(out, study=tiny.name, overwrite=True)
+    assert not again.is_done("decode") and not (out / "tables" / "decoding.tsv").exists()

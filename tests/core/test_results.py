@@ -121,11 +121,11 @@ def test_resume_keeps_finished_steps_and_refuses_other_parameters(tmp_path):
     with pytest.raises(InputError, match="other parameters"):
         ResultsStore.create(tmp_path / "res", parameters={"k": 64}, resume=True)
     with pytest.raises(InputError, match="already holds results"):
-        ResultsStore.create(tmp_path / "res", overwrite=False)
+        ResultsStore.create(tmp_path / "res")  # (the default: overwrite=False)
     store.write_map("sub-01", "old", np.zeros((2, 2, 2)), AFFINE)
     store.write_table("old", pd.DataFrame({"a": [1]}))
     (tmp_path / "res" / "notes.txt").write_text("mine")
-    fresh = ResultsStore.create(tmp_path / "res", parameters={"k": 64})
+    fresh = ResultsStore.create(tmp_path / "res", parameters={"k": 64}, overwrite=True)
     assert fresh.finished_steps == [] and fresh.parameters == {"k": 64}
     # results of the earlier analysis are gone; files the store did not write stay
     assert fresh.subjects() == [] and fresh.maps("sub-01") == {} and not fresh.table_path("old").exists()
@@ -255,14 +255,14 @@ def test_earlier_results_set_aside_come_back_or_go(tmp_path):
     first = ResultsStore.create(tmp_path / "res", parameters={"k": 1})
     first.write_table("old", pd.DataFrame({"a": [1]}))
     first.mark_done("decode")
-    second = ResultsStore.create(tmp_path / "res", parameters={"k": 2}, keep_earlier=True)
+    second = ResultsStore.create(tmp_path / "res", parameters={"k": 2}, overwrite=True, keep_earlier=True)
     assert second.finished_steps == [] and not second.table_path("old").exists()
     second.write_table("new", pd.DataFrame({"a": [2]}))
     assert second.restore_earlier()
     back = ResultsStore.open(tmp_path / "res")
     assert back.parameters == {"k": 1} and back.finished_steps == ["decode"] and back.table_path("old").exists()
     assert not back.table_path("new").exists() and not (tmp_path / "res" / ".earlier").exists()
-    third = ResultsStore.create(tmp_path / "res", parameters={"k": 3}, keep_earlier=True)
+    third = ResultsStore.create(tmp_path / "res", parameters={"k": 3}, overwrite=True, keep_earlier=True)
     third.drop_earlier()
     assert not (tmp_path / "res" / ".earlier").exists() and not third.restore_earlier()
     assert ResultsStore.open(tmp_path / "res").parameters == {"k": 3}

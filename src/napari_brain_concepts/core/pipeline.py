@@ -16,6 +16,8 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .context import AnalysisContext
 from .errors import InputError, check_ranges
 from .progress import Progress
@@ -152,12 +154,16 @@ def check_params(params: Mapping[str, Any], *, types: bool = True) -> None:
 
     ``params`` maps a step name to a dict of parameter values (or to the step's parameter dataclass). Errors
     name a parameter as a user gives it: ``parameter masks.sparsity: -1 is outside [0.0, inf)``. The CLI
-    runs this on its ``--param`` values before it reads the study, :func:`run_analysis` (without ``types``:
-    values set in Python may be numpy numbers) before its first step, the napari session before it takes a
-    widget's values; the ranges are checked again when a step starts, the names when it reads them.
+    runs this on its ``--param`` values before it reads the study, :func:`run_analysis` before its first step
+    (numpy numbers count as numbers), the napari session before it takes a widget's values; the ranges are
+    checked again when a step starts, the names when it reads them.
     """
     for step, values in params.items():
         if step not in STEPS:
+            head, _, name = str(step).partition(".")
+            if head in STEPS and name:  # the command line's form, given from Python
+                raise InputError(f"parameters of step {step!r}", "name a step and a parameter together",
+                                 f"give them per step, e.g. params={{{head!r}: {{{name!r}: ...}}}}")
             raise InputError(f"parameters of step {step!r}", "no step has that name",
                              f"choose from {', '.join(STEP_ORDER)}")
         cls = STEPS[step].params_class()
@@ -180,8 +186,25 @@ def _arms(kind) -> tuple:
     return typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
 
 
+def _given(values: Any, spec: StepSpec) -> dict[str, Any]:
+    """The parameter values given for a step (a dict, or the fields of its dataclass that differ from the
+    defaults), as the manifest records them."""
+    if values is None:
+        return {}
+    if dataclasses.is_dataclass(values):
+        default = spec.params_class()()
+        return {f.name: getattr(values, f.name) for f in dataclasses.fields(values)
+                if getattr(values, f.name) != getattr(default, f.name)}
+    return dict(values)
+
+
 def _conforms(value: Any, kind: Any) -> bool:
-    """Whether a parameter value (as JSON gives it) fits a dataclass field's type (numbers, text, lists)."""
+    """Whether a parameter value (as JSON or Python gives it: numpy numbers too) fits a dataclass field's type
+    (numbers, text, lists)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
     for arm in _arms(kind):
         origin, args = typing.get_origin(arm), typing.get_args(arm)
         if arm is type(None):
@@ -237,8 +260,11 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
     The steps a step needs can depend on the study (:func:`with_requirements` with ``ctx``): on a study
     without its own caption embedding, the embed step runs before decode and computes it from the captions.
 
-    The parameters of every step to run are checked first (:func:`check_params`: names and ranges), so
-    that a value out of range fails before the steps ahead of its own have run.
+    The parameters are checked first (:func:`check_params`: every step name given, and the names, types and
+    ranges of the steps to run), so that a misspelt step fails instead of running with its defaults, and a
+    value out of range fails before the steps ahead of its own have run. Each finished step's values (and the
+    seed) are recorded in the manifest (:meth:`ResultsStore.record_parameters`), so that a later ``--resume``
+    is checked against them.
 
     A required step that already finished in this context (its fitted objects are in ``ctx.state``) is not
     run again; the requested steps always run. Each step writes into a staging folder that reaches the results
@@ -265,7 +291,8 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
         needed = set(with_requirements(pending, ctx)) - set(pending)
         in_memory = {s for s in needed if s not in finished}
         order = [s for s in order if s in pending or s in in_memory]
-    check_params({s: ctx.params[s] for s in order if s in ctx.params}, types=False)
+    # every name is checked (a misspelt step would otherwise run with its defaults); values of the steps to run
+    check_params({s: v for s, v in ctx.params.items() if s not in STEPS or s in order})
     for name in requested:  # a step asked for by name that cannot apply fails before the steps it needs run
         if name in order:
             STEPS[name].check_applies(ctx)
@@ -273,6 +300,9 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
         yield Progress("analysis", i, len(order), f"step {name}" + (" (in memory)" if name in in_memory else ""))
         with ctx.store.staged(name, commit=name not in in_memory):
             yield from STEPS[name].function()(ctx)
+        if name not in in_memory:
+            ctx.store.record_parameters(name, _given(ctx.params.get(name), STEPS[name]), ctx.random_state,
+                                        asked=name in requested)
         if name not in finished:
             finished.append(name)
     yield Progress("analysis", len(order), len(order), "done")

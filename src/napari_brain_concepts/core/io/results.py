@@ -111,13 +111,14 @@ class ResultsStore:
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
     def create(cls, root: str | os.PathLike, parameters: dict[str, Any] | None = None,
-               study: str | None = None, resume: bool = False, overwrite: bool = True,
+               study: str | None = None, resume: bool = False, overwrite: bool = False,
                keep_earlier: bool = False, fingerprint: str | None = None) -> ResultsStore:
         """Start (or with ``resume=True`` continue) an analysis in ``root``.
 
-        Starting a new analysis in a folder that holds results (``overwrite=True``) removes the earlier
-        results (subjects/, shared/, tables/, figures/, arrays/) so that none of them is taken for a
-        result of the new analysis; other files in the folder are left alone. With ``keep_earlier`` they are
+        A folder that holds results is refused unless ``resume`` or ``overwrite``. Starting a new analysis
+        there with ``overwrite=True`` removes the earlier results (subjects/, shared/, tables/, figures/,
+        arrays/) so that none of them is taken for a result of the new analysis; other files in the folder
+        are left alone. With ``keep_earlier`` they are
         set aside in ``.earlier/`` instead, until :meth:`restore_earlier` (the new analysis failed) or
         :meth:`drop_earlier` (it finished). ``fingerprint`` (:meth:`Study.fingerprint`) is recorded, and a
         resumed analysis must come with the same one: the study's data, not only its name.
@@ -164,6 +165,27 @@ class ResultsStore:
         }
         store._save_manifest()
         return store
+
+    def record_parameters(self, step: str, values: dict[str, Any] | None, seed: int | None,
+                          asked: bool = True) -> None:
+        """Record in the manifest the parameters ``step`` finished with (the values given, not the defaults)
+        and the seed, as the command line records its ``--param`` values: a later ``--resume`` is checked
+        against them, whether the results were made from the command line, Python or napari. A step
+        ``asked`` for (not run only because another needs it) joins the manifest's list of steps. A manifest
+        that holds parameters of another form (not an analysis's) is left alone."""
+        parameters = self.manifest.get("parameters")
+        if parameters in ({}, None):
+            parameters = {"params": {}, "seed": seed, "steps": []}
+        if not _is_analysis(parameters):
+            return
+        params = dict(parameters["params"])
+        if values:
+            params[step] = _jsonable(values)
+        else:
+            params.pop(step, None)
+        steps = list(dict.fromkeys([*(parameters.get("steps") or []), *([step] if asked else [])]))
+        self.manifest["parameters"] = {**parameters, "params": params, "seed": seed, "steps": steps}
+        self._save_manifest()
 
     def check_made_from(self, study: str | None, fingerprint: str | None, fix: str) -> None:
         """Refuse these results for study ``study`` (name) with data ``fingerprint`` (:meth:`Study.fingerprint`)
