@@ -224,3 +224,32 @@ def test_volume_helpers_refuse_wrong_sizes():
         subject.to_volume(np.zeros(7))
     with pytest.raises(InputError, match="resample the volume"):
         subject.from_volume(np.zeros((3, 4, 3)))
+
+
+def test_reprs_summarise_instead_of_printing_the_arrays():
+    """In a notebook, evaluating a study printed ~300,000 characters of arrays."""
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(seed=0, size="tiny", n_subjects=2)
+    subject = study.subject("sub-01")
+    ctx = AnalysisContext(study=study, store=None, params={"decode": {"cv": 3}})
+    texts = [repr(x) for x in (study, study.stimuli, subject, study.embedding("captions"),
+                               next(iter(subject.rois.values())), ctx)]
+    assert all(len(t) < 400 for t in texts), [len(t) for t in texts]
+    assert repr(study).startswith("Study('synthetic-tiny-seed0', ") and "sub-02" in repr(study)
+    assert f"{subject.n_trials} trials × {subject.n_voxels} voxels" in repr(subject)
+    assert "'cv': 3" in repr(ctx)
+
+
+def test_the_packages_export_what_a_user_reaches_for_and_load_it_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys; import napari_brain_concepts.core.io as io, napari_brain_concepts.core.alignment as al; "
+            "assert 'torch' not in sys.modules and 'napari_brain_concepts.core.io.study_folder' not in sys.modules; "
+            "from napari_brain_concepts.core.io import read_study, ResultsStore; "
+            "from napari_brain_concepts.core.alignment import EncodingModel, roi_rsa, CaptionReconstructor; "
+            "from napari_brain_concepts.core.concepts import SharedConceptClustering; "
+            "assert all(hasattr(m, n) for m in (io, al) for n in m.__all__)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -32,7 +32,7 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-@dataclass
+@dataclass(repr=False)
 class AnalysisContext:
     """Shared by the steps of one analysis.
 
@@ -48,6 +48,12 @@ class AnalysisContext:
     device: str = "auto"
     state: dict[str, Any] = field(default_factory=dict)
     log: Any = print
+
+    def __repr__(self) -> str:
+        root = getattr(self.store, "root", None)
+        return (f"AnalysisContext(study={getattr(self.study, 'name', None)!r}, results='{root}', "
+                f"params={self.params!r}, random_state={self.random_state!r}, device={self.device!r}, "
+                f"state={sorted(self.state)})")
 
     def step_params(self, step: str, default_cls=None):
         """Parameters of ``step``: the stored dataclass/dict, or ``default_cls()``; numbers outside the ranges

@@ -49,7 +49,7 @@ def _check_affine(affine: Any, where: str) -> np.ndarray:
     return affine
 
 
-@dataclass
+@dataclass(repr=False)
 class Embedding:
     """Features of every stimulus, rows in stimulus order."""
 
@@ -58,6 +58,10 @@ class Embedding:
     model: str = ""
     kind: str = "features"
     normalized: bool = False
+
+    def __repr__(self) -> str:
+        shape = "×".join(map(str, np.shape(self.values)))
+        return f"Embedding({self.name!r}, {shape}, model={self.model!r}, kind={self.kind!r})"
 
     def __post_init__(self):
         values = np.asarray(self.values)
@@ -79,7 +83,7 @@ class Embedding:
         return int(self.values.shape[1])
 
 
-@dataclass
+@dataclass(repr=False)
 class Stimuli:
     """The images shown: ids, captions, categories, optional images and precomputed embeddings.
 
@@ -100,6 +104,14 @@ class Stimuli:
     embeddings: dict[str, Embedding] = field(default_factory=dict)
     test: np.ndarray | None = None
     image_source: Callable[[int], np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        images = ("in memory" if self.pixels is not None else "read on use" if self.image_source is not None
+                  else "files" if any(self.image_paths) else "none")
+        test = "none" if self.test is None else int(np.sum(self.test))
+        return (f"Stimuli({len(self.ids)} stimuli, {sum(map(len, self.captions))} captions, "
+                f"categories={any(self.categories)}, images={images}, test={test}, "
+                f"embeddings={list(self.embeddings)})")
 
     def __post_init__(self):
         ids = np.asarray([str(i) for i in self.ids], dtype=object)
@@ -185,12 +197,15 @@ class Stimuli:
         self.embeddings[emb.name] = emb
 
 
-@dataclass
+@dataclass(repr=False)
 class RoiAtlas:
     """A label volume (0 = none) and the names of its labels."""
 
     labels: np.ndarray
     names: dict[int, str]
+
+    def __repr__(self) -> str:
+        return f"RoiAtlas({len(self.names)} regions: {', '.join(self.names.values())})"
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels)
@@ -216,7 +231,7 @@ class RoiAtlas:
         return self.labels == int(name_or_label)
 
 
-@dataclass
+@dataclass(repr=False)
 class Subject:
     """One participant: single-trial responses inside a mask, in the participant's own space."""
 
@@ -231,6 +246,13 @@ class Subject:
     rois: dict[str, RoiAtlas] = field(default_factory=dict)
     to_common: np.ndarray | None = None
     ncsnr: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        size = "×".join(f"{v:g}" for v in np.sqrt((np.asarray(self.affine)[:3, :3] ** 2).sum(axis=0)))
+        sessions = "" if self.sessions is None else f", {len(np.unique(self.sessions))} sessions"
+        return (f"Subject({self.name!r}, {np.shape(self.responses)[0]} trials × {int(np.sum(self.mask))} voxels "
+                f"on a {'×'.join(map(str, np.shape(self.mask)))} grid of {size} mm{sessions}, "
+                f"ROIs={list(self.rois)})")
 
     def __post_init__(self):
         where = f"subject {self.name}"
@@ -329,7 +351,7 @@ class Subject:
         return self.mask.shape == other.mask.shape and np.allclose(self.affine, other.affine, atol=1e-4)
 
 
-@dataclass
+@dataclass(repr=False)
 class Study:
     """A study: stimuli, subjects, and (for synthetic studies) the planted truth."""
 
@@ -340,6 +362,12 @@ class Study:
     tr: float | None = None
     truth: dict[str, Any] | None = None
     path: Path | None = None
+
+    def __repr__(self) -> str:
+        where = f", path='{self.path}'" if self.path is not None else ""
+        truth = ", with planted truth" if self.truth else ""
+        return (f"Study({self.name!r}, {len(self.stimuli.ids)} stimuli, subjects={list(self.subjects)}, "
+                f"space={self.space!r}{where}{truth})")
 
     def __post_init__(self):
         if not self.subjects:

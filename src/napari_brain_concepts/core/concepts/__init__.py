@@ -10,6 +10,7 @@ truth), :mod:`.steps` (pipeline steps ``concepts`` and ``masks``); :mod:`.shared
 from .basis import ConceptBasis
 from .masks import VoxelMaskOptimizer, dice
 from .naming import ConceptNames, contact_sheet, name_directions, write_names
+from .shared import SharedConceptClustering
 
-__all__ = ["ConceptBasis", "ConceptNames", "VoxelMaskOptimizer", "contact_sheet", "dice", "name_directions",
-           "write_names"]
+__all__ = ["ConceptBasis", "ConceptNames", "SharedConceptClustering", "VoxelMaskOptimizer", "contact_sheet", "dice",
+           "name_directions", "write_names"]
