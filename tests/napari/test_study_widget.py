@@ -118,6 +118,16 @@ def test_results_bring_their_own_study_or_say_why_they_cannot(make_napari_viewer
     assert widget.study.subject_names == ["subj01"]
 
 
+def _tiny_study_shown(make_napari_viewer, qtbot):
+    """A viewer with the Study widget showing the tiny synthetic study (seed 0)."""
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.load_synthetic(size="tiny", seed=0)
+    qtbot.waitUntil(lambda: widget.subject is not None, timeout=600_000)
+    return viewer, widget
+
+
 def test_opened_results_load_one_map_and_the_rest_when_chosen(make_napari_viewer, qtbot, tmp_path):
     """A results folder's maps are listed in the Map box; only the default one is loaded at first, a chosen
     one is loaded and shown alone, and a participant switch loads the counterparts of the loaded ones only."""
@@ -126,11 +136,7 @@ def test_opened_results_load_one_map_and_the_rest_when_chosen(make_napari_viewer
     from napari_brain_concepts._napari.threshold import is_map_layer
     from napari_brain_concepts.core.io.results import ResultsStore
 
-    viewer = make_napari_viewer()
-    widget = StudyWidget(viewer)
-    qtbot.addWidget(widget)
-    widget.load_synthetic(size="tiny", seed=0)
-    qtbot.waitUntil(lambda: widget.subject is not None, timeout=600_000)
+    viewer, widget = _tiny_study_shown(make_napari_viewer, qtbot)
     study = widget.study
     store = ResultsStore.create(tmp_path / "results", study=study.name)
     rng = np.random.default_rng(0)
@@ -174,11 +180,7 @@ def test_opened_results_show_the_slice_through_the_maps_peak(make_napari_viewer,
     from napari_brain_concepts.core.io.results import ResultsStore
     from napari_brain_concepts.core.space import world_of_voxel
 
-    viewer = make_napari_viewer()
-    widget = StudyWidget(viewer)
-    qtbot.addWidget(widget)
-    widget.load_synthetic(size="tiny", seed=0)
-    qtbot.waitUntil(lambda: widget.subject is not None, timeout=600_000)
+    viewer, widget = _tiny_study_shown(make_napari_viewer, qtbot)
     study = widget.study
     sub = study.subject(widget.subject)
     ijk = np.argwhere(sub.mask)

@@ -1,27 +1,14 @@
 """Readers and writers: study folder, NSD, NIfTI volumes, results store.
 
-The names below are imported on first use (``from napari_brain_concepts.core.io import read_study``), so
-importing the package stays cheap.
+The names below are imported on first use (``from napari_brain_concepts.core.io import read_study``; the
+scientific Python lazy-loading convention, SPEC 1), so importing the package stays cheap.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-import importlib
-
-_LAZY = {
-    "read_study": ".study_folder", "write_study": ".study_folder", "is_study_folder": ".study_folder",
-    "read_nsd": ".nsd", "load_nsd": ".nsd", "nsd_sessions": ".nsd",
-    "load_nifti": ".volumes", "save_nifti": ".volumes", "read_nifti": ".volumes",
-    "ResultsStore": ".results",
-}
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "study_folder": ["read_study", "write_study", "is_study_folder"],
+    "nsd": ["read_nsd", "load_nsd", "nsd_sessions"],
+    "volumes": ["load_nifti", "save_nifti", "read_nifti"],
+    "results": ["ResultsStore"],
+})
