@@ -326,6 +326,8 @@ BAD_INPUTS = [
      "column 'test' holds 'yes' at row 2"),
     ("image-missing", lambda r: (r / "images" / "img-004.png").unlink(), "images/img-004.png",
      "image file of stimulus 'img-004' (stimuli.tsv row 6) is missing"),
+    ("image-not-an-image", lambda r: (r / "images" / "img-004.png").write_text("not a picture"),
+     "images/img-004.png", "image of stimulus 'img-004' (stimuli.tsv row 6) cannot be read"),
     # embeddings
     ("embedding-rows", lambda r: _npy(r, "embeddings/captions.npy", np.zeros((5, 8), np.float32)),
      "embeddings/captions.npy", "has 5 rows but stimuli.tsv lists 6 stimuli"),

@@ -179,6 +179,19 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # reader
 # ------------------------------------------------------------------------------------------------
+def _check_image_header(path: Path, stimulus: str, row: int) -> None:
+    """Fail now, not when a late step first opens it, on an image file that is not an image: PIL reads the
+    header only (the pixels are decoded on use)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(path, f"image of stimulus {stimulus!r} (stimuli.tsv row {row + 2}) cannot be read ({err})",
+                         "replace it with a PNG or JPEG file") from err
+
+
 def is_study_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder holding a study.json."""
     return (Path(path) / "study.json").is_file()
@@ -300,6 +313,7 @@ def _read_stimuli(root: Path, embedding_order: list[str] | None) -> Stimuli:
                 raise InputError(root / rel, f"image file of stimulus {ids[row]!r} (stimuli.tsv row {row + 2}) is missing",
                                  "put the image there or fix the image column of stimuli.tsv (paths relative "
                                  "to the study folder)")
+            _check_image_header(root / rel, ids[row], row)
             image_paths.append(rel)
     test = None
     if "test" in table.columns:
