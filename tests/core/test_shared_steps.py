@@ -146,3 +146,28 @@ def test_per_target_alphas_are_refitted_with_one_alpha(fitted, tmp_path):
     as_fitted, alphas = load_decoders(ctx, ridge_alpha="as-fitted")
     assert alphas == {name: None}
     np.testing.assert_allclose(as_fitted[name], prepared[name].voxel_values(cv.coef_))
+
+
+def test_a_cluster_of_nearly_all_voxels_is_reported_as_no_concept(fitted, tmp_path):
+    """The own-data review: with two participants, one 'shared concept' held 3797 of 3800 voxels, silently.
+    At eps = 2 (every cosine distance) all voxels are one cluster: the step says it is no concept."""
+    study, decoders, prepared = fitted
+    ctx = _context(study, tmp_path / "r", {"decoders": decoders, "prepared": prepared}, eps=2.0,
+                   expand_eps=2.0, contact_sheets=False)
+    reports = []
+    with pytest.warns(UserWarning, match=r"shared-00 holds \d+% or more of every participant's voxels"):
+        run_to_end(shared_step(ctx), reports.append)
+    assert any(r.message.startswith("warning: shared-00 holds") for r in reports)
+
+
+def test_the_planted_shared_concepts_are_not_reported_as_degenerate(fitted, result):
+    import nibabel as nib
+
+    from napari_brain_concepts.core.concepts.shared_steps import DEGENERATE_SHARE
+
+    study, ctx, _ = result
+    for name in study.subjects:
+        masks = ctx.store.masks(name)
+        shares = [np.asarray(nib.load(masks[c]).dataobj).sum() / study.subjects[name].n_voxels
+                  for c in masks if c.startswith("shared-")]
+        assert shares and max(shares) < DEGENERATE_SHARE

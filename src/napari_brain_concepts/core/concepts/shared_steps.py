@@ -30,6 +30,7 @@ index of each ``shared-KK``), ``ridge_alphas`` (subject → alpha of the refit, 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -332,6 +333,22 @@ def not_applicable(ctx: AnalysisContext) -> str | None:
     return None
 
 
+#: a shared concept holding more than this share of every participant's voxels is no concept
+DEGENERATE_SHARE = 0.5
+
+
+def _degenerate(clustering, order, names, eps) -> str | None:
+    """Why the clustering found no concepts but one cluster of (nearly) all voxels, or None."""
+    for name, k in zip(names, order):
+        shares = [clustering.memberships_[s][k].mean() for s in clustering.subjects_]
+        if min(shares) > DEGENERATE_SHARE:
+            return (f"{name} holds {min(shares):.0%} or more of every participant's voxels: the voxels' decoder "
+                    f"columns do not separate into concepts at eps={eps} (too few participants, or responses "
+                    "dominated by one signal); its masks and maps are not a concept's. Try a smaller "
+                    "shared.eps, shared.whiten=true, or more participants")
+    return None
+
+
 def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]:
     """Find, name, overlap and validate the concepts shared across participants (see module doc)."""
     params = ctx.step_params(STEP, SharedParams)
@@ -353,6 +370,10 @@ def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]
     if params.max_concepts is not None:
         order = order[: int(params.max_concepts)]
     names = [concept_name(i) for i in range(len(order))]
+    degenerate = _degenerate(clustering, order, names, params.eps)
+    if degenerate:
+        warnings.warn(degenerate, UserWarning, stacklevel=2)
+        yield Progress(STEP, 1, 6, f"warning: {degenerate}")
 
     yield Progress(STEP, 2, 6, "naming the shared concepts")
     emb = _naming_embedding(study, params, ctx, clustering.directions_.shape[1])
