@@ -23,6 +23,13 @@ def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=env)
 
 
+def _decoded(study_folder: Path, out: Path, capsys) -> tuple[dict[str, str], str]:
+    """Run decode into ``out``; the hashes of its results and its manifest's text."""
+    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    return _hashes(out), (out / "manifest.json").read_text()
+
+
 def _hashes(root: Path) -> dict[str, str]:
     """Hashes of every result file but the manifest (it holds times) and PNG figures (their bytes can
     differ with the font cache of the machine; the data behind them are compared)."""
@@ -85,10 +92,7 @@ def test_a_step_verb_does_not_wipe_finished_steps_it_would_not_run(study_folder,
 def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, tmp_path, capsys):
     """A mistyped value fails when its step starts: the folder's earlier results come back, untouched."""
     out = tmp_path / "run"
-    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
-    before = _hashes(out)
-    manifest = (out / "manifest.json").read_text()
-    capsys.readouterr()
+    before, manifest = _decoded(study_folder, out, capsys)
     assert main(["decode", str(study_folder), "--out", str(out), *FAST,
                  "--param", "decode.decoder=contrastiv"]) == 2
     err = capsys.readouterr().err
@@ -230,19 +234,17 @@ def test_a_value_out_of_range_fails_before_any_step_runs(study_folder, tmp_path,
 
 def test_the_demo_refuses_a_value_out_of_range_before_it_runs(tmp_path, capsys):
     out = tmp_path / "R"
-    t0 = time.monotonic()
     assert main(["demo", "--size", "tiny", "--out", str(out), "--param", "masks.sparsity=-1"]) == 2
-    assert time.monotonic() - t0 < 60  # it decoded and fitted the concept basis first: minutes
-    assert "parameter masks.sparsity: -1 is outside [0.0, inf)" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    # one line and no step's progress (it used to decode and fit the concept basis first, for minutes)
+    assert captured.err.startswith("error: parameter masks.sparsity: -1 is outside [0.0, inf)")
+    assert captured.err.count("\n") == 1 and "decode" not in captured.out + captured.err
     assert not out.exists()
 
 
 def test_resume_refuses_a_value_out_of_range_then_goes_on_with_a_corrected_one(study_folder, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
-    before = _hashes(out)
-    manifest = (out / "manifest.json").read_text()
-    capsys.readouterr()
+    before, manifest = _decoded(study_folder, out, capsys)
     for extra in (["--resume"], []):  # continued, or a new analysis that would replace the decode results
         assert main(["concepts", str(study_folder), "--out", str(out), *FAST, "--param", "concepts.n_iter=-5",
                      *extra]) == 2
