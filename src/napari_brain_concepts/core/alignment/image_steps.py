@@ -92,7 +92,9 @@ class ImageModelsParams:
     channels, recurrent, n_steps, image_size, pool_grid, epochs, batch_size, lr : the network (see
         :class:`~.image_networks.ImageToTextNetwork`). The defaults are sized for the demo on a CPU; use more
         channels, a larger image size and more epochs on a GPU.
-    seeds : one caption network, untrained network and category control per seed.
+    seeds : one caption network, untrained network and category control per seed, named "… (seed S)" when
+        there are several. In a region of a few tens of voxels one seed's ranking of the networks can flip
+        (seen on the synthetic study); compare their mean over seeds, as the paper does.
     layer : network layer compared with the brain (``"pool"``, ``"readout"`` or ``"convK"``).
     category_control : train the multi-hot category control (needs category labels).
     models : extra image models, each a dict of :class:`~.image_features.ImageModelSpec` fields, e.g.
