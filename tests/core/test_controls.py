@@ -159,3 +159,37 @@ def test_missing_or_broken_model_folder_is_named(tmp_path):
                           params={"embed": {"model": str(broken)}})
     with pytest.raises(InputError, match=str(broken)):
         run_to_end(embed_step(ctx))
+
+
+def test_the_embed_step_keeps_a_study_caption_embedding_from_another_model(tmp_path):
+    """The own-data review: a study's embeddings/captions.npy from another model was replaced in memory by the
+    embed step's, so decode used the study's and rsa/encode the sentence model's, both named "captions"."""
+    from napari_brain_concepts.core.alignment.steps import embed_step
+    from napari_brain_concepts.core.context import AnalysisContext, embed_step_names
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.study import Embedding, Stimuli, Study, Subject
+
+    theirs = np.arange(9, dtype=np.float32).reshape(3, 3)
+    stimuli = Stimuli(ids=["a", "b", "c"], captions=CAPTIONS, categories=CATEGORIES,
+                      embeddings={"captions": Embedding("captions", theirs.copy(), model="my-llm", kind="text")})
+    subject = Subject("s1", np.zeros((3, 2), np.float32), np.ones((1, 1, 2)), np.eye(4), ["a", "b", "c"])
+    study = Study("t", stimuli, {"s1": subject})
+    logged = []
+    ctx = AnalysisContext(study=study, store=ResultsStore.create(tmp_path / "r"), device="cpu",
+                          params={"embed": {"controls": ["category_sentence"]}}, log=logged.append)
+    assert embed_step_names(ctx) == ["captions-all-MiniLM-L6-v2", "category_sentence"]
+    with ctx.store.staged("embed"):
+        run_to_end(embed_step(ctx))
+    np.testing.assert_array_equal(stimuli.embeddings["captions"].values, theirs)  # kept, not replaced
+    assert stimuli.embeddings["captions"].model == "my-llm"
+    ours = stimuli.embeddings["captions-all-MiniLM-L6-v2"]
+    assert ours.model == "all-MiniLM-L6-v2" and ours.kind == "caption-mean" and ours.dim == 384
+    assert ctx.state["caption_embedding"] == "captions-all-MiniLM-L6-v2"
+    assert ctx.state["alignment_models"] == ["captions-all-MiniLM-L6-v2", "captions", "category_sentence"]
+    table = ctx.store.read_table("alignment_embeddings")
+    assert "the study's own (model my-llm" in table.set_index("name").loc["captions", "note"]
+    assert any("was not made by all-MiniLM-L6-v2" in line for line in logged)
+    # a study embedding of the sentence model itself is used as it is (no second copy)
+    stimuli.embeddings["captions"] = Embedding("captions", ours.values, model="all-MiniLM-L6-v2",
+                                               kind="caption-mean")
+    assert embed_step_names(ctx) == ["captions", "category_sentence"]

@@ -112,10 +112,10 @@ class AnalysisContext:
 def embed_step_names(ctx: AnalysisContext) -> list[str]:
     """Names of the embeddings the embed step computes with this analysis's parameters (the caption
     embedding first, then the word-level controls)."""
-    from .alignment.steps import EmbedParams
+    from .alignment.steps import EmbedParams, caption_embedding_name
 
     params = ctx.step_params(EMBED_STEP, EmbedParams)
-    return [params.caption_name, *params.controls]
+    return [caption_embedding_name(ctx.study, params), *params.controls]
 
 
 def _stored_embeddings(store: ResultsStore | None) -> pd.DataFrame | None:

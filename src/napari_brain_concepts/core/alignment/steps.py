@@ -3,7 +3,8 @@
 ``ctx.state`` keys written here (later steps and the GUI read them):
 
 - ``"alignment_models"``: list of embedding names compared with the brain, the caption model first.
-- ``"caption_embedding"``: name of the caption-model embedding (default ``"captions"``).
+- ``"caption_embedding"``: name of the caption-model embedding (default ``"captions"``; see
+  :func:`caption_embedding_name` for a study whose own ``captions`` embedding came from another model).
 - ``"sentence_encoder"``: the :class:`~napari_brain_concepts.core.embeddings.text.SentenceEncoder` used
   (absent when no sentence model was loaded).
 - ``"rsa_table"``, ``"rsa_summary"``, ``"rsa_paired"``: the RSA tables (see :func:`rsa_step`).
@@ -133,10 +134,19 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     params = ctx.step_params("embed", EmbedParams)
     stimuli = ctx.study.stimuli
     encoder = SentenceEncoder(params.model, device=ctx.device, batch_size=params.batch_size)
-    name = params.caption_name
+    name = caption_embedding_name(ctx.study, params)
     ids = [str(i) for i in stimuli.ids]  # name a stimulus without caption in the error
     existing = stimuli.embeddings.get(name)
     notes = {}
+    own = []
+    if name != params.caption_name:  # the study's own embedding of that name came from another model
+        own = [params.caption_name]
+        theirs = stimuli.embeddings[params.caption_name]
+        notes[params.caption_name] = (f"the study's own (model {theirs.model or 'not given'}, kind "
+                                      f"{theirs.kind or 'not given'}), kept as it is")
+        ctx.log(f"embed: the study's own embedding {params.caption_name!r} was not made by {encoder.name}; it is "
+                f"kept and compared as it is, and the caption embedding of {encoder.name}, which the word-level "
+                f"controls are measured against, is computed beside it as {name!r}")
     if existing is not None and existing.kind == "caption-mean" and existing.model == encoder.name \
             and not params.recompute:
         notes[name] = "caption-mean sentence embedding (from the study)"
@@ -157,7 +167,7 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         model = "categories" if cname == MULTI_HOT else encoder.name
         stimuli.add_embedding(Embedding(cname, values, model=model, kind=kind, normalized=False))
         notes[cname] = note
-    names = [name, *made]
+    names = [name, *own, *made]
     ctx.store.write_arrays("alignment_embeddings", **{n: stimuli.embeddings[n].values for n in names})
     ctx.store.write_table("alignment_embeddings", pd.DataFrame({
         "name": names, "model": [stimuli.embeddings[n].model for n in names],
@@ -168,6 +178,23 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state["sentence_encoder"] = encoder
     ctx.store.mark_done("embed", models=names, sentence_model=encoder.name, sentence_model_path=str(encoder.path))
     yield Progress("embed", 1, 1, f"{len(names)} embeddings")
+
+
+def caption_embedding_name(study, params: EmbedParams) -> str:
+    """Name under which the embed step gives the caption-mean embedding of its sentence model.
+
+    ``params.caption_name``, unless the study has its own embedding of that name made otherwise (another
+    model, another kind, or neither given, as for an ``embeddings/NAME.npy`` without its JSON sidecar): the
+    step never replaces a study's data, so it then names its own ``CAPTION_NAME-MODEL``.
+    """
+    from ..embeddings.text import DEFAULT_MODEL_NAME
+
+    model = DEFAULT_MODEL_NAME if params.model is None else (Path(params.model).expanduser().name
+                                                             or str(params.model))
+    theirs = study.stimuli.embeddings.get(params.caption_name)
+    if theirs is None or (theirs.kind == "caption-mean" and theirs.model == model):
+        return params.caption_name
+    return f"{params.caption_name}-{model}"
 
 
 def _models(ctx: AnalysisContext, requested: Sequence[str] | None) -> list[str]:
