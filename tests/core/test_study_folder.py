@@ -315,6 +315,9 @@ BAD_INPUTS = [
     ("stimuli-comma-separated", lambda r: (r / "stimuli.tsv").write_text(
         (r / "stimuli.tsv").read_text().replace("\t", ",")), "stimuli.tsv",
      "is comma-separated, not tab-separated (header: stimulus_id,"),
+    ("stimuli-categories-with-commas", lambda r: _tsv(r, "stimuli.tsv", lambda t: t.assign(
+        categories=t["categories"].str.replace(";", ","))), "stimuli.tsv",
+     "column 'categories' separates categories with ',' (row 3: 'face,body')"),
     ("stimuli-duplicate-id", lambda r: _tsv(r, "stimuli.tsv", _set_cell("stimulus_id", 2, "img-000")),
      "stimuli.tsv", "'img-000' appears twice (rows 2 and 4)"),
     ("stimuli-empty-id", lambda r: _tsv(r, "stimuli.tsv", _set_cell("stimulus_id", 1, " ")), "stimuli.tsv",

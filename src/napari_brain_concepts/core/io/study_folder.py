@@ -302,6 +302,14 @@ def _read_stimuli(root: Path, embedding_order: list[str] | None) -> Stimuli:
     captions = [[table[c].iloc[i] for c in caption_cols] for i in range(n)]
     categories = ([[c for c in cell.split(";")] for cell in table["categories"]]
                   if "categories" in table.columns else [])
+    if "categories" in table.columns:
+        cells = table["categories"]
+        commas = cells.str.contains(",", regex=False).to_numpy()
+        if commas.any() and not cells.str.contains(";", regex=False).any():
+            row = int(np.flatnonzero(commas)[0])
+            raise InputError(path, f"column 'categories' separates categories with ',' (row {row + 2}: "
+                                   f"{cells.iloc[row]!r}), which would make each list one category",
+                             "separate them with ';' (e.g. face;body)")
     image_paths: list[str | None] = []
     if "image" in table.columns:
         for row, rel in enumerate(table["image"]):
