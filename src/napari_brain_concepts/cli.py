@@ -101,6 +101,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     params = parse_params(getattr(args, "param", None))
     for step, values in (defaults or {}).items():
         params[step] = {**values, **params.get(step, {})}
+    whole = steps is None  # a whole analysis leaves out the steps that cannot apply to the study
     if getattr(args, "model", None):
         clip = params.setdefault("clip", {})
         clip.update({k: getattr(args, k) for k in ("model", "checkpoint", "config") if getattr(args, k)})
@@ -126,7 +127,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     try:
         store.update(**manifest)
         order = with_requirements(steps) if steps else None
-        run_to_end(run_analysis(ctx, order, resume=resume), _Printer(args.quiet))
+        run_to_end(run_analysis(ctx, order, resume=resume, leave_out=whole), _Printer(args.quiet))
     except Exception:
         if not resume:  # a resumed analysis keeps what it finished (and set nothing aside)
             if store.restore_earlier():

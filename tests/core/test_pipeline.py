@@ -200,6 +200,21 @@ def test_run_leaves_out_maps_and_image_models_on_a_study_without_categories_and_
         assert result.returncode == 2 and expected in result.stderr, result.stderr
 
 
+def test_run_with_a_clip_model_still_leaves_out_what_cannot_apply(own_folder, tmp_path, capsys):
+    """`run --model` gave the pipeline the whole step list by name, so on a study without categories it
+    stopped at maps ("the study gives no stimulus categories") instead of leaving maps out; it now leaves
+    maps and image-models out as `run` does, and goes on to the CLIP step (whose missing model fails here)."""
+    folder = _variant(own_folder, tmp_path, ["categories", "image"])
+    missing = tmp_path / "no-such-clip"
+    code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--model", f"local-dir:{missing}"])
+    err = capsys.readouterr().err  # progress and the error
+    assert code == 2
+    assert "leaving out step maps: the study gives no stimulus categories" in err
+    assert "leaving out step image-models: the study has no images" in err
+    error = err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "no-such-clip" in error, err
+
+
 def test_maps_needs_a_category_shared_by_min_count_stimuli():
     from napari_brain_concepts.core.concepts.category_maps import category_features
     from napari_brain_concepts.core.pipeline import STEPS

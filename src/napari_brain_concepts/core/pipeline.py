@@ -248,14 +248,15 @@ def _example(kind: Any) -> str:
     return {bool: "true", int: "5", float: "0.5", str: '"NAME"'}.get(arm, "...")
 
 
-def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resume: bool = False
-                 ) -> Generator[Progress, None, AnalysisContext]:
+def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resume: bool = False,
+                 leave_out: bool | None = None) -> Generator[Progress, None, AnalysisContext]:
     """Run ``steps`` (default: all) and the steps they need; yields Progress from every step.
 
-    A whole analysis (``steps`` None) leaves out the steps that cannot apply to the study (``shared`` on a
-    study with too few participants, ``maps`` without stimulus categories, ``image-models`` without images),
-    says why in a Progress message and in ``ctx.state["skipped_steps"]``; a step asked for by name fails with
-    a clear error, before any step runs where its ``applies`` hook gives that error.
+    A whole analysis (``steps`` None, or ``leave_out`` true) leaves out the steps that cannot apply to the
+    study (``shared`` on a study with too few participants, ``maps`` without stimulus categories,
+    ``image-models`` without images), says why in a Progress message and in ``ctx.state["skipped_steps"]``;
+    otherwise a step asked for by name fails with a clear error, before any step runs where its ``applies``
+    hook gives that error.
 
     The steps a step needs can depend on the study (:func:`with_requirements` with ``ctx``): on a study
     without its own caption embedding, the embed step runs before decode and computes it from the captions.
@@ -275,7 +276,7 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
     the pending step finds its fitted objects.
     """
     requested = list(DEFAULT_STEPS if steps is None else steps)
-    if steps is None:  # a whole analysis leaves out what this study cannot support, and says so
+    if steps is None if leave_out is None else leave_out:  # a whole analysis leaves out what cannot apply
         skipped = ctx.state.setdefault("skipped_steps", {})
         for name in list(requested):
             reason = STEPS[name].not_applicable(ctx)
