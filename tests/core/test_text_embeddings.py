@@ -195,3 +195,14 @@ def test_shared_encoder_is_created_once_per_folder():
     assert shared_encoder(device="cpu") is a
     assert shared_encoder(a.path, device="cpu") is not a        # by path: its own entry, same files
     assert shared_encoder(a.path, device="cpu").identity.split("|")[1:] == a.identity.split("|")[1:]
+
+
+@needs_model
+def test_loading_the_model_draws_no_progress_bar_and_gives_the_setting_back(capfd):
+    """transformers drew a "Loading weights" bar on stderr between the steps' own progress lines."""
+    from transformers.utils import logging
+
+    assert logging.is_progress_bar_enabled()
+    SentenceEncoder(device="cpu", cache=False).load()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert logging.is_progress_bar_enabled()

@@ -8,10 +8,12 @@ to its own copy. :func:`import_transformers` does that before importing transfor
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
 
 
 def preload_triton() -> None:
@@ -37,3 +39,18 @@ def import_transformers():
     import transformers
 
     return transformers
+
+
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar from transformers while a local model loads (the step's own progress
+    says what is loading); the library's setting is given back afterwards."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()

@@ -241,9 +241,12 @@ class ClipEncoder:
     def _load_hf(self) -> None:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+        from ..compat import quiet_model_loading
+
         path = self.path
         try:
-            model = CLIPModel.from_pretrained(str(path), local_files_only=True)
+            with quiet_model_loading():
+                model = CLIPModel.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise InputError(path, f"CLIP model cannot be loaded ({_first_line(err)})",
                              "re-export the folder with CLIPModel.save_pretrained") from err

@@ -163,10 +163,13 @@ class SentenceEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 
+        from ..compat import quiet_model_loading
+
         path = self.path
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+            with quiet_model_loading():
+                tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+                model = AutoModel.from_pretrained(str(path), local_files_only=True)
         except Exception as err:  # any loader failure (safetensors, tokenizers, config) is a bad folder
             text = str(err).strip()
             first = text.splitlines()[0] if text else type(err).__name__
