@@ -326,7 +326,7 @@ def test_catalogue_has_at_least_25_bad_inputs():
 
 
 def test_some_constant_voxels_are_a_warning_not_an_error():
-    with pytest.warns(UserWarning, match="3 voxel\\(s\\) are constant"):
+    with pytest.warns(UserWarning, match="3 of 12 voxel\\(s\\) are constant"):
         data = _prepare(responses=lambda R: _with(R, (slice(None), slice(0, 3)), 2.5))
     assert list(data.dropped_constant) == [0, 1, 2]
 

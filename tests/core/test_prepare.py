@@ -92,6 +92,21 @@ def test_constant_voxel_is_dropped_with_warning():
     assert 4 not in data.voxels and list(data.dropped_constant) == [4]
 
 
+def test_constant_voxels_are_named_by_their_place_in_the_mask_volume():
+    """The own-data review: a mask reaching beyond the data warned with response-column numbers only."""
+    R, rows, sessions, E = _experiment()
+    R[:, 4] = 0.0
+    mask = np.zeros((2, 5, 3), dtype=bool)
+    mask.flat[np.linspace(0, mask.size - 1, R.shape[1]).astype(int)] = True
+    assert mask.sum() == R.shape[1]
+    ijk = tuple(int(v) for v in np.argwhere(mask)[4])
+    with pytest.warns(UserWarning, match=(rf"1 of {R.shape[1]} voxel\(s\) are constant over all trials and are "
+                                          rf"dropped \(first at \(i, j, k\) of the mask volume: "
+                                          rf"\({ijk[0]}, {ijk[1]}, {ijk[2]}\)\); many usually mean that the mask "
+                                          r"reaches beyond the data")):
+        prepare_arrays(R, rows, E, sessions=sessions, mask=mask)
+
+
 @pytest.mark.parametrize("case", ["nan", "inf", "rows", "embedding", "empty", "protocol", "flags", "no-repeats"])
 def test_bad_input(case):
     R, rows, sessions, E = _experiment()

@@ -163,7 +163,7 @@ def captions_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
                                      test_fraction=params.test_fraction, random_state=ctx.random_state,
                                      nc_threshold=params.nc_threshold, n_voxels=params.n_voxels,
                                      ncsnr=study.subject(n).ncsnr,
-                                     subject=n, embedding_name=f"captions ({encoder.name})")
+                                     subject=n, embedding_name=f"captions ({encoder.name})", mask=sub.mask)
     test_rows = np.unique(np.concatenate([p.rows_test for p in prepared.values()]))
     if params.corpus:
         corpus = CaptionCorpus.from_file(params.corpus, encoder)

@@ -218,7 +218,8 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
                    protocol: str = "mindeye", test_fraction: float = 0.15, val_fraction: float = 0.1,
                    voxel_mask: np.ndarray | None = None, ncsnr: np.ndarray | None = None,
                    nc_threshold: float | None = None, n_voxels: int | None = None, random_state: int = 0,
-                   subject: str = "subject", embedding_name: str = "embedding") -> PreparedData:
+                   subject: str = "subject", embedding_name: str = "embedding",
+                   mask: np.ndarray | None = None) -> PreparedData:
     """Prepare decoder data from plain arrays (see the module docstring for the steps).
 
     Parameters
@@ -234,6 +235,8 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
         and a noise-ceiling selection is asked for.
     nc_threshold : keep voxels whose noise ceiling (percent, for the protocol's number of averaged
         trials) is at least this. n_voxels : keep at most this many voxels, highest noise ceiling first.
+    mask : the 3D mask whose nonzero voxels, in C order, are the columns of ``responses``; only used to name
+        dropped voxels by their (i, j, k) index in the mask volume.
     """
     if protocol not in PROTOCOLS:
         raise InputError("parameter protocol", f"{protocol!r} is unknown", f"use one of {', '.join(PROTOCOLS)}")
@@ -264,8 +267,15 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
         keep &= vm
     const = constant_voxels(R)
     if len(const):
-        warnings.warn(f"subject {subject}: {len(const)} voxel(s) are constant over all trials and are dropped "
-                      f"(first: {const[:5].tolist()})", UserWarning, stacklevel=2)
+        if mask is not None and int(np.count_nonzero(mask)) == n_vox_total:
+            ijk = np.argwhere(np.asarray(mask) != 0)[const[:5]]
+            first = "first at (i, j, k) of the mask volume: " + ", ".join(str(tuple(int(v) for v in p))
+                                                                          for p in ijk)
+        else:
+            first = f"first response columns: {const[:5].tolist()}"
+        warnings.warn(f"subject {subject}: {len(const)} of {n_vox_total} voxel(s) are constant over all trials "
+                      f"and are dropped ({first}); many usually mean that the mask reaches beyond the data "
+                      "(responses of 0 outside the brain): fit the mask to the data", UserWarning, stacklevel=2)
         keep[const] = False
 
     train_s, val_s, test_s = split_stimuli(len(E), rows, test_flags, test_fraction, val_fraction, random_state,
@@ -323,5 +333,6 @@ def prepare_subject(study: Study, subject: str | Subject, embedding: str = "capt
     kwargs.setdefault("test_flags", study.stimuli.test)
     kwargs.setdefault("ncsnr", sub.ncsnr if kwargs.get("nc_threshold") is not None
                       or kwargs.get("n_voxels") is not None else None)
+    kwargs.setdefault("mask", sub.mask)
     return prepare_arrays(sub.responses, study.trial_rows(sub), emb.values, sessions=sub.sessions,
                           subject=sub.name, embedding_name=emb.name, **kwargs)
