@@ -187,10 +187,9 @@ def caption_embedding_name(study, params: EmbedParams) -> str:
     model, another kind, or neither given, as for an ``embeddings/NAME.npy`` without its JSON sidecar): the
     step never replaces a study's data, so it then names its own ``CAPTION_NAME-MODEL``.
     """
-    from ..embeddings.text import DEFAULT_MODEL_NAME
+    from ..embeddings.text import sentence_model_name
 
-    model = DEFAULT_MODEL_NAME if params.model is None else (Path(params.model).expanduser().name
-                                                             or str(params.model))
+    model = sentence_model_name(params.model)
     theirs = study.stimuli.embeddings.get(params.caption_name)
     if theirs is None or (theirs.kind == "caption-mean" and theirs.model == model):
         return params.caption_name

@@ -59,6 +59,15 @@ def _file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def sentence_model_name(model: str | os.PathLike | None) -> str:
+    """The name a :class:`SentenceEncoder` of ``model`` records with its embeddings: the default's name, else
+    the folder's name."""
+    if model is None:
+        return DEFAULT_MODEL_NAME
+    path = Path(model).expanduser()
+    return path.name or str(path)
+
+
 class SentenceEncoder:
     """A sentence model loaded once from a local folder; :meth:`encode` gives unit-norm embeddings.
 
@@ -100,12 +109,8 @@ class SentenceEncoder:
         self.batch_size = int(batch_size)
         if not (device in ("auto", "cpu") or str(device).startswith("cuda")):
             raise InputError("parameter device", f"{device!r} is not a device", "use 'auto', 'cpu' or 'cuda'")
-        if model is None:
-            self.path = default_model_path()
-            self.name = DEFAULT_MODEL_NAME
-        else:
-            self.path = Path(model).expanduser()
-            self.name = self.path.name or str(self.path)
+        self.path = default_model_path() if model is None else Path(model).expanduser()
+        self.name = sentence_model_name(model)
         self.device_param = device
         self.device: str | None = None
         if cache is True:
