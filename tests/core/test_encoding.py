@@ -67,6 +67,33 @@ def test_voxel_noise_ceiling_recovers_the_planted_reliability():
     assert np.all(np.isnan(none))
 
 
+def test_the_encoding_noise_ceiling_does_not_count_session_offsets_as_noise():
+    """Method review: the ceiling was computed from raw responses, so with each repeat in another session the
+    sessions' offsets and scales counted as noise (0.73 instead of 0.87) and r / ceiling came out too high."""
+    from napari_brain_concepts.core.alignment.encoding import fit_encoding
+    from napari_brain_concepts.core.study import Embedding, Stimuli, Study, Subject
+
+    rng = np.random.default_rng(0)
+    n_stim, n_vox, n_sess = 300, 20, 3
+    signal = rng.normal(size=(n_stim, n_vox))
+    stim = np.tile(np.arange(n_stim), n_sess)  # every stimulus once in each session
+    sessions = np.repeat(np.arange(n_sess), n_stim)
+    clean = signal[stim] + 0.5 * rng.normal(size=(len(stim), n_vox))
+    offsets, scales = rng.normal(0, 1.0, (n_sess, n_vox)), rng.uniform(0.7, 1.5, (n_sess, n_vox))
+    ids = np.array([f"s{i}" for i in range(n_stim)], dtype=object)
+    stimuli = Stimuli(ids=ids, captions=[["x"]] * n_stim, test=np.arange(n_stim) < 100,
+                      embeddings={"e": Embedding("e", rng.normal(size=(n_stim, 4)).astype(np.float32))})
+    ceilings = []
+    for resp in (clean, clean * scales[sessions] + offsets[sessions]):
+        subject = Subject("s1", resp.astype(np.float32), np.ones((n_vox, 1, 1)), np.eye(4), ids[stim],
+                          sessions=sessions)
+        study = Study("t", stimuli, {"s1": subject})
+        ceilings.append(run_to_end(fit_encoding(study, "s1", "e")).noise_ceiling)
+    true = np.sqrt(1.0 / (1.0 + 0.25 / n_sess))  # signal variance 1, noise 0.25, 3 repeats averaged
+    assert np.mean(ceilings[0]) == pytest.approx(true, abs=0.02)
+    np.testing.assert_allclose(ceilings[1], ceilings[0], atol=0.02)
+
+
 def test_pearson_columns_matches_scipy():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))

@@ -266,7 +266,10 @@ def fit_encoding(study: Study, subject: str | Subject, embedding: str, *, model:
         ncsnr = subject.ncsnr.astype(np.float64)
         n_avg = np.median(np.bincount(trial_rows[in_test])[test])
         ceiling = np.sqrt(ncsnr ** 2 / (ncsnr ** 2 + 1.0 / n_avg))
-    else:
-        ceiling, _ = voxel_noise_ceiling(subject.responses[in_test], trial_rows[in_test])
+    else:  # from the responses as the model sees them: z-scored within session (a session's offset is no noise)
+        from ..decoding.prepare import zscore_by_session
+
+        z = zscore_by_session(subject.responses, subject.sessions, where=f"subject {subject.name} responses")
+        ceiling, _ = voxel_noise_ceiling(z[in_test], trial_rows[in_test])
     return EncodingResult(subject=subject.name, embedding=embedding, model=model, r=r, noise_ceiling=ceiling,
                           train_rows=train, test_rows=test)
