@@ -136,6 +136,21 @@ def test_summary_normalises_only_by_a_ceiling_that_replicates():
     assert relaxed.loc["noise", "r_norm"] == pytest.approx(5.0)
 
 
+def test_summary_normalises_each_subject_by_its_own_ceiling():
+    """Doerig et al. divide each subject's r by that subject's ceiling, then average: a ratio of the group
+    means (0.1 / 0.35 = 0.29 here) weighs the subjects otherwise."""
+    import pandas as pd
+
+    rows = [{"subject": "sub-01", "roi": "V4", "model": "m", "r": 0.1, "noise_ceiling": 0.2},
+            {"subject": "sub-02", "roi": "V4", "model": "m", "r": 0.1, "noise_ceiling": 0.5},
+            {"subject": "sub-03", "roi": "V4", "model": "m", "r": 0.1, "noise_ceiling": 0.05}]
+    summary = rsa.summarize(pd.DataFrame(rows)).set_index("roi")
+    # sub-03's ceiling is under min_ceiling: it is left out of the ratio, not of the mean r
+    assert summary.loc["V4", "r_norm"] == pytest.approx((0.5 + 0.2) / 2)
+    assert summary.loc["V4", "r_norm_sem"] == pytest.approx(np.std([0.5, 0.2], ddof=1) / np.sqrt(2))
+    assert summary.loc["V4", "r"] == pytest.approx(0.1) and summary.loc["V4", "n_subjects"] == 3
+
+
 def test_compare_rdms_refuses_a_full_rdm():
     """A full (n, n) RDM read as n vectors gave an (n, n) matrix of meaningless row correlations."""
     rng = np.random.default_rng(9)

@@ -11,6 +11,7 @@ subjects with Benjamini–Hochberg false-discovery-rate correction.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -416,25 +417,38 @@ def summarize(table: pd.DataFrame, alpha: float = 0.05, min_ceiling: float = 0.1
     """Group table: one row per (roi, model) with mean r, noise-ceiling-normalised r, t, p and FDR q.
 
     The t-tests (r > 0 across subjects) of all (roi, model) pairs are FDR-corrected together. ``r_norm``
-    is the mean over subjects of r divided by the mean noise ceiling of the ROI; it is NaN without a
-    ceiling and where the ceiling is under ``min_ceiling``: there the ROI's RDM does not replicate across
-    subjects, and dividing by a ceiling near zero gives any value (r = 0.05 over a ceiling of 0.01 reads as
-    five times the ceiling). ``noise_ceiling`` is still reported.
+    is the mean over subjects of each subject's r divided by that subject's noise ceiling for the ROI (as
+    Doerig et al. normalise; a ratio of the group means would weigh the subjects differently), and
+    ``r_norm_sem`` its standard error. A subject whose ceiling is under ``min_ceiling`` is left out of
+    them: there the ROI's RDM does not replicate across subjects, and dividing by a ceiling near zero gives
+    any value (r = 0.05 over a ceiling of 0.01 reads as five times the ceiling); they are NaN without such
+    a subject. ``noise_ceiling`` (the mean over subjects) is still reported.
     """
+    columns = ["roi", "model", "n_subjects", "r", "r_sem", "noise_ceiling", "r_norm", "r_norm_sem",
+               "t", "p", "q", "significant"]
     if table.empty:
-        return pd.DataFrame(columns=["roi", "model", "n_subjects", "r", "r_sem", "noise_ceiling", "r_norm",
-                                     "t", "p", "q", "significant"])
+        return pd.DataFrame(columns=columns)
     wide = table.pivot_table(index="subject", columns=["roi", "model"], values="r")
     test = group_ttest(wide.to_numpy(), alpha=alpha)
     ceiling = table.groupby("roi")["noise_ceiling"].mean()
     out = pd.DataFrame({"roi": [c[0] for c in wide.columns], "model": [c[1] for c in wide.columns],
                         "n_subjects": wide.notna().sum(axis=0).to_numpy(), "r": test.mean, "r_sem": test.sem})
     out["noise_ceiling"] = out["roi"].map(ceiling).to_numpy()
+    nc = table["noise_ceiling"].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["r_norm"] = np.where(out["noise_ceiling"] >= max(min_ceiling, np.finfo(float).tiny),
-                                 out["r"] / out["noise_ceiling"], np.nan)
+        ratio = np.where(nc >= max(min_ceiling, np.finfo(float).tiny), table["r"].to_numpy(np.float64) / nc,
+                         np.nan)
+    per_subject = (table.assign(r_nc=ratio).set_index(["subject", "roi", "model"])["r_nc"]
+                   .groupby(level=[0, 1, 2]).mean().unstack(["roi", "model"])
+                   .reindex(index=wide.index, columns=wide.columns).to_numpy())
+    n = np.isfinite(per_subject).sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no subject with a usable ceiling
+        out["r_norm"] = np.where(n > 0, np.nanmean(per_subject, axis=0), np.nan)
+        sd = np.nanstd(per_subject, axis=0, ddof=1)
+    out["r_norm_sem"] = np.where(n > 1, sd / np.sqrt(np.maximum(n, 1)), np.nan)
     out["t"], out["p"], out["q"], out["significant"] = test.t, test.p, test.q, test.significant
-    return out
+    return out[columns]
 
 
 def paired_model_tests(table: pd.DataFrame, reference: str, alpha: float = 0.05) -> pd.DataFrame:

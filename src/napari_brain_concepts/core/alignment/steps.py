@@ -376,9 +376,10 @@ def encode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 # -- figure --------------------------------------------------------------------------------------------
 
 def comparison_figure(summary: pd.DataFrame, models: Sequence[str], title: str):
-    """Models × ROIs: mean r with the noise ceiling (top) and r / noise ceiling (bottom); * = FDR-significant.
+    """Models × ROIs: mean r with the noise ceiling (top) and the mean of each subject's r / noise ceiling
+    (bottom, ``r_norm`` of :func:`.rsa.summarize`); * = FDR-significant.
 
-    ROIs whose noise ceiling is not positive have no normalised bar (the ratio would be meaningless).
+    ROIs whose noise ceiling is too low to replicate have no normalised bar (the ratio would be meaningless).
     """
     from matplotlib.figure import Figure
 
@@ -391,9 +392,8 @@ def comparison_figure(summary: pd.DataFrame, models: Sequence[str], title: str):
     for k, model in enumerate(models):
         sub = summary[summary["model"] == model].set_index("roi").reindex(rois)
         x = base + (k - (len(models) - 1) / 2) * width
-        scale = sub["noise_ceiling"].where(sub["noise_ceiling"] > 0)
         for ax, height, err in ((axes[0], sub["r"], sub["r_sem"]),
-                                (axes[1], sub["r"] / scale, sub["r_sem"] / scale)):
+                                (axes[1], sub["r_norm"], sub["r_norm_sem"])):
             ax.bar(x, height, width, yerr=err, label=model, capsize=2, color=f"C{k % 10}")
             for xi, h, e, sig in zip(x, height, err.fillna(0), sub["significant"].fillna(False)):
                 if sig and np.isfinite(h):
