@@ -73,8 +73,13 @@ def test_word_embeddings_are_means_of_single_word_embeddings(encoder):
     first = [encoder.encode(controls.select_words(c, "NOUN")).mean(axis=0) for c in CAPTIONS[0]]
     np.testing.assert_allclose(values[0], np.mean(first, axis=0), atol=1e-6)
     verbs, fallback = run_to_end(controls.word_embeddings([["The red car."], ["A dog runs."]], encoder, "VERB"))
-    assert fallback == 1  # "the red car" has no verb: all its words are used, and that is reported
-    np.testing.assert_allclose(verbs[0], encoder.encode(["the", "red", "car"]).mean(axis=0), atol=1e-6)
+    # "the red car" has no verb: it gets the word "is", as in Doerig et al.'s code (all its words, before,
+    # let the verbs control carry its nouns), and that is reported
+    assert fallback == 1
+    np.testing.assert_allclose(verbs[0], encoder.encode(["is"])[0], atol=1e-6)
+    nouns, fallback = run_to_end(controls.word_embeddings([["They are happy."], ["A dog runs."]], encoder, "NOUN"))
+    assert fallback == 1
+    np.testing.assert_allclose(nouns[0], encoder.encode(["something"])[0], atol=1e-6)
 
 
 def test_control_embeddings_make_every_control(encoder):

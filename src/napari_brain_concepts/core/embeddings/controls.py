@@ -29,6 +29,10 @@ import numpy as np
 from ..errors import InputError
 from ..progress import Progress
 
+#: the word a stimulus without any noun (verb) in its captions gets in the nouns (verbs) control, as in
+#: Doerig et al.'s code (get_nsd_noun/verb_embeddings_simple.py)
+FALLBACK_WORDS = {"NOUN": "something", "VERB": "is"}
+
 CONTROL_NAMES = ("words_all", "words_nouns", "words_verbs", "captions_scrambled", "category_sentence",
                  "categories_multihot")
 
@@ -147,8 +151,9 @@ def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | 
     Every distinct word is embedded once, alone, with ``encoder`` (a
     :class:`~napari_brain_concepts.core.embeddings.text.SentenceEncoder`); a caption is the mean of its
     selected words and a stimulus the mean of its captions. A caption without a selected word is skipped;
-    a stimulus none of whose captions has one falls back to all its words (counted in the second return
-    value, so the caller can report it).
+    a stimulus none of whose captions has one gets the embedding of a fixed word, :data:`FALLBACK_WORDS`
+    ("something" for nouns, "is" for verbs, as in Doerig et al.'s code: the control then carries nothing of
+    the stimulus), counted in the second return value so the caller can report it.
 
     Returns
     -------
@@ -159,11 +164,11 @@ def word_embeddings(captions: Sequence[Sequence[str]], encoder: Any, pos: str | 
     fallback = 0
     for i, caps in enumerate(per_caption):
         if not any(caps):
-            fallback += 1
-            per_caption[i] = [select_words(c) for c in captions[i]]
-            if not any(per_caption[i]):
+            if not any(select_words(c) for c in captions[i]):
                 raise InputError("stimuli captions", f"captions of stimulus {i + 1} contain no words",
                                  "give every stimulus a caption with words")
+            fallback += 1
+            per_caption[i] = [[FALLBACK_WORDS[pos]]]
     vocab = sorted({w for caps in per_caption for ws in caps for w in ws})
     table = yield from encoder.iter_encode(vocab, step=f"embed {(pos or 'all').lower()} words")
     table = np.asarray(table, dtype=np.float64)
@@ -241,7 +246,7 @@ def control_embeddings(captions: Sequence[Sequence[str]], categories: Sequence[S
     Returns
     -------
     {name: (values (n_stimuli, d) float32, note)}
-        ``note`` says how the control was made (and how many stimuli fell back to all words).
+        ``note`` says how the control was made (and how many stimuli fell back to :data:`FALLBACK_WORDS`).
     """
     unknown = sorted(set(names) - set(CONTROL_NAMES))
     if unknown:
@@ -255,7 +260,7 @@ def control_embeddings(captions: Sequence[Sequence[str]], categories: Sequence[S
             values, fallback = yield from word_embeddings(captions, encoder, pos_of[name])
             note = f"mean of single-word embeddings ({(pos_of[name] or 'all words').lower()})"
             if fallback:
-                note += f"; {fallback} stimuli had none and use all their words"
+                note += f"; {fallback} stimuli had none and use the word {FALLBACK_WORDS[pos_of[name]]!r}"
             out[name] = (values, note)
         elif name == "captions_scrambled":
             values = yield from caption_mean(scrambled_captions(captions, random_state), encoder,
