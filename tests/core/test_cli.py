@@ -291,6 +291,26 @@ def test_every_steps_ranges_name_its_parameters_and_hold_its_defaults():
     assert STEPS["masks"].params_class().RANGES["sparsity"] is MASKS["sparsity"]  # the estimator's, not a copy
 
 
+def test_a_paper_preset_sets_its_parameters_and_param_overrides_them(study_folder, tmp_path, capsys):
+    """--preset sdc-iclr2025: Efird et al.'s decoders (contrastive, single trials, noise ceiling >= 8 %, 50
+    reruns without early stopping) and shared-concept settings; shortened here with --param."""
+    from napari_brain_concepts.cli import PRESETS
+
+    out = tmp_path / "paper"
+    assert main(["decode", str(study_folder), "--out", str(out), "--preset", "sdc-iclr2025", "--quiet",
+                 "--param", "decode.n_reruns=1", "--param", "decode.max_iter=30"]) == 0
+    recorded = json.loads((out / "manifest.json").read_text())["parameters"]
+    assert recorded["preset"] == "sdc-iclr2025"
+    assert recorded["params"]["decode"] == {**PRESETS["sdc-iclr2025"]["decode"], "n_reruns": 1, "max_iter": 30}
+    assert recorded["params"]["shared"] == {"columns": "weights", "eps": 0.6, "centre": False}
+    assert recorded["params"]["decode"]["patience"] is None
+    table = (out / "tables" / "decoding.tsv").read_text()
+    assert "\tcontrastive\tsdc\t" in table
+    with pytest.raises(SystemExit):
+        main(["decode", str(study_folder), "--out", str(out), "--preset", "sdc-2099"])
+    assert "invalid choice: 'sdc-2099'" in capsys.readouterr().err
+
+
 def test_parse_params():
     assert parse_params(["decode.cv=3", "masks.batched=false", "decode.alphas=[1, 10]", "embed.model=/m"]) == {
         "decode": {"cv": 3, "alphas": [1, 10]}, "masks": {"batched": False}, "embed": {"model": "/m"}}

@@ -89,6 +89,22 @@ def test_early_stopping_keeps_the_best_validation_weights():
     assert hist[-1]["iteration"] < 2000  # stopped early: the tiny training set overfits
 
 
+def test_without_patience_every_iteration_runs_and_the_last_weights_are_kept():
+    """SDC's code trains all iterations and keeps the final weights (the paper preset asks for that)."""
+    X, E, _ = _problem(n=120, noise=8.0)
+    kwargs = dict(n_reruns=1, random_state=0, **{**FAST, "max_iter": 300, "eval_every": 10})
+    model = ContrastiveDecoder(patience=None, **kwargs).fit(X, E)
+    assert model.history_[-1]["iteration"] == 300 and model.n_iter_ == [300]
+    # the same run stopped by hand at its last iteration: the same weights
+    again = ContrastiveDecoder(patience=10 ** 6, **kwargs).fit(X, E)
+    assert again.history_[-1]["iteration"] == 300
+    best = again.n_iter_[0]
+    assert best < 300  # this small set overfits: the best validation loss came earlier
+    assert not np.allclose(model.coef_, again.coef_)
+    last = ContrastiveDecoder(patience=None, **{**kwargs, "max_iter": best}).fit(X, E)
+    np.testing.assert_allclose(last.coef_, again.coef_, rtol=1e-5, atol=1e-6)
+
+
 def test_fit_iter_progress_close_and_torch_forward():
     X, E, _ = _problem()
     model = ContrastiveDecoder(n_reruns=1, **FAST)

@@ -87,7 +87,8 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
         Fraction of the training stimuli held out for early stopping when ``fit`` gets no validation set.
     eval_every, patience : int
         Validation loss is computed every ``eval_every`` iterations; training stops after ``patience``
-        evaluations without improvement and the best weights are kept.
+        evaluations without improvement and the best weights are kept. ``patience=None``: no early
+        stopping, all ``max_iter`` iterations run and the last weights are kept, as in SDC's code.
     n_reruns : int
         Seeds trained; linear weights (or MLP predictions) are averaged.
     weight_decay : float
@@ -117,7 +118,8 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
 
     def __init__(self, architecture: str = "linear", hidden: int = 5000, dropout: float = 0.5,
                  temperature: float = 0.03, lr: float = 1e-4, batch_size: int = 128, max_iter: int = 5000,
-                 noise_std: float = 1.0, val_fraction: float = 0.1, eval_every: int = 50, patience: int = 10,
+                 noise_std: float = 1.0, val_fraction: float = 0.1, eval_every: int = 50,
+                 patience: int | None = 10,
                  n_reruns: int = 3, weight_decay: float = 0.0, leaky_slope: float = 0.01,
                  device: str = "auto", random_state: int = 0):
         self.architecture = architecture
@@ -265,9 +267,11 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
                         since += 1
                     yield Progress("contrastive", r * int(self.max_iter) + it, total,
                                    f"rerun {r + 1}/{self.n_reruns}, iteration {it}, validation loss {val_loss:.3f}")
-                    if since >= int(self.patience):
+                    if self.patience is not None and since >= int(self.patience):
                         break
-            states.append({k: v.cpu() for k, v in best_state.items()})
+            if self.patience is None:  # no early stopping: the weights after the last iteration
+                best_state, best_iter = net.state_dict(), int(self.max_iter)
+            states.append({k: v.detach().cpu().clone() for k, v in best_state.items()})
             n_iter.append(best_iter)
 
         self.networks_ = states

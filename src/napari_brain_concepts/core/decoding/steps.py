@@ -67,6 +67,7 @@ class DecodeParams:
     lr: float = 1e-4
     batch_size: int = 128
     noise_std: float = 1.0
+    patience: int | None = 10              # evaluations without improvement; None: all max_iter, last weights
     # scores
     ks: tuple[int, ...] = (1, 5, 10)
     n_draws: int = 30
@@ -75,7 +76,8 @@ class DecodeParams:
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
     RANGES: ClassVar[dict[str, Range]] = {
         **SPLIT, **RIDGE,
-        **some(CONTRASTIVE, "hidden", "n_reruns", "max_iter", "temperature", "lr", "batch_size", "noise_std")}
+        **some(CONTRASTIVE, "hidden", "n_reruns", "max_iter", "temperature", "lr", "batch_size", "noise_std",
+               "patience")}
 
 
 def make_decoder(params: DecodeParams, device: str, random_state: int) -> RidgeDecoder | ContrastiveDecoder:
@@ -87,7 +89,8 @@ def make_decoder(params: DecodeParams, device: str, random_state: int) -> RidgeD
         return ContrastiveDecoder(architecture=params.architecture, hidden=params.hidden,
                                   n_reruns=params.n_reruns, max_iter=params.max_iter,
                                   temperature=params.temperature, lr=params.lr, batch_size=params.batch_size,
-                                  noise_std=params.noise_std, device=device, random_state=random_state)
+                                  noise_std=params.noise_std, patience=params.patience, device=device,
+                                  random_state=random_state)
     raise InputError("parameter decode.decoder", f"{params.decoder!r} is unknown", "use 'ridge' or 'contrastive'")
 
 
