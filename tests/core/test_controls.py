@@ -34,6 +34,10 @@ def encoder():
      ["sitting", "eating"]),
     ("A stop sign near the tennis court.", ["stop", "sign", "tennis", "court"], []),
     ("The women walk to the bus.", ["women", "bus"], ["walk"]),
+    # the method review: "runs" after a pronoun, "old"/"red" after "very"/"is", "top" after "on"
+    ("It runs.", [], ["runs"]),
+    ("The house is very old and the door is red.", ["house", "door"], []),
+    ("A cake on top of a table.", ["cake", "top", "table"], []),
 ])
 def test_nouns_and_verbs_from_the_lexicon(sentence, nouns, verbs):
     assert controls.select_words(sentence, "NOUN") == nouns

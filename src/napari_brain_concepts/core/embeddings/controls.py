@@ -12,10 +12,11 @@ Word-level controls are averaged over a stimulus' captions, as the caption embed
 
 Parts of speech come from the English lexicon that the ``lemminflect`` package ships (offline): a word's
 possible universal POS tags. Words the lexicon lists as both noun and verb are resolved by their neighbours
-(after a determiner, number or adjective: noun; after an auxiliary, "to" or a noun subject when inflected
-as a verb: verb). Auxiliaries (be, have, do, modals) are function words, not content verbs. This is a
-lexicon tagger, not a statistical one: it is exact for the words the lexicon knows unambiguously and
-deterministic everywhere.
+(after a determiner, number or adjective: noun; after an auxiliary, "to", a pronoun, or a noun subject when
+inflected as a verb: verb); an adjective after an auxiliary or "very" is no noun ("is red"), and the object
+of a preposition is one ("on top of"). Auxiliaries (be, have, do, modals) are function words, not content
+verbs. This is a lexicon tagger, not a statistical one: it is exact for the words the lexicon knows
+unambiguously and deterministic everywhere.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ _NUMBERS = frozenset("one two three four five six seven eight nine ten eleven tw
 _AUXILIARIES = frozenset(
     "be is are was were been being am 's 're have has had having do does did can could will would shall "
     "should may might must".split())
+_PRONOUNS = frozenset("it he she they we i you".split())
+_PREPOSITIONS = frozenset(
+    "of in on at by for with from into onto over under above below between behind near beside through across "
+    "along around against among".split())
+_DEGREE = frozenset("very so too quite really rather".split())
 _FUNCTION = frozenset(
     "and or but nor so yet of in on at by for with from to into onto over under above below between behind "
     "near next beside besides through across along around against among up down off out about as than "
@@ -105,6 +111,12 @@ def pos_tags(words: Sequence[str]) -> list[str]:
         if "ADJ" in cands and nxt and nxt not in _FUNCTION and _nounlike(nxt):
             tags.append("OTHER")                       # attributive adjective: "red car", "two dogs"
             continue
+        if "ADJ" in cands and (prev in _AUXILIARIES or prev in _DEGREE):
+            tags.append("OTHER")                       # predicative adjective: "is red", "very old"
+            continue
+        if verb and not noun and prev in _PREPOSITIONS and not word.endswith("ing"):
+            tags.append("NOUN")                        # object of a preposition: "on top of"
+            continue
         if noun and not verb:
             tags.append("NOUN")
             continue
@@ -117,8 +129,8 @@ def pos_tags(words: Sequence[str]) -> list[str]:
         # noun/verb ambiguity: decide from the neighbours
         if prev in _DETERMINERS or prev in _NUMBERS or prev_tag == "OTHER" and prev not in _FUNCTION:
             tags.append("NOUN")
-        elif prev in _AUXILIARIES or prev == "to":
-            tags.append("VERB")
+        elif prev in _AUXILIARIES or prev == "to" or prev in _PRONOUNS:
+            tags.append("VERB")                        # "is eating", "to walk", "it runs"
         elif prev_tag == "NOUN" and (word.endswith(("ing", "ed")) or _plural(prev) != word.endswith("s")):
             tags.append("VERB")                        # subject-verb agreement: "man holds", "dogs play"
         elif word.endswith("ing") and not prev_tag:
