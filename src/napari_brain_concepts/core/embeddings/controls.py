@@ -5,7 +5,7 @@ Each control keeps the sentence model and the stimuli but removes one thing capt
 - ``words_all``: mean of the embeddings of the caption's words, each embedded alone (no syntax, no context);
 - ``words_nouns`` / ``words_verbs``: the same over nouns only / verbs only;
 - ``captions_scrambled``: the captions with their word order shuffled (same words, broken syntax);
-- ``category_sentence``: one sentence naming the stimulus' category labels ("dog, frisbee, person");
+- ``category_sentence``: one sentence naming the stimulus' category labels ("dog frisbee person");
 - ``categories_multihot``: a binary vector of the category labels (no language model at all).
 
 Word-level controls are averaged over a stimulus' captions, as the caption embedding is.
@@ -219,25 +219,34 @@ def scrambled_captions(captions: Sequence[Sequence[str]], random_state: int | np
     return out
 
 
+#: the category sentence of a stimulus without any category label, as in Doerig et al.'s code
+NO_CATEGORY = "something"
+
+
 def category_sentences(categories: Sequence[Sequence[str]]) -> list[str]:
-    """One sentence per stimulus naming its category labels, e.g. ``"dog, frisbee, person"``."""
-    if not any(categories):
-        raise InputError("stimuli categories", "no stimulus has category labels",
-                         "add a categories column to stimuli.tsv, or leave out the category controls")
+    """One sentence per stimulus naming its category labels, e.g. ``"dog frisbee person"``.
+
+    As in Doerig et al.'s code: the names joined by spaces (``_`` read as a space), and
+    :data:`NO_CATEGORY` for a stimulus without a label. A study with no label at all is refused.
+    """
+    _check_some_categories(categories)
     out = []
-    for i, cats in enumerate(categories):
+    for cats in categories:
         names = [str(c).replace("_", " ").strip() for c in cats if str(c).strip()]
-        if not names:
-            raise InputError("stimuli categories", f"stimulus {i + 1} has no category label",
-                             f"give every stimulus at least one category (stimuli.tsv: the categories column of "
-                             f"row {i + 2}), or leave out the category controls")
-        out.append(", ".join(names))
+        out.append(" ".join(names) if names else NO_CATEGORY)
     return out
 
 
+def _check_some_categories(categories: Sequence[Sequence[str]]) -> None:
+    if not any(str(c).strip() for cats in categories for c in cats):
+        raise InputError("stimuli categories", "no stimulus has category labels",
+                         "add a categories column to stimuli.tsv, or leave out the category controls")
+
+
 def multi_hot(categories: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[str]]:
-    """Binary category matrix (n_stimuli, n_categories) float32 and its column names (sorted)."""
-    category_sentences(categories)  # same checks
+    """Binary category matrix (n_stimuli, n_categories) float32 and its column names (sorted); a stimulus
+    without a label has a row of zeros."""
+    _check_some_categories(categories)
     names = sorted({str(c).strip() for cats in categories for c in cats if str(c).strip()})
     col = {c: k for k, c in enumerate(names)}
     out = np.zeros((len(categories), len(names)), dtype=np.float32)
@@ -281,8 +290,14 @@ def control_embeddings(captions: Sequence[Sequence[str]], categories: Sequence[S
         elif name == "category_sentence":
             sentences = category_sentences(categories)
             values = yield from encoder.iter_encode(sentences, step="embed category sentences")
-            out[name] = (np.asarray(values, dtype=np.float32), "sentence embedding of the category names")
+            note = "sentence embedding of the category names"
+            unlabelled = sum(1 for sentence in sentences if sentence == NO_CATEGORY)
+            if unlabelled:
+                note += f"; {unlabelled} stimuli had no category label and use the word {NO_CATEGORY!r}"
+            out[name] = (np.asarray(values, dtype=np.float32), note)
         else:
             values, columns = multi_hot(categories)
-            out[name] = (values, f"multi-hot over {len(columns)} categories")
+            unlabelled = int((values.sum(axis=1) == 0).sum())
+            out[name] = (values, f"multi-hot over {len(columns)} categories"
+                         + (f"; {unlabelled} stimuli had no category label (a row of zeros)" if unlabelled else ""))
     return out
