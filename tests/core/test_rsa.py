@@ -195,3 +195,73 @@ def test_roi_rsa_takes_embeddings_and_checks_its_models():
         rsa.roi_rsa(study, {"x": emb.values[:, 0]}, min_voxels=1)
     with pytest.raises(InputError, match="parameter models: is a list, not a mapping of model name to features"):
         rsa.roi_rsa(study, [emb], min_voxels=1)
+
+
+def _study_with_own_images(n_shared=100, n_own=200, n_subjects=3, seed=0):
+    """Participants who saw ``n_shared`` images together and ``n_own`` of their own, twice each; every voxel
+    of the one ROI carries a random projection of the images' features."""
+    from napari_brain_concepts.core.study import Embedding, RoiAtlas, Stimuli, Study, Subject
+
+    rng = np.random.default_rng(seed)
+    n_stim = n_shared + n_subjects * n_own
+    feats = rng.normal(size=(n_stim, 6))
+    ids = np.array([f"im{i}" for i in range(n_stim)], dtype=object)
+    stimuli = Stimuli(ids=ids, captions=[["x"]] * n_stim,
+                      embeddings={"feats": Embedding("feats", feats.astype(np.float32))})
+    mask = np.ones((4, 4, 2), dtype=bool)
+    subjects = {}
+    for k in range(n_subjects):
+        seen = np.r_[np.arange(n_shared), n_shared + k * n_own + np.arange(n_own)]
+        trials = np.r_[seen, seen]
+        resp = feats[trials] @ rng.normal(size=(6, mask.sum())) + 2.0 * rng.normal(size=(len(trials), mask.sum()))
+        subjects[f"sub-{k + 1}"] = Subject(
+            f"sub-{k + 1}", resp.astype(np.float32), mask, np.eye(4), ids[trials],
+            sessions=np.repeat([0, 1], len(seen)), rois={"roi": RoiAtlas(mask.astype(np.int32), {1: "all"})})
+    return Study("own-images", stimuli, subjects)
+
+
+def test_roi_rsa_on_each_subjects_own_images_keeps_the_ceiling_on_the_shared_ones():
+    """Doerig et al. score each NSD participant on its own ~10,000 images (about 100 subsets of 100), where the
+    images all participants saw give 5-9 subsets; the leave-one-out noise ceiling needs the shared ones."""
+    study = _study_with_own_images()
+    models = {"feats": study.embedding("feats")}
+    shared = rsa.roi_rsa(study, models, min_voxels=1, random_state=0)
+    own_rows = {s: np.unique(study.trial_rows(study.subject(s))) for s in study.subject_names}
+    own = rsa.roi_rsa(study, models, min_voxels=1, random_state=0, subject_rows=own_rows)
+    assert set(shared["n_subsets"]) == {1} and set(own["n_subsets"]) == {3}  # 100 shared, 300 seen
+    np.testing.assert_array_equal(own["noise_ceiling"], shared["noise_ceiling"])
+    # each subject's r by hand: the mean over its own subsets, drawn after the shared ones
+    rows = rsa.shared_stimulus_rows(study)
+    _, drawn = rsa.draw_subsets(rows, study.subject_names, own_rows, random_state=0)
+    for sname in study.subject_names:
+        r_rows, subsets = drawn[sname]
+        patterns = rsa.stimulus_patterns(study, study.subject(sname), r_rows)
+        want = np.mean([rsa.compare_rdms(rsa.upper_triangle(rsa.correlation_rdm(patterns[s])),
+                                         rsa.upper_triangle(rsa.correlation_rdm(
+                                             study.embedding("feats").values[r_rows][s])))[0, 0]
+                        for s in subsets])
+        assert own.set_index("subject").loc[sname, "r"] == pytest.approx(want)
+    assert (own["r"] > 0.3).all()
+
+
+def test_the_rsa_step_on_each_subjects_own_images(tmp_path):
+    from napari_brain_concepts.core.alignment.steps import rsa_step
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.progress import run_to_end
+
+    study = _study_with_own_images()
+    store = ResultsStore.create(tmp_path / "r")
+    reports = []
+    ctx = AnalysisContext(study=study, store=store, device="cpu", params={"rsa": {
+        "models": ["feats"], "stimuli": "subject", "min_voxels": 1, "radius": 2.0}})
+    with store.staged("rsa"):
+        run_to_end(rsa_step(ctx), reports.append)
+    assert reports[0].message == ("ROI RSA of 1 models on each participant's own stimuli (300–300; noise ceiling "
+                                  "on the 100 shared)")
+    assert set(ctx.state["rsa_table"]["n_subsets"]) == {3}
+    sl = ctx.state["searchlight"]["sub-1"]
+    assert np.nanmean(sl.volume("feats")) > 0.1  # every voxel carries the features
+    with pytest.raises(InputError, match="use 'shared', 'test' or 'subject'"):
+        ctx.params["rsa"]["stimuli"] = "own"
+        run_to_end(rsa_step(ctx))

@@ -350,10 +350,30 @@ def study_models(study: Study, models: Mapping[str, np.ndarray | Embedding]) -> 
     return out
 
 
+def draw_subsets(rows: np.ndarray, subjects: Sequence[str], subject_rows: Mapping[str, np.ndarray] | None,
+                 subset_size: int = 100, n_subsets: int | None = None,
+                 random_state: int | np.random.Generator | None = 0
+                 ) -> tuple[list[np.ndarray], dict[str, tuple[np.ndarray, list[np.ndarray]]]]:
+    """The stimulus subsets of :func:`roi_rsa` (the searchlight uses the same): disjoint subsets of ``rows``
+    (indices into ``rows``), then, with ``subject_rows``, ``{subject: (its rows, subsets of them)}`` drawn
+    in ``subjects`` order from the same generator."""
+    rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+    subsets = stimulus_subsets(len(rows), subset_size, n_subsets, rng)
+    own: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+    for sname in subjects if subject_rows is not None else ():
+        if sname not in subject_rows:
+            raise InputError("parameter subject_rows", f"has no rows of subject {sname}",
+                             "give the stimulus rows of every subject analysed")
+        own_rows = np.asarray(subject_rows[sname], dtype=np.int64)
+        own[sname] = (own_rows, stimulus_subsets(len(own_rows), subset_size, n_subsets, rng))
+    return subsets, own
+
+
 def roi_rsa(study: Study, models: Mapping[str, np.ndarray | Embedding], *, subjects: Sequence[str] | None = None,
             rows: np.ndarray | None = None, subset_size: int = 100, n_subsets: int | None = None,
             method: str = "pearson", extra_regions: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-            min_voxels: int = 10, random_state: int | np.random.Generator | None = 0) -> pd.DataFrame:
+            min_voxels: int = 10, random_state: int | np.random.Generator | None = 0,
+            subject_rows: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
     """RSA of every model against every ROI of every subject, with the noise ceiling.
 
     Parameters
@@ -368,6 +388,12 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray | Embedding], *, subje
         rows are used for every model, subject and ROI.
     extra_regions : {subject: {region name: bool volume}}, optional
         More regions per subject (e.g. the synthetic study's planted regions).
+    subject_rows : {subject: index array}, optional
+        Score each subject on disjoint subsets of its own stimulus rows instead (Doerig et al.'s main
+        analysis uses each NSD participant's own ~10,000 images: ~100 subsets where the shared images give
+        5–9). The subsets are drawn per subject, after the shared ones, from ``random_state``; the noise
+        ceiling stays on the subsets of ``rows``, as the leave-one-subject-out ceiling needs the same stimuli
+        in every subject.
 
     Returns
     -------
@@ -382,7 +408,7 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray | Embedding], *, subje
     if rows is None:
         rows = shared_stimulus_rows(study, names)
     rows = np.asarray(rows, dtype=np.int64)
-    subsets = stimulus_subsets(len(rows), subset_size, n_subsets, random_state)
+    subsets, own = draw_subsets(rows, names, subject_rows, subset_size, n_subsets, random_state)
     model_vecs = {m: model_rdm_vectors(np.asarray(f)[rows], subsets, m) for m, f in models.items()}
     records = []
     roi_vecs: dict[str, dict[str, list[np.ndarray]]] = {}
@@ -390,14 +416,23 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray | Embedding], *, subje
         subj = study.subject(sname)
         patterns = stimulus_patterns(study, subj, rows)
         regions = roi_regions(subj, (extra_regions or {}).get(sname), min_voxels)
+        if sname in own:
+            own_rows, own_subsets = own[sname]
+            own_patterns = stimulus_patterns(study, subj, own_rows)
+            own_models = {m: model_rdm_vectors(np.asarray(f)[own_rows], own_subsets, m) for m, f in models.items()}
         for roi, cols in regions.items():
             vecs = [upper_triangle(correlation_rdm(patterns[s][:, cols], name=f"subject {sname} ROI {roi}"))
                     for s in subsets]
             roi_vecs.setdefault(roi, {})[sname] = vecs
-            for m, mv in model_vecs.items():
-                per = np.array([compare_rdms(b, v, method)[0, 0] for b, v in zip(vecs, mv)])
+            scored, scored_models, n_sub = vecs, model_vecs, len(subsets)
+            if sname in own:
+                scored = [upper_triangle(correlation_rdm(own_patterns[s][:, cols], name=f"subject {sname} ROI {roi}"))
+                          for s in own_subsets]
+                scored_models, n_sub = own_models, len(own_subsets)
+            for m, mv in scored_models.items():
+                per = np.array([compare_rdms(b, v, method)[0, 0] for b, v in zip(scored, mv)])
                 records.append({"subject": sname, "roi": roi, "model": m, "r": per.mean(),
-                                "r_sd": per.std(), "n_voxels": len(cols), "n_subsets": len(subsets)})
+                                "r_sd": per.std(), "n_voxels": len(cols), "n_subsets": n_sub})
     ceilings: dict[tuple[str, str], float] = {}
     for roi, by_subject in roi_vecs.items():
         subs = list(by_subject)

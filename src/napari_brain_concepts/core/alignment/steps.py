@@ -66,7 +66,9 @@ class RsaParams:
     models : embeddings to compare (default: those of the ``embed`` step, else all the study's).
     method : "pearson" (the paper) or "spearman".
     subset_size, n_subsets : disjoint random stimulus subsets whose scores are averaged.
-    stimuli : "shared" (every stimulus all subjects saw) or "test" (the shared test set).
+    stimuli : "shared" (every stimulus all subjects saw), "test" (the shared test set) or "subject" (each
+        subject's own stimuli, as Doerig et al.'s main analysis on NSD: many more subsets where participants
+        saw different images; the noise ceiling stays on the shared stimuli).
     truth_regions : also score the planted regions of a synthetic study (named ``planted/CONCEPT``, as in
         the image-models table).
     searchlight : compute searchlight maps; ``radius`` (voxels, strictly less than) and ``threshold``
@@ -238,19 +240,25 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     from .searchlight import searchlight_rsa, searchlight_spheres
 
     params = ctx.step_params("rsa", RsaParams)
-    if params.stimuli not in ("shared", "test"):
-        raise InputError("parameter stimuli", f"{params.stimuli!r} is unknown", "use 'shared' or 'test'")
+    if params.stimuli not in ("shared", "test", "subject"):
+        raise InputError("parameter stimuli", f"{params.stimuli!r} is unknown", "use 'shared', 'test' or 'subject'")
     study = ctx.study
     names = _models(ctx, params.models)
     reference = ctx.state.get("caption_embedding", names[0])
     features = {n: study.embedding(n).values for n in names}
     rows = rsa_mod.shared_stimulus_rows(study, use_test=params.stimuli == "test")
-    subsets = rsa_mod.stimulus_subsets(len(rows), params.subset_size, params.n_subsets, ctx.rng("rsa", "subsets"))
-    yield Progress("rsa", 0, 1, f"ROI RSA of {len(names)} models on {len(rows)} stimuli")
+    subject_rows = ({s: np.unique(study.trial_rows(study.subject(s))) for s in study.subject_names}
+                    if params.stimuli == "subject" else None)
+    subsets, own = rsa_mod.draw_subsets(rows, study.subject_names, subject_rows, params.subset_size,
+                                        params.n_subsets, ctx.rng("rsa", "subsets"))
+    counts = (f"each participant's own stimuli ({min(len(r) for r in subject_rows.values())}–"
+              f"{max(len(r) for r in subject_rows.values())}; noise ceiling on the {len(rows)} shared)"
+              if subject_rows else f"{len(rows)} stimuli")
+    yield Progress("rsa", 0, 1, f"ROI RSA of {len(names)} models on {counts}")
     table = rsa_mod.roi_rsa(study, features, rows=rows, subset_size=params.subset_size,
                             n_subsets=params.n_subsets, method=params.method,
                             extra_regions=_truth_regions(ctx, params.truth_regions), min_voxels=params.min_voxels,
-                            random_state=ctx.rng("rsa", "subsets"))
+                            random_state=ctx.rng("rsa", "subsets"), subject_rows=subject_rows)
     summary = rsa_mod.summarize(table, params.alpha)
     paired = rsa_mod.paired_model_tests(table, reference, params.alpha) if reference in names else None
     ctx.store.write_table("rsa_roi", table)
@@ -280,8 +288,9 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
             key = subj.mask.tobytes() + str(subj.mask.shape).encode()
             if key not in spheres_by_grid:
                 spheres_by_grid[key] = searchlight_spheres(subj.mask, params.radius, params.threshold)
-            patterns = rsa_mod.stimulus_patterns(study, subj, rows)
-            gen = searchlight_rsa(patterns, subj.mask, {n: features[n][rows] for n in sl_names}, subsets,
+            sl_rows, sl_subsets = own.get(sname, (rows, subsets))
+            patterns = rsa_mod.stimulus_patterns(study, subj, sl_rows)
+            gen = searchlight_rsa(patterns, subj.mask, {n: features[n][sl_rows] for n in sl_names}, sl_subsets,
                                   radius=params.radius, threshold=params.threshold, method=params.method,
                                   device=ctx.device, dtype=dtypes[params.searchlight_dtype],
                                   spheres=spheres_by_grid[key])
@@ -296,7 +305,9 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
                 ctx.store.write_map(sname, f"searchlight_rsa_{n}", result.volume(n), subj.affine)
             results[sname] = result
         ctx.state["searchlight"] = results
-    ctx.store.mark_done("rsa", models=names, method=params.method, n_stimuli=len(rows), n_subsets=len(subsets))
+    ctx.store.mark_done("rsa", models=names, method=params.method, stimuli=params.stimuli, n_stimuli=len(rows),
+                        n_subsets=len(subsets),
+                        **({"n_subsets_per_subject": {s: len(v[1]) for s, v in own.items()}} if own else {}))
     yield Progress("rsa", 1, 1, "done")
 
 
