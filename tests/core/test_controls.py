@@ -38,6 +38,9 @@ def encoder():
     ("It runs.", [], ["runs"]),
     ("The house is very old and the door is red.", ["house", "door"], []),
     ("A cake on top of a table.", ["cake", "top", "table"], []),
+    # ... and the diff review of those rules: a progressive after "is", a participle after a preposition
+    ("A man is standing with sliced tomatoes.", ["man", "tomatoes"], ["standing", "sliced"]),
+    ("They are flying over chopped vegetables.", ["vegetables"], ["flying", "chopped"]),
 ])
 def test_nouns_and_verbs_from_the_lexicon(sentence, nouns, verbs):
     assert controls.select_words(sentence, "NOUN") == nouns

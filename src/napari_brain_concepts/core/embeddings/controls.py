@@ -111,11 +111,12 @@ def pos_tags(words: Sequence[str]) -> list[str]:
         if "ADJ" in cands and nxt and nxt not in _FUNCTION and _nounlike(nxt):
             tags.append("OTHER")                       # attributive adjective: "red car", "two dogs"
             continue
-        if "ADJ" in cands and (prev in _AUXILIARIES or prev in _DEGREE):
-            tags.append("OTHER")                       # predicative adjective: "is red", "very old"
+        if "ADJ" in cands and (prev in _DEGREE or prev in _AUXILIARIES and not (verb and word.endswith("ing"))):
+            tags.append("OTHER")                       # predicative adjective: "is red", "very old" (not "is standing")
             continue
-        if verb and not noun and prev in _PREPOSITIONS and not word.endswith("ing"):
-            tags.append("NOUN")                        # object of a preposition: "on top of"
+        if (verb and not noun and prev in _PREPOSITIONS and not word.endswith(("ing", "ed"))
+                and not (nxt and nxt not in _FUNCTION and _nounlike(nxt))):
+            tags.append("NOUN")                        # object of a preposition: "on top of" (not "with sliced ham")
             continue
         if noun and not verb:
             tags.append("NOUN")
