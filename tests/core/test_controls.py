@@ -204,6 +204,10 @@ def test_the_embed_step_keeps_a_study_caption_embedding_from_another_model(tmp_p
     table = ctx.store.read_table("alignment_embeddings")
     assert "the study's own (model my-llm" in table.set_index("name").loc["captions", "note"]
     assert any("was not made by all-MiniLM-L6-v2" in line for line in logged)
+    # one that a step added (an embed run of this session with another model) is replaced, not kept
+    stimuli.add_embedding(Embedding("captions", theirs.copy(), model="another-sentence-model", kind="caption-mean"))
+    assert not stimuli.is_given("captions") and stimuli.is_given("not-there") is False
+    assert embed_step_names(ctx)[0] == "captions"
     # a study embedding of the sentence model itself is used as it is (no second copy)
     stimuli.embeddings["captions"] = Embedding("captions", ours.values, model="all-MiniLM-L6-v2",
                                                kind="caption-mean")

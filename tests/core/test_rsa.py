@@ -261,6 +261,7 @@ def test_the_rsa_step_on_each_subjects_own_images(tmp_path):
                                   "on the 100 shared)")
     assert set(ctx.state["rsa_table"]["n_subsets"]) == {3}
     sl = ctx.state["searchlight"]["sub-1"]
+    assert sl.n_subsets == 3  # the subject's own subsets, as in the ROI analysis (the shared rows give 1)
     assert np.nanmean(sl.volume("feats")) > 0.1  # every voxel carries the features
     with pytest.raises(InputError, match="use 'shared', 'test' or 'subject'"):
         ctx.params["rsa"]["stimuli"] = "own"

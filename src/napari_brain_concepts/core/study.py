@@ -104,6 +104,8 @@ class Stimuli:
     embeddings: dict[str, Embedding] = field(default_factory=dict)
     test: np.ndarray | None = None
     image_source: Callable[[int], np.ndarray] | None = None
+    #: names of the embeddings that analysis steps added (:meth:`add_embedding`), as opposed to the study's own
+    added_embeddings: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __repr__(self) -> str:
         images = ("in memory" if self.pixels is not None else "read on use" if self.image_source is not None
@@ -191,10 +193,18 @@ class Stimuli:
             raise InputError(path, f"image cannot be read ({err})", "replace it with a PNG or JPEG") from err
 
     def add_embedding(self, emb: Embedding) -> None:
+        """Add (or replace) an embedding computed for these stimuli; :meth:`is_given` tells it from the
+        study's own."""
         if emb.values.shape[0] != len(self):
             raise InputError(f"embedding {emb.name!r}", f"has {emb.values.shape[0]} rows for {len(self)} stimuli",
                              "compute it with one row per stimulus")
         self.embeddings[emb.name] = emb
+        self.added_embeddings.add(emb.name)
+
+    def is_given(self, name: str) -> bool:
+        """True when embedding ``name`` came with the study (its folder's ``embeddings/``, or the stimuli as
+        built), not from :meth:`add_embedding` (a step of an analysis)."""
+        return name in self.embeddings and name not in self.added_embeddings
 
 
 @dataclass(repr=False)

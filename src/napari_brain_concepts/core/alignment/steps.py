@@ -185,15 +185,17 @@ def embed_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 def caption_embedding_name(study, params: EmbedParams) -> str:
     """Name under which the embed step gives the caption-mean embedding of its sentence model.
 
-    ``params.caption_name``, unless the study has its own embedding of that name made otherwise (another
-    model, another kind, or neither given, as for an ``embeddings/NAME.npy`` without its JSON sidecar): the
-    step never replaces a study's data, so it then names its own ``CAPTION_NAME-MODEL``.
+    ``params.caption_name``, unless the study came with its own embedding of that name made otherwise
+    (another model, another kind, or neither given, as for an ``embeddings/NAME.npy`` without its JSON
+    sidecar): the step never replaces a study's data, so it then names its own ``CAPTION_NAME-MODEL``. One
+    that a step added (an earlier embed run of this session with another model) is replaced.
     """
     from ..embeddings.text import sentence_model_name
 
     model = sentence_model_name(params.model)
     theirs = study.stimuli.embeddings.get(params.caption_name)
-    if theirs is None or (theirs.kind == "caption-mean" and theirs.model == model):
+    if theirs is None or not study.stimuli.is_given(params.caption_name) \
+            or (theirs.kind == "caption-mean" and theirs.model == model):
         return params.caption_name
     return f"{params.caption_name}-{model}"
 
