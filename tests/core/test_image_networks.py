@@ -148,12 +148,10 @@ def test_train_networks_gives_trained_untrained_and_category_nets_per_seed():
 STEP_PARAMS = dict(channels=[8, 16, 32], image_size=32, epochs=15, batch_size=32, lr=3e-3, seeds=[0])
 
 
-@pytest.fixture(scope="module")
-def image_models_run(tmp_path_factory):
-    from napari_brain_concepts.core.alignment.image_steps import (
-        ImageModelsParams,
-        image_models_step,
-    )
+def _run_image_models(tmp_path_factory, size: str, make_params) -> tuple:
+    """The image-models step on the synthetic study of ``size`` (seed 0), with the parameters
+    ``make_params(tmp_path_factory)`` gives; (context, progress reports)."""
+    from napari_brain_concepts.core.alignment.image_steps import image_models_step
     from napari_brain_concepts.core.context import AnalysisContext
     from napari_brain_concepts.core.io.results import ResultsStore
     from napari_brain_concepts.core.progress import run_to_end
@@ -161,20 +159,30 @@ def image_models_run(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse cache fixture
         mp.setenv("BRAIN_CONCEPTS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        study = make_synthetic_study(seed=0, size="tiny")
-        torchvision = pytest.importorskip("torchvision")
-        torch.manual_seed(0)
-        weights = tmp_path_factory.mktemp("weights") / "mobilenet.pt"
-        torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), weights)
-        other = {"name": "mobilenet", "source": "torchvision", "arch": "mobilenet_v3_small",
-                 "weights": str(weights), "image_size": 64}
+        study = make_synthetic_study(seed=0, size=size)
         store = ResultsStore.create(tmp_path_factory.mktemp("results"))
         ctx = AnalysisContext(study=study, store=store, device="cpu", random_state=0,
-                              params={"image-models": ImageModelsParams(**STEP_PARAMS, models=[other])})
+                              params={"image-models": make_params(tmp_path_factory)})
         reports = []
         with store.staged("image-models"):
             run_to_end(image_models_step(ctx), reports.append)
     return ctx, reports
+
+
+@pytest.fixture(scope="module")
+def image_models_run(tmp_path_factory):
+    from napari_brain_concepts.core.alignment.image_steps import ImageModelsParams
+
+    def params(factory):
+        torchvision = pytest.importorskip("torchvision")
+        torch.manual_seed(0)
+        weights = factory.mktemp("weights") / "mobilenet.pt"
+        torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), weights)
+        other = {"name": "mobilenet", "source": "torchvision", "arch": "mobilenet_v3_small",
+                 "weights": str(weights), "image_size": 64}
+        return ImageModelsParams(**STEP_PARAMS, models=[other])
+
+    return _run_image_models(tmp_path_factory, "tiny", params)
 
 
 def test_image_models_step_writes_tables_figure_and_checkpoints(image_models_run):
@@ -233,27 +241,13 @@ NETWORK_SEEDS = [0, 1, 2]
 @pytest.fixture(scope="module")
 def default_image_models(tmp_path_factory):
     """The image-models step with its default network on the default study, three network seeds."""
-    from napari_brain_concepts.core.alignment.image_steps import (
-        ImageModelsParams,
-        image_models_step,
-    )
-    from napari_brain_concepts.core.context import AnalysisContext
-    from napari_brain_concepts.core.io.results import ResultsStore
-    from napari_brain_concepts.core.progress import run_to_end
-    from napari_brain_concepts.core.synthetic import make_synthetic_study
+    from napari_brain_concepts.core.alignment.image_steps import ImageModelsParams
 
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse cache fixture
-        mp.setenv("BRAIN_CONCEPTS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        study = make_synthetic_study(seed=0, size="default")
-        store = ResultsStore.create(tmp_path_factory.mktemp("default-image-models"))
-        ctx = AnalysisContext(study=study, store=store, device="cpu", random_state=0,
-                              params={"image-models": ImageModelsParams(seeds=NETWORK_SEEDS)})
-        with store.staged("image-models"):
-            run_to_end(image_models_step(ctx))
+    ctx, _ = _run_image_models(tmp_path_factory, "default", lambda _: ImageModelsParams(seeds=NETWORK_SEEDS))
     table = ctx.state["image_models"]["table"].copy()
     # one value per subject, region and kind of network: the mean over the network seeds, as the paper reports
     table["kind"] = table["model"].str.replace(r" \(seed \d+\)$", "", regex=True)
-    return study, table.pivot_table(index=["roi", "subject"], columns="kind", values="r", aggfunc="mean")
+    return ctx.study, table.pivot_table(index=["roi", "subject"], columns="kind", values="r", aggfunc="mean")
 
 
 def _network_claim(scores, concept: str) -> None:
