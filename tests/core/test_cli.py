@@ -306,6 +306,11 @@ def test_a_paper_preset_sets_its_parameters_and_param_overrides_them(study_folde
     assert recorded["params"]["decode"]["patience"] is None
     table = (out / "tables" / "decoding.tsv").read_text()
     assert "\tcontrastive\tsdc\t" in table
+    capsys.readouterr()
+    # resumed without the preset: refused, and the fix names it
+    assert main(["maps", str(study_folder), "--out", str(out), "--resume", "--quiet", "--param",
+                 "decode.n_reruns=1", "--param", "decode.max_iter=30"]) == 2
+    assert "Fix: resume with the same parameters (--preset sdc-iclr2025, as they were made)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["decode", str(study_folder), "--out", str(out), "--preset", "sdc-2099"])
     assert "invalid choice: 'sdc-2099'" in capsys.readouterr().err

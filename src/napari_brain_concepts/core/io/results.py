@@ -140,8 +140,11 @@ class ResultsStore:
                     finished = list(manifest.get("steps") or {})
                     conflict = _resume_conflict(manifest.get("parameters"), new, finished)
                     if conflict is not None:
+                        preset = (manifest.get("parameters") or {}).get("preset")
+                        same = (f"resume with the same parameters (--preset {preset}, as they were made)"
+                                if preset and preset != new.get("preset") else "resume with the same parameters")
                         raise InputError(root / "manifest.json", f"was written with other parameters{conflict}",
-                                         "resume with the same parameters or write to a new folder")
+                                         f"{same} or write to a new folder")
                     merged = _resumed_parameters(manifest.get("parameters"), new)
                     if merged != manifest.get("parameters"):
                         store.manifest["parameters"] = merged
