@@ -93,8 +93,10 @@ class ImageModelsParams:
         :class:`~.image_networks.ImageToTextNetwork`). The defaults are sized for the demo on a CPU; use more
         channels, a larger image size and more epochs on a GPU.
     seeds : one caption network, untrained network and category control per seed, named "… (seed S)" when
-        there are several. In a region of a few tens of voxels one seed's ranking of the networks can flip
-        (seen on the synthetic study); compare their mean over seeds, as the paper does.
+        there are several; each kind's mean r over the seeds is then a row of its own (named without the
+        seed: ``r_sd`` is over the seeds), and the summary and the figure compare those means, as the paper
+        does: in a region of a few tens of voxels one seed's ranking of the networks can flip (seen on the
+        synthetic study).
     layer : network layer compared with the brain (``"pool"``, ``"readout"`` or ``"convK"``).
     category_control : train the multi-hot category control (needs category labels).
     models : extra image models, each a dict of :class:`~.image_features.ImageModelSpec` fields, e.g.
@@ -342,7 +344,16 @@ def image_models_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         extra = {s: {f"planted/{c}": v for c, v in regs.items()} for s, regs in truth["regions"].items()}
     table = rsa.roi_rsa(study, full, rows=rows, subset_size=params.subset_size, n_subsets=params.n_subsets,
                         method=params.method, extra_regions=extra, random_state=ctx.random_state)
-    summary = rsa.summarize(table)
+    compared = table
+    if multi_seed:  # one network of each kind per subject: the mean over the seeds, as the paper reports
+        per_seed = table["model"].str.extract(r"^(.*) \(seed \d+\)$")[0]
+        means = (table[per_seed.notna()].assign(model=per_seed[per_seed.notna()])
+                 .groupby(["subject", "roi", "model"], as_index=False, sort=False)
+                 .agg(r=("r", "mean"), r_sd=("r", "std"), n_voxels=("n_voxels", "first"),
+                      n_subsets=("n_subsets", "first"), noise_ceiling=("noise_ceiling", "first")))
+        table = pd.concat([table, means[table.columns]], ignore_index=True)
+        compared = table[per_seed.reindex(table.index).isna()]
+    summary = rsa.summarize(compared)
     store = ctx.store
     store.write_table("image_models_rsa", table)
     store.write_table("image_models", summary)
