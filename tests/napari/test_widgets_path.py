@@ -123,6 +123,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     _wait(qtbot, alignment)
     assert session.done("rsa") and session.done("encode"), alignment.status.text()
     assert alignment.plot.figure.axes[0].patches
+    # the encoding map of the caption embedding whose model "Predict map" uses (the manifest's reference)
+    assert viewer.layers.selection.active.name == f"{subject.name} encoding_r_captions"
     alignment.phrase.setText("a smiling face next to a house")
     alignment.predict()
     qtbot.waitUntil(lambda: f"{subject.name} phrase map" in viewer.layers, timeout=60_000)

@@ -49,7 +49,10 @@ class AlignmentWidget(StepWidget):
 
     def show_results(self, store) -> None:
         self.plot_rsa(store.read_table("rsa_summary"))
-        self.show_layer("encoding_r_captions")
+        # the map of the caption embedding whose encoding model "Predict map" uses (captions-MODEL beside a
+        # study's own caption embedding from another model)
+        reference = (store.manifest.get("steps", {}).get("encode") or {}).get("reference", "captions")
+        self.show_layer(f"encoding_r_{reference}")
 
     def plot_rsa(self, summary) -> None:
         """Bars: RSA r per ROI (groups) and model (bars), * where FDR-significant; a grey line over each ROI
