@@ -97,7 +97,7 @@ DEMO_PARAMS: dict[str, dict[str, Any]] = {
 #: 50 reruns averaged, each trained for all 5,000 iterations with its last weights kept (no early stopping);
 #: shared concepts clustered from the decoders' own columns at eps 0.6, without centring. This project's
 #: defaults differ where its synthetic study showed the paper's settings fail on a small study (see
-#: ``SharedParams``), and a CPU takes hours over the 50 reruns.
+#: ``SharedParams``); the 50 reruns are 250,000 training iterations per participant.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "sdc-iclr2025": {
         "decode": {"decoder": "contrastive", "architecture": "linear", "protocol": "sdc", "nc_threshold": 8.0,
