@@ -350,6 +350,12 @@ def study_models(study: Study, models: Mapping[str, np.ndarray | Embedding]) -> 
     return out
 
 
+def _region_rdm_vectors(patterns: np.ndarray, cols: np.ndarray, subsets: Sequence[np.ndarray], where: str
+                        ) -> list[np.ndarray]:
+    """Upper-triangle RDM of the region's voxel columns ``cols`` on each stimulus subset."""
+    return [upper_triangle(correlation_rdm(patterns[s][:, cols], name=where)) for s in subsets]
+
+
 def draw_subsets(rows: np.ndarray, subjects: Sequence[str], subject_rows: Mapping[str, np.ndarray] | None,
                  subset_size: int = 100, n_subsets: int | None = None,
                  random_state: int | np.random.Generator | None = 0
@@ -421,13 +427,12 @@ def roi_rsa(study: Study, models: Mapping[str, np.ndarray | Embedding], *, subje
             own_patterns = stimulus_patterns(study, subj, own_rows)
             own_models = {m: model_rdm_vectors(np.asarray(f)[own_rows], own_subsets, m) for m, f in models.items()}
         for roi, cols in regions.items():
-            vecs = [upper_triangle(correlation_rdm(patterns[s][:, cols], name=f"subject {sname} ROI {roi}"))
-                    for s in subsets]
+            where = f"subject {sname} ROI {roi}"
+            vecs = _region_rdm_vectors(patterns, cols, subsets, where)
             roi_vecs.setdefault(roi, {})[sname] = vecs
             scored, scored_models, n_sub = vecs, model_vecs, len(subsets)
             if sname in own:
-                scored = [upper_triangle(correlation_rdm(own_patterns[s][:, cols], name=f"subject {sname} ROI {roi}"))
-                          for s in own_subsets]
+                scored = _region_rdm_vectors(own_patterns, cols, own_subsets, where)
                 scored_models, n_sub = own_models, len(own_subsets)
             for m, mv in scored_models.items():
                 per = np.array([compare_rdms(b, v, method)[0, 0] for b, v in zip(scored, mv)])

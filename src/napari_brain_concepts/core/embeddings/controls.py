@@ -51,10 +51,9 @@ _PREPOSITIONS = frozenset(
     "along around against among".split())
 _DEGREE = frozenset("very so too quite really rather".split())
 _FUNCTION = frozenset(
-    "and or but nor so yet of in on at by for with from to into onto over under above below between behind "
-    "near next beside besides through across along around against among up down off out about as than "
-    "while who whom whose which what where when there here it he she they we you i me him them us not very "
-    "also".split()) | _DETERMINERS | _AUXILIARIES
+    "and or but nor so yet to next besides up down off out about as than while who whom whose which what "
+    "where when there here me him them us not very also".split()) | _PREPOSITIONS | _PRONOUNS | _DETERMINERS \
+    | _AUXILIARIES
 
 
 def tokenize(text: str) -> list[str]:
