@@ -86,6 +86,17 @@ def test_reader_and_writer_round_trip(make_napari_viewer, tmp_path):
     np.testing.assert_array_equal(np.asanyarray(nib.load(lout).dataobj), labels)
     np.testing.assert_allclose(nib.load(lout).affine, affine)
 
+    # an anatomical image (the study folder's anat.nii.gz, a BIDS T1w, of integers too) opens grey, as the
+    # Study dock shows anatomy: no map colours, no threshold, not labels
+    from napari_brain_concepts._napari.threshold import is_map_layer
+
+    anatomy = (np.abs(data) * 1000).astype(np.int16)
+    for name, volume in (("anat.nii.gz", np.abs(data)), ("sub-01_T1w.nii.gz", anatomy)):
+        nib.save(nib.Nifti1Image(volume, affine), tmp_path / name)
+        [anat] = viewer.open(tmp_path / name, plugin="napari-brain-concepts")
+        assert anat._type_string == "image" and anat.colormap.name == "gray", name
+        assert anat.metadata["brain_concepts"]["role"] == "anatomy" and not is_map_layer(anat)
+
 
 def test_planted_regions_have_one_colour_per_concept_in_every_participant():
     from napari_brain_concepts._napari.layers import region_layer

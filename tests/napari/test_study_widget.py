@@ -164,12 +164,18 @@ def test_opened_results_load_one_map_and_the_rest_when_chosen(make_napari_viewer
     assert norm.visible and viewer.layers.selection.active is norm
     assert [layer.name for layer in viewer.layers if is_map_layer(layer) and layer.visible] == [norm.name]
     assert len(viewer.layers) == base + 3
+    widget.display.slider.setValue(0.5)
+    widget.display.colorbar.setChecked(True)
     widget.subject_box.setCurrentText(second)
     names = [layer.name for layer in viewer.layers]
     assert f"{second} decoder_weight_norm" in names and f"{second} corr_face" in names
     assert f"{second} corr_body" not in names and not any(n.startswith(f"{first} ") for n in names)
-    assert viewer.layers[f"{second} decoder_weight_norm"].visible  # what the user looked at, again
+    now = viewer.layers[f"{second} decoder_weight_norm"]
+    assert now.visible  # what the user looked at, again
     assert widget.map_box.currentText() == "decoder_weight_norm"
+    # at the same threshold, with its colour bar: participants are compared at one threshold
+    assert now.contrast_limits[0] == 0.5 and now.colorbar.visible
+    assert widget.display.slider.value() == 0.5 and widget.display.colorbar.isChecked()
 
 
 def test_opened_results_show_the_slice_through_the_maps_peak(make_napari_viewer, qtbot, tmp_path):

@@ -53,7 +53,7 @@ def _click_a_voxel(viewer, concepts, session, subject):
     assert "preferred concepts" in concepts.voxel.text() and concepts.voxel_layout.count() > 1
 
 
-def test_widgets_whole_path(loaded, qtbot, tmp_path):
+def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     viewer, study_widget, session = loaded
     subject = session.study.subject(session.subject)
 
@@ -76,7 +76,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     assert all(session.done(s) for s in ("concepts", "masks", "shared")), concepts.status.text()
     params = session.context.params
     assert params["concepts"]["n_components"] == 8 and params["concepts"]["n_iter"] == FAST["concepts"]["n_iter"]
-    assert params["masks"] == {**FAST["masks"], "sparsity": 5.0, "n_steps": 60, "burn_in": 21}
+    # the form shows no burn-in: the analysis' own is kept for its number of steps (35% of them for another)
+    assert params["masks"] == {**FAST["masks"], "sparsity": 5.0, "n_steps": 60, "burn_in": 20}
     assert params["shared"]["min_participants"] == 2
     assert concepts.concepts.count() > 1
     ids = [concepts.concepts.item(i).data(Qt.ItemDataRole.UserRole) for i in range(2)]
@@ -105,6 +106,18 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     assert concepts.gallery_layout.count() > 0
     assert concept_masks() == {f"{subject.name} mask_{ids[0]}", f"{subject.name} mask {ids[0]}"}
     assert viewer.layers[f"{subject.name} mask_{ids[0]}"].visible
+    # the soft mask (a map) is the layer selected, so the Study dock's threshold acts on it
+    assert viewer.layers.selection.active.name == f"{subject.name} mask_{ids[0]}"
+    assert study_widget.display.layer.name == f"{subject.name} mask_{ids[0]}"
+    # a shared concept: the participant's map of it selected, and the participant's mask loaded once
+    rows = [i for i in range(concepts.concepts.count())
+            if str(concepts.concepts.item(i).data(Qt.ItemDataRole.UserRole)).startswith("shared-")]
+    assert rows
+    concepts.concepts.setCurrentRow(rows[0])
+    picked = concepts.concepts.item(rows[0]).data(Qt.ItemDataRole.UserRole)
+    assert viewer.layers.selection.active.name == f"{subject.name} {picked}"
+    assert is_map_layer(viewer.layers.selection.active)
+    assert sum(n.startswith(f"{subject.name} mask {picked}") for n in _layer_names(viewer)) == 1
     concepts.concepts.setCurrentRow(1)
     assert concept_masks() == {f"{subject.name} mask_{ids[1]}", f"{subject.name} mask {ids[1]}"}
     _click_a_voxel(viewer, concepts, session, subject)
@@ -138,6 +151,9 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     # the same results opened from disk (no fitted objects in memory): the saved encoding model predicts
     study_widget.open_results(session.results_dir)
     assert session.context is None
+    # the docks show the folder opened: the concept list is filled again, with no concept picked yet
+    assert not concept_masks() and concepts.concepts.count() > 1
+    concepts.concepts.setCurrentRow(1)
     alignment.phrase.setText("a house")
     alignment.predict()
     qtbot.waitUntil(lambda: f"{subject.name} phrase map" in viewer.layers, timeout=60_000)
@@ -153,6 +169,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
 
     # switching participant keeps the derived layers of the new participant in view
     other = session.study.subject_names[1]
+    alignment.predict()  # the phrase map on show when the participant changes
+    qtbot.waitUntil(lambda: alignment.status.text().startswith("Predicted"), timeout=60_000)
     study_widget.subject_box.setCurrentText(other)
     assert concepts.profile is None and concepts.voxel.text().startswith("Click a voxel")  # not the old one
     assert f"{other} decoder_weight_norm" in viewer.layers
@@ -163,6 +181,9 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
     assert shared[0].removesuffix(" (all participants)") in viewer.layers  # the maps loaded before, again
     assert not any(f"{other} {e}" in viewer.layers for e in own[1:])
     assert not any(n.startswith(f"{subject.name} ") for n in _layer_names(viewer))
+    # the phrase map comes again, predicted by the new participant's own encoding model
+    qtbot.waitUntil(lambda: f"{other} phrase map" in viewer.layers, timeout=60_000)
+    assert alignment.status.text() == f"Predicted map of “a house” for {other}."
 
     _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
     written = export.export(tmp_path / "export")
@@ -187,6 +208,19 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path):
         subj = path.parent.name
         if subj in session.study.subjects:
             np.testing.assert_allclose(nib.load(path).affine, session.study.subject(subj).affine, atol=1e-5)
+    assert not (tmp_path / "export" / other / "mask.nii.gz").exists()  # the analysed mask is the study's input
+
+    # the same results opened in another viewer that shows the study already: every dock shows them
+    second = make_napari_viewer(show=True)
+    _, study2 = second.window.add_plugin_dock_widget(PLUGIN, "Study")
+    docks = {name: second.window.add_plugin_dock_widget(PLUGIN, name)[1]
+             for name in ("Decode", "Concepts", "Captions", "Alignment")}
+    study2.load_synthetic(size="tiny", seed=0)
+    qtbot.waitUntil(lambda: study2.subject is not None, timeout=600_000)
+    study2.open_results(session.results_dir)
+    assert docks["Decode"].plot.figure.axes and docks["Alignment"].plot.figure.axes
+    assert docks["Concepts"].concepts.count() == concepts.concepts.count()
+    assert docks["Captions"].stimulus.count() == captions.stimulus.count()
 
 
 def test_cancel_leaves_no_partial_result(loaded, qtbot):

@@ -20,6 +20,7 @@ class AlignmentWidget(StepWidget):
     """
 
     steps = ("embed", "rsa", "encode")
+    shows = ("rsa",)  # a study with its own caption embedding may have no embed step
     run_label = "Compare models with the brain"
 
     def __init__(self, napari_viewer):
@@ -37,11 +38,23 @@ class AlignmentWidget(StepWidget):
         self.body.addWidget(hint)
         self.body.addLayout(row)
         self._saved = {}  # (results folder, participant) → encoding model read from the folder
-        self.phrase.returnPressed.connect(self.predict)
-        self.predict_button.clicked.connect(self.predict)
+        self._phrase = None  # the phrase whose map is on show
+        self.phrase.returnPressed.connect(lambda: self.predict())
+        self.predict_button.clicked.connect(lambda: self.predict())
 
     def on_study_changed(self, study) -> None:
         self._saved.clear()
+
+    def clear_results(self) -> None:
+        self._saved.clear()
+        self._phrase = None
+        self.plot.clear()
+
+    def on_subject_changed(self, name: str) -> None:
+        """The phrase map on show is predicted again for the new participant (its own encoding model)."""
+        if self._phrase is not None:
+            self.status.setText("")
+            self.predict(self._phrase)
 
     def on_finished(self, ctx) -> None:
         self._saved.clear()  # the folder's saved models were just rewritten
@@ -76,16 +89,18 @@ class AlignmentWidget(StepWidget):
             ceiling = summary.groupby("roi", sort=False)["noise_ceiling"].mean().reindex(rois).to_numpy(dtype=float)
             left = np.arange(len(rois)) - width / 2
             ax.hlines(ceiling, left, left + 0.8, colors="#aaaaaa", linewidth=1.5, label="noise ceiling")
-        ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=30, ha="right", fontsize=7)
+        # upright names: 13 ROI names at 30° ran into one another in a dock's width
+        ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=90, fontsize=6)
         ax.set_ylabel("RSA r")
-        self.plot.legend(ax, ncol=3)
+        self.plot.legend(ax, ncol=2)
         self.plot.draw()
 
-    def predict(self) -> None:
-        """Predicted map of the phrase for the participant on show (runs the sentence model in a worker)."""
+    def predict(self, text: str | None = None) -> None:
+        """Predicted map of ``text`` (default: the phrase typed) for the participant on show (runs the sentence
+        model in a worker)."""
         from ..core.errors import InputError
 
-        text = self.phrase.text().strip()
+        text = self.phrase.text().strip() if text is None else text
         ctx = self.session.context
         subject_name = self.session.subject
         model = (ctx.state.get("encoding_models", {}) if ctx is not None else {}).get(subject_name)
@@ -101,9 +116,10 @@ class AlignmentWidget(StepWidget):
         if model is None:  # results opened from disk: the saved model (its sentence model loads once)
             key = (str(store.root), subject_name)
             workers.start(self._saved_prediction, store, key, text,
-                          on_return=lambda values: self._show_prediction(values, subject))
+                          on_return=lambda values: self._show_prediction(values, subject, text))
             return
-        workers.start(model.predict_map, text, on_return=lambda values: self._show_prediction(values, subject))
+        workers.start(model.predict_map, text,
+                      on_return=lambda values: self._show_prediction(values, subject, text))
 
     def _saved_prediction(self, store, key, text):
         """Runs in a worker: the map of ``text`` by the encoding model saved in ``store``."""
@@ -113,7 +129,7 @@ class AlignmentWidget(StepWidget):
             self._saved[key] = saved_encoding_model(store, key[1], device=self.session.device)
         return self._saved[key].predict_map(text)
 
-    def _show_prediction(self, values, subject) -> None:
+    def _show_prediction(self, values, subject, text: str) -> None:
         from .display import below_outlines, replace_layer_data, show_alone
         from .layers import values_map_layer, with_negative_parts
 
@@ -122,4 +138,5 @@ class AlignmentWidget(StepWidget):
             self.viewer, with_negative_parts([values_map_layer(subject, values, "phrase map", role="prediction")]))
         below_outlines(self.viewer, layers)
         show_alone(self.viewer, layers[0])  # the map itself (its positive part) selected, other maps hidden
-        self.status.setText(f"Predicted map of “{self.phrase.text().strip()}”.")
+        self._phrase = text
+        self.status.setText(f"Predicted map of “{text}” for {subject.name}.")

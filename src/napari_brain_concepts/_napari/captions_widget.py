@@ -50,6 +50,17 @@ class CaptionsWidget(StepWidget):
     def show_results(self, store) -> None:
         self.load_table(store)
 
+    def clear_results(self) -> None:
+        self._table = None
+        self.stimulus.blockSignals(True)
+        self.stimulus.clear()
+        self.stimulus.blockSignals(False)
+        self.image.clear()
+        self.text.setText("")
+        overlay = text_overlay(self.viewer)
+        overlay.text = ""
+        overlay.visible = False
+
     def on_subject_changed(self, name: str) -> None:
         store = self.results_store()
         if store is not None and store.is_done("captions"):

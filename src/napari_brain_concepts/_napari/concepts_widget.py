@@ -23,7 +23,7 @@ from .step_widget import StepWidget
 
 THUMBNAILS = 6
 VOXEL_HINT = "Click a voxel on the canvas: its preferred concepts and images appear here."
-THUMB_SIZE = 64
+THUMB_SIZE = 48  # six in a row fit a dock of napari's default width
 
 
 def _pixmap(image, size: int = THUMB_SIZE) -> QPixmap:
@@ -43,6 +43,7 @@ class ConceptsWidget(StepWidget):
     """
 
     steps = ("concepts", "masks", "shared")
+    shows = ("concepts",)  # the basis is listed once it is there, with or without masks and shared concepts
     run_label = "Find concepts"
 
     def __init__(self, napari_viewer):
@@ -79,6 +80,7 @@ class ConceptsWidget(StepWidget):
         row.addWidget(self.basis_button)
         row.addWidget(self.shared_button)
         self.form.addLayout(row)
+        self.run_buttons += [self.basis_button, self.shared_button]
         self.basis_button.clicked.connect(lambda: self.run(("concepts",)))
         self.shared_button.clicked.connect(lambda: self.run(("shared",)))
         self.concepts = QListWidget()
@@ -109,10 +111,32 @@ class ConceptsWidget(StepWidget):
     def parameters(self) -> dict:
         k = int(self.n_components.value())
         steps = int(self.mask_steps.value())
+        masks = self.session.current_params().get("masks") or {}
+        # the best mask is kept after the first 35% of the steps, unless the analysis set its own start for
+        # these steps (results opened from a folder made with --param masks.burn_in=…)
+        burn_in = masks.get("burn_in") if masks.get("n_steps") == steps and "burn_in" in masks else None
         return {"concepts": {"n_components": k or None},
                 "masks": {"sparsity": float(self.sparsity.value()), "n_steps": steps,
-                          "burn_in": int(round(0.35 * steps))},
+                          "burn_in": int(round(0.35 * steps)) if burn_in is None else burn_in},
                 "shared": {"min_participants": int(self.min_participants.value())}}
+
+    def set_form(self, params) -> None:
+        self.n_components.setValue(int(params["concepts"]["n_components"] or 0))
+        self.sparsity.setValue(float(params["masks"]["sparsity"]))
+        self.mask_steps.setValue(int(params["masks"]["n_steps"]))
+        self.min_participants.setValue(int(params["shared"]["min_participants"]))
+
+    def clear_results(self) -> None:
+        for layer in list(self.viewer.layers):  # the masks of the concept picked in the results on show
+            tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
+            if tag and tag.get("concept") is not None:
+                self.viewer.layers.remove(layer)
+        self._names = None
+        self.concepts.clear()
+        self.words.setText("")
+        while self.gallery_layout.count():
+            self.gallery_layout.takeAt(0).widget().deleteLater()
+        self.clear_voxel()
 
     def show_results(self, store) -> None:
         self.refresh(store)
@@ -153,7 +177,9 @@ class ConceptsWidget(StepWidget):
         self.words.setText("<br>".join(text))
         self._fill_gallery(rows)
         self._load_masks(concept)
-        for name in (f"mask_{concept}", f"mask {concept}", concept, f"shared {concept}"):
+        # the hard mask (labels) first and the maps after it, so that a map is the layer selected, which the
+        # Study dock's threshold acts on: the soft mask of a basis concept, the n-of-N map of a shared one
+        for name in (f"mask {concept}", f"shared {concept}", concept, f"mask_{concept}"):
             self.show_layer(name)
 
     def _load_masks(self, concept: str) -> None:

@@ -52,6 +52,18 @@ class DecodeWidget(StepWidget):
         self.test_fraction.setToolTip("this study has a shared test set (stimuli.tsv's test column), used instead"
                                       if shared else "fraction of the stimuli held out for testing")
 
+    def set_form(self, params) -> None:
+        values = params["decode"]
+        if self.embedding.findText(values["embedding"]) < 0:
+            self.embedding.addItem(values["embedding"])
+        self.embedding.setCurrentText(values["embedding"])
+        self.decoder.setCurrentText(values["decoder"])
+        self.protocol.setCurrentText(values["protocol"])
+        self.test_fraction.setValue(float(values["test_fraction"]))
+
+    def clear_results(self) -> None:
+        self.plot.clear()
+
     def parameters(self) -> dict:
         self.session.device = self.device.currentText()
         if self.session.context is not None:

@@ -105,9 +105,13 @@ def load_results_layers(viewer, session, entries) -> list:
         return []
     wanted = set(entries)
     present = [layer for layer in viewer.layers if _entry(layer) in wanted]
+    missing = results_layers(root, session.subject, names=wanted - {_entry(layer) for layer in present})
+    # a layer of the same name that came another way is that entry already (a shared concept's hard mask,
+    # loaded with the concept when it was picked): not loaded twice
+    names = {t[1]["name"] for t in missing}
+    present += [layer for layer in viewer.layers if layer.name in names]
     have = {layer.name for layer in present}
-    new = [t for t in results_layers(root, session.subject, names=wanted - {_entry(layer) for layer in present})
-           if t[1]["name"] not in have]
+    new = [t for t in missing if t[1]["name"] not in have]
     for _, kwargs, _ in new:
         kwargs["visible"] = False
     added = add_layer_data(viewer, new)

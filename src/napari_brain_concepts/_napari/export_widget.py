@@ -21,6 +21,14 @@ from .session import get_session
 _DERIVED_ROLES = ("map", "mask", "prediction")
 
 
+def _derived(tag: dict | None) -> bool:
+    """A map, a prediction, or a mask of the results (a concept's or a results entry's): not the analysed-mask
+    outline, which is the study's own input."""
+    if not tag or tag.get("role") not in _DERIVED_ROLES:
+        return False
+    return tag["role"] != "mask" or tag.get("entry") is not None or tag.get("concept") is not None
+
+
 def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None) -> list[Path]:
     """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures.
 
@@ -38,7 +46,7 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
     targets: set[Path] = set()  # files written so far
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
-        if not tag or tag.get("role") not in _DERIVED_ROLES or tag.get("part") == "negative":
+        if not _derived(tag) or tag.get("part") == "negative":
             continue  # a signed map's negative part shows the data of its positive part, written once
         subject = tag.get("subject") or "shared"
         name = layer.name.removeprefix(f"{subject} ").replace(" ", "_").replace("/", "_")

@@ -119,11 +119,15 @@ def with_negative_parts(layers: list[LayerData]) -> list[LayerData]:
 def anatomy_layer(subject: Subject) -> LayerData | None:
     if subject.anat is None:
         return None
-    anat = subject.anat
+    return volume_layer(subject.anat, subject.anat_affine, f"{subject.name} anatomy", subject=subject.name,
+                        role="anatomy", **anatomy_kwargs(subject.anat))
+
+
+def anatomy_kwargs(anat: np.ndarray) -> dict[str, Any]:
+    """Grey, and darker than its full range: maps are blended additively on top and must stand out."""
+    anat = np.asarray(anat)
     lo, hi = np.percentile(anat[anat > 0], [1, 99.5]) if np.any(anat > 0) else (0.0, 1.0)
-    # darker than full range: maps are blended additively on top and must stand out
-    return volume_layer(anat, subject.anat_affine, f"{subject.name} anatomy", subject=subject.name,
-                        role="anatomy", colormap="gray", contrast_limits=(float(lo), float(lo + 2.2 * (hi - lo))))
+    return {"colormap": "gray", "contrast_limits": (float(lo), float(lo + 2.2 * (hi - lo)))}
 
 
 def mask_layer(subject: Subject) -> LayerData:
@@ -224,7 +228,7 @@ def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "
     img = load_nifti(path, what="volume")
     raw = np.asanyarray(img.dataobj)
     base = name or path.name.removesuffix(".gz").removesuffix(".nii")
-    if np.issubdtype(raw.dtype, np.integer) and role != "map":
+    if np.issubdtype(raw.dtype, np.integer) and role not in ("map", "anatomy"):
         metadata = plugin_tag(subject, role, **({"contour": 1} if role in ("mask", "roi") else {}))
         data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
         if role in ("mask", "roi"):  # outlines: thin lines, not the coarse voxels
@@ -233,7 +237,9 @@ def nifti_file_layer(path: str | Path, subject: str | None = None, role: str = "
         return data, kwargs, "labels"
     metadata = plugin_tag(subject, role)
     data, kwargs = nifti_to_layer(img, name=base, metadata=metadata)
-    if data.ndim == 3:
+    if role == "anatomy":
+        kwargs.update(anatomy_kwargs(data))
+    elif data.ndim == 3:
         kwargs.update(map_kwargs(data))
     return data, kwargs, "image"
 

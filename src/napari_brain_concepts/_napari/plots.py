@@ -42,5 +42,10 @@ class PlotCanvas(QWidget):
             self.figure.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=6,
                                frameon=False, labelcolor="#dddddd")
 
+    def clear(self) -> None:
+        """An empty canvas (no results to show)."""
+        self.figure.clear()
+        self.canvas.draw_idle()
+
     def draw(self) -> None:
         self.canvas.draw_idle()

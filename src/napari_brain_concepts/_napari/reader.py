@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .layers import nifti_file_layer, with_negative_parts
 
 _EXTENSIONS = (".nii", ".nii.gz")
+
+
+#: words of anatomical image file names: the study folder's anat.nii.gz, BIDS *_T1w / *_T2w
+_ANATOMY = {"anat", "anatomy", "t1w", "t2w", "t1", "t2"}
 
 
 def _role(path: Path) -> str:
@@ -15,6 +20,9 @@ def _role(path: Path) -> str:
         return "mask"
     if "roi" in str(path.parent).lower() or name.startswith(("floc", "prf", "roi", "atlas", "label")):
         return "roi"
+    words = set(re.split(r"[_\-.]", name.removesuffix(".gz").removesuffix(".nii")))
+    if words & _ANATOMY or "mni152" in name:
+        return "anatomy"
     return "auto"
 
 

@@ -6,6 +6,7 @@ fitted objects of finished steps). Widgets read it and listen to its signals; no
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import weakref
 from pathlib import Path
@@ -24,6 +25,10 @@ class AnalysisSession:
     study_changed = Signal(object)
     subject_changed = Signal(str)
     step_finished = Signal(str)
+    #: a results folder was opened over the study on show (its path)
+    results_changed = Signal(object)
+    #: a step started (True) or ended (False): one step runs at a time, on one results folder
+    busy_changed = Signal(bool)
 
     def __init__(self):
         self.study: Study | None = None
@@ -33,6 +38,7 @@ class AnalysisSession:
         self.results_dir: Path | None = None
         self.random_state: int = 0
         self.device: str = "auto"
+        self.busy = False
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     def set_study(self, study: Study, results_dir: str | Path | None = None) -> None:
@@ -42,6 +48,46 @@ class AnalysisSession:
         self.results_dir = Path(results_dir) if results_dir else None
         self.subject = study.subject_names[0]
         self.study_changed.emit(study)
+
+    def open_results(self, path: str | Path) -> None:
+        """Continue the analysis in results folder ``path`` (of the study on show): the docks show its results."""
+        self.results_dir = Path(path)
+        self.concept = None
+        self.context = None
+        self.results_changed.emit(self.results_dir)
+
+    def set_busy(self, busy: bool) -> None:
+        if busy != self.busy:
+            self.busy = busy
+            self.busy_changed.emit(busy)
+
+    @property
+    def continues_results(self) -> bool:
+        """Whether the analysis goes on in a results folder the user opened (not the session's temporary
+        one): its finished steps are kept, as ``--resume`` keeps them, and are never run again with other
+        values."""
+        if self.results_dir is None:
+            return False
+        own = Path(self._tmp.name) if self._tmp is not None else None
+        return own is None or own not in self.results_dir.parents
+
+    def recorded_parameters(self) -> dict[str, Any] | None:
+        """The parameters the opened results folder records (``{"params": {step: {...}}, "seed", ...}``), or
+        ``None`` (no results folder, or one that records none)."""
+        from ..core.io.results import ResultsStore
+
+        root = self.results_dir
+        if root is None or not ResultsStore.is_results(root):
+            return None
+        recorded = ResultsStore.open(root).manifest.get("parameters")
+        return recorded if isinstance(recorded, dict) and isinstance(recorded.get("params"), dict) else None
+
+    def current_params(self) -> dict[str, Any]:
+        """``{step: {name: value}}`` the next run starts from: the context's, else the results folder's."""
+        if self.context is not None:
+            return self.context.params
+        recorded = self.recorded_parameters()
+        return recorded["params"] if recorded else {}
 
     def set_subject(self, name: str) -> None:
         if name != self.subject:
@@ -61,19 +107,24 @@ class AnalysisSession:
 
         if self.study is None:
             raise InputError("Study widget", "no study is loaded", "open a study folder or the synthetic study first")
-        current = self.context.params if self.context is not None else {}
+        current = self.current_params()
         # a widget's form sets the values it shows; the step's other values stay
         merged = {step: {**(current.get(step) or {}), **values} for step, values in (params or {}).items()}
         check_params(merged, types=False)
         if self.context is None:
+            recorded = self.recorded_parameters()
             if self.results_dir is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="brain-concepts-")
                 self.results_dir = Path(self._tmp.name) / "results"
             # an opened results folder is continued (its finished results stay); a new one is created
             store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True,
                                         fingerprint=self.study.fingerprint())
-            self.context = AnalysisContext(study=self.study, store=store, params={},
-                                           random_state=self.random_state, device=self.device)
+            # with the values and the seed its results were made with: a step they need reruns as it ran
+            seed = recorded.get("seed") if recorded else None
+            self.context = AnalysisContext(study=self.study, store=store,
+                                           params=copy.deepcopy(recorded["params"]) if recorded else {},
+                                           random_state=self.random_state if seed is None else int(seed),
+                                           device=self.device)
         self.context.params.update(merged)
         return self.context
 

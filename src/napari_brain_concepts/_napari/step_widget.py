@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 class _VerticalScroll(QScrollArea):
-    """Scrolls vertically only; as wide as its contents need (no horizontal scroll bar), and as tall as they
-    would like to be where there is room."""
+    """Scrolls vertically; as wide as its contents need and as tall as they would like to be where there is
+    room (a dock made narrower than its contents scrolls sideways too, instead of cutting them off)."""
 
     def sizeHint(self):
         hint = super().sizeHint()
@@ -49,7 +49,7 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
     scroll = _VerticalScroll()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     scroll.setWidget(inner)
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
@@ -61,6 +61,8 @@ class StepWidget(QWidget):
     """Run ``steps`` of the pipeline for the session's study from a dock widget."""
 
     steps: tuple[str, ...] = ()
+    #: the steps whose results the dock shows (default: all of ``steps``); they are shown once finished
+    shows: tuple[str, ...] | None = None
     run_label = "Run"
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -89,8 +91,13 @@ class StepWidget(QWidget):
         layout.addStretch(1)
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
+        self.run_buttons = [self.run_button]  # every button that starts a step (off while any step runs)
+        self._kept: list[str] = []  # the steps a run found finished in an opened results folder
+        self._before: set[str] = set()  # the steps finished when the run started
         self.session.study_changed.connect(self._on_study_changed)
+        self.session.results_changed.connect(self._on_results_changed)
         self.session.subject_changed.connect(self._on_subject_changed)
+        self.session.busy_changed.connect(self._on_busy)
 
     # -- for subclasses ----------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
@@ -110,22 +117,45 @@ class StepWidget(QWidget):
     def on_study_changed(self, study) -> None:
         """Main thread: a new study was loaded."""
 
+    def clear_results(self) -> None:
+        """Main thread: forget the results on show (another study or results folder comes)."""
+
+    def set_form(self, params: dict[str, dict[str, Any]]) -> None:
+        """Main thread: show ``{step: {name: value}}`` (every value of the dock's steps) in the form."""
+
     # -- running -----------------------------------------------------------------------------------
     def run(self, steps: tuple[str, ...] | None = None):
-        from ..core.pipeline import run_analysis
+        """Run ``steps`` (default: the dock's) in a worker. In a results folder the user opened, the finished
+        steps are kept (as ``--resume`` keeps them) and a finished step asked to run with other values is
+        refused; in the session's own (temporary) folder the steps run again."""
+        from ..core.pipeline import check_continuable, run_analysis
 
+        todo = list(steps or self.steps)
         try:
+            if self.session.busy:
+                from ..core.errors import InputError
+
+                raise InputError(f"{type(self).__name__}", "another step of this analysis is running",
+                                 "wait for it to finish, or cancel it, then run this one")
             ctx = self.session.ensure_context(self.parameters())
+            resume = self.session.continues_results
+            if resume:
+                check_continuable(ctx, todo, "set the form back to those values to continue this analysis "
+                                  "(its finished steps are kept), or open the study again (Open study folder… "
+                                  "or Synthetic study) to start a new analysis with the new values")
         except Exception as exc:  # shown as one notification
             workers.notify_error(exc)
             return None
-        todo = list(steps or self.steps)
+        from ..core.pipeline import STEPS
+
+        self._before = {s for s in STEPS if ctx.store.is_done(s)}
+        self._kept = [s for s in todo if resume and s in self._before]
         self._failed = False
         self._set_running(True, f"Running {', '.join(todo)} …")
         from napari.utils import progress
 
         self._progress = progress(total=0, desc=", ".join(todo))
-        self.worker = workers.start(run_analysis, ctx, todo, on_yield=self._on_progress,
+        self.worker = workers.start(run_analysis, ctx, todo, resume=resume, on_yield=self._on_progress,
                                     on_return=self._on_return, on_error=self._on_error,
                                     on_finish=self._on_finish)
         return self.worker
@@ -152,7 +182,8 @@ class StepWidget(QWidget):
     def _on_return(self, ctx) -> None:
         from .display import refresh_results
 
-        self.status.setText("Done.")
+        kept = f" Kept from {ctx.store.root}: {', '.join(self._kept)} (finished before)." if self._kept else ""
+        self.status.setText("Done." + kept)
         refresh_results(self.viewer, self.session)
         for s in self.steps:
             self.session.step_finished.emit(s)
@@ -167,29 +198,73 @@ class StepWidget(QWidget):
         if self._progress is not None:
             self._progress.close()
             self._progress = None
-        if self.worker is not None and getattr(self.worker, "abort_requested", False):
-            self.status.setText("Cancelled; nothing of the step was written.")
+        cancelled = self.worker is not None and getattr(self.worker, "abort_requested", False)
         self.worker = None
         self._set_running(False)
+        if cancelled:
+            self._show_cancelled()
+
+    def _show_cancelled(self) -> None:
+        """After a cancel: say which steps finished before it (they are in the results folder) and show them."""
+        from ..core.pipeline import STEPS
+        from .display import refresh_results
+
+        store = self.session.context.store if self.session.context is not None else None
+        finished = [s for s in STEPS if store is not None and store.is_done(s) and s not in self._before]
+        if not finished:
+            self.status.setText("Cancelled; nothing of the step was written.")
+            return
+        self.status.setText(f"Cancelled; {', '.join(finished)} had finished and {'is' if len(finished) == 1 else 'are'}"
+                            " kept in the results folder; nothing of the cancelled step was written.")
+        refresh_results(self.viewer, self.session)
+        for s in finished:
+            self.session.step_finished.emit(s)
+        self._show_finished(store)
 
     def _set_running(self, running: bool, message: str | None = None) -> None:
-        self.run_button.setEnabled(not running)
+        self.session.set_busy(running)
         self.cancel_button.setEnabled(running)
         if message:
             self.status.setText(message)
 
+    def _on_busy(self, busy: bool) -> None:
+        """Every dock's buttons that start a step are off while a step of the session runs."""
+        for button in self.run_buttons:
+            button.setEnabled(not busy)
+
+    def _show_finished(self, store, opening: bool = False) -> None:
+        """Show the results of this dock's finished steps (``shows``); with ``opening``, the Study widget
+        shows the participant's default map next, so no map is loaded here."""
+        if store is None or not all(store.is_done(s) for s in (self.shows or self.steps)):
+            return
+        self._opening = opening
+        try:
+            self.show_results(store)
+        except Exception as exc:  # a results folder of another layout: say so once
+            workers.notify_error(exc)
+        finally:
+            self._opening = False
+
     def _on_study_changed(self, study) -> None:
+        self.clear_results()
+        self.status.setText("")
         self.on_study_changed(study)
-        store = self.results_store()
-        if store is not None and all(store.is_done(s) for s in self.steps):
-            # the Study widget shows the participant's default map next: no map is loaded here
-            self._opening = True
-            try:
-                self.show_results(store)
-            except Exception as exc:  # a results folder of another layout: say so once
-                workers.notify_error(exc)
-            finally:
-                self._opening = False
+        self._fill_form()
+        self._show_finished(self.results_store(), opening=True)
+
+    def _on_results_changed(self, root) -> None:
+        self.clear_results()
+        self.status.setText("")
+        self._fill_form()
+        self._show_finished(self.results_store(), opening=True)
+
+    def _fill_form(self) -> None:
+        """Show in the form the values the opened results folder's steps were made with."""
+        from ..core.pipeline import step_values
+
+        recorded = self.session.recorded_parameters()
+        if recorded is not None:
+            self.set_form({s: step_values(s, recorded["params"].get(s)) for s in self.steps})
 
     def results_store(self):
         """The session's results folder, when it holds results."""

@@ -13,13 +13,13 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from . import workers
 from .session import get_session
-from .threshold import MapDisplay
+from .step_widget import scrolling_layout
+from .threshold import MapDisplay, is_map_layer
 
 if TYPE_CHECKING:
     import napari
@@ -78,7 +78,7 @@ class StudyWidget(QWidget):
         form.addRow("Participant", self.subject_box)
         form.addRow("Map", self.map_box)
         form.addRow(self.radiological)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(self.status)
@@ -95,6 +95,8 @@ class StudyWidget(QWidget):
         self.radiological.toggled.connect(self.set_radiological)
         self.session = get_session(napari_viewer)
         self.session.step_finished.connect(self._on_step_finished)
+        # another study or results folder while a step runs would pull the analysis from under it
+        self.session.busy_changed.connect(self._on_busy)
 
     # -- actions (also the widget's API for scripts and tests) -----------------------------------------
     def open_study(self, path: str | Path, results: str | Path | None = None):
@@ -126,8 +128,7 @@ class StudyWidget(QWidget):
         store.check_made_from(self.study.name, self.study.fingerprint(), "open the results of the study on "
                               "show, or open them in a new viewer, where they bring their own study")
         self.results = Path(path)
-        self.session.results_dir = self.results
-        self.session.context = None
+        self.session.open_results(self.results)  # the docks show the folder's results
         self.viewer.layers.selection.active = None  # the results' map on show gets selected
         self.show_subject(self.subject)
         self.display.go_to_peak()  # the slice through the default map's strongest region
@@ -169,6 +170,9 @@ class StudyWidget(QWidget):
             return layer.name.removeprefix(f"{self.subject} ") if self.subject else layer.name
 
         seen = {own(layer): layer.visible for layer in self.viewer.layers if _tag(layer)}
+        # the threshold and colour bar of each map, set again on the new participant's map of that name
+        display = {own(layer): ((_tag(layer).get("threshold") or {}).get("value", 0.0), layer.colorbar.visible)
+                   for layer in self.viewer.layers if is_map_layer(layer)}
         active = self.viewer.layers.selection.active
         active = own(active) if active is not None and _tag(active) else None
         layer_data = study_layers(self.study, name)
@@ -186,7 +190,7 @@ class StudyWidget(QWidget):
             for layer in [layer for layer in self.viewer.layers if _tag(layer)]:
                 self.viewer.layers.remove(layer)
             added = add_layer_data(self.viewer, layer_data)
-        self._keep_view(added, name, seen, active)
+        self._keep_view(added, name, seen, active, display)
         if had_layers:
             cam.center = view[0]
             cam.zoom = view[1]
@@ -229,6 +233,10 @@ class StudyWidget(QWidget):
     def _on_step_finished(self, step: str) -> None:
         self.refresh_maps()
 
+    def _on_busy(self, busy: bool) -> None:
+        for button in (self.open_button, self.results_button, self.sample_button):
+            button.setEnabled(not busy)
+
     def _on_active_layer(self, event=None) -> None:
         """The Map box names the selected layer when it is a results map or mask (else it is empty)."""
         active = self.viewer.layers.selection.active
@@ -239,17 +247,24 @@ class StudyWidget(QWidget):
             self.map_box.setCurrentIndex(index)
             self.map_box.blockSignals(False)
 
-    def _keep_view(self, layers: list, subject: str, seen: dict, active: str | None) -> None:
+    def _keep_view(self, layers: list, subject: str, seen: dict, active: str | None,
+                   display: dict | None = None) -> None:
         """Show and select the new participant's layers as the previous participant's were (a layer the
-        previous one did not have keeps its default); with none selected, select the map on show (so the
+        previous one did not have keeps its default), each map with the threshold and colour bar it had
+        (``display``: name → (threshold, colour bar)); with none selected, select the map on show (so the
         Study dock's threshold acts on it)."""
-        from .threshold import is_map_layer
+        from .threshold import set_threshold
 
         by_name = {layer.name.removeprefix(f"{subject} "): layer for layer in layers}
         default = [layer for layer in layers if is_map_layer(layer) and layer.visible]
         for own, layer in by_name.items():
             if own in seen:
                 layer.visible = seen[own]
+            if own in (display or {}) and is_map_layer(layer):
+                value, bar = display[own]
+                if value:
+                    set_threshold(layer, value)  # each part had its own (the same) value
+                layer.colorbar.visible = bar
         if not any(is_map_layer(layer) and layer.visible for layer in layers):
             for layer in default:  # the map on show has no counterpart here (e.g. a phrase map): the default
                 layer.visible = True

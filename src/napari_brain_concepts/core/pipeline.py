@@ -308,3 +308,36 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
             finished.append(name)
     yield Progress("analysis", len(order), len(order), "done")
     return ctx
+
+
+def step_values(step: str, given: Any) -> dict[str, Any]:
+    """Every value of ``step`` (its defaults, overlaid with ``given``), as JSON gives them back."""
+    import json
+
+    from .io.results import _jsonable
+
+    values = dataclasses.asdict(STEPS[step].params_class()())
+    values.update(_given(given, STEPS[step]))
+    return json.loads(json.dumps(_jsonable(values)))
+
+
+def check_continuable(ctx: AnalysisContext, steps: Iterable[str], fix: str) -> None:
+    """Refuse to continue the analysis in ``ctx.store`` (``run_analysis(..., resume=True)``) where a finished
+    step among ``steps`` and the steps they need would run with other values than it finished with, or with
+    another seed: resuming keeps finished steps, so the new values would silently not apply (and a step that
+    reruns in memory for a pending one would no longer match its files). ``fix`` says what to do instead.
+    """
+    recorded = ctx.store.manifest.get("parameters")
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("params"), dict)):
+        return
+    finished = [s for s in with_requirements(list(steps), ctx) if ctx.store.is_done(s)]
+    changed = []
+    seed = recorded.get("seed")
+    if finished and seed is not None and int(seed) != int(ctx.random_state):
+        changed.append(f"seed {seed} (now {ctx.random_state})")
+    for step in finished:
+        before, now = step_values(step, recorded["params"].get(step)), step_values(step, ctx.params.get(step))
+        changed += [f"{step}.{k}={before[k]!r} (now {now[k]!r})" for k in before if before[k] != now.get(k)]
+    if changed:
+        raise InputError(ctx.store.root / "manifest.json",
+                         f"holds finished steps made with other values: {', '.join(changed)}", fix)
