@@ -23,7 +23,7 @@ from .step_widget import StepWidget
 
 THUMBNAILS = 6
 VOXEL_HINT = "Click a voxel on the canvas: its preferred concepts and images appear here."
-THUMB_SIZE = 48  # six in a row fit a dock of napari's default width
+THUMB_SIZE = 40  # six in a row fit a dock of napari's default width (321 px)
 
 
 def _pixmap(image, size: int = THUMB_SIZE) -> QPixmap:
@@ -74,8 +74,11 @@ class ConceptsWidget(StepWidget):
         form.addRow("Mask steps", self.mask_steps)
         form.addRow("Shared by (others)", self.min_participants)
         self.form.addLayout(form)
-        self.basis_button = QPushButton("Concept basis only")
-        self.shared_button = QPushButton("Shared concepts only")
+        # short labels: with Run and Cancel, two buttons a row fit a dock of napari's default width
+        self.basis_button = QPushButton("Basis only")
+        self.basis_button.setToolTip("run the concept basis only (and the decoders it needs)")
+        self.shared_button = QPushButton("Shared only")
+        self.shared_button.setToolTip("run the concepts shared across participants only (and what they need)")
         row = QHBoxLayout()
         row.addWidget(self.basis_button)
         row.addWidget(self.shared_button)
