@@ -198,6 +198,21 @@ def _results_into_the_study(tmp: Path):
     ResultsStore.create(tmp / "study")
 
 
+def _results_into_the_study_data(tmp: Path):
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    (tmp / "study" / "subjects").mkdir(parents=True)
+    (tmp / "study" / "study.json").write_text("{}")
+    ResultsStore.create(tmp / "study" / "derivatives" / "results")  # beside the data: fine
+    ResultsStore.create(tmp / "study" / "subjects" / "results")
+
+
+def _map_named_with_a_slash(tmp: Path):
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    ResultsStore.create(tmp / "results").write_map("sub-01", "corr_indoor/outdoor", np.zeros((2, 2, 2)), np.eye(4))
+
+
 def _int16_overflow(tmp: Path):
     from napari_brain_concepts.core.io.results import ResultsStore
 
@@ -289,6 +304,10 @@ CASES = [
     ("results-resume-other-study", _results_other_study,
      r"manifest\.json: holds the results of study 'synthetic-default-seed0', not of 'synthetic-tiny-seed0'"),
     ("results-into-the-study-folder", _results_into_the_study, r"study: is a study folder \(it holds study\.json\)"),
+    ("results-into-the-study-data", _results_into_the_study_data,
+     r"study/subjects/results: is inside the subjects/ folder of the study folder .*study, which its reader reads"),
+    ("results-map-name-with-a-slash", _map_named_with_a_slash,
+     r"map 'corr_indoor/outdoor': cannot name a file of the results folder"),
     ("int16-overflow", _int16_overflow, r"face\.nii\.gz: values up to 40000 do not fit int16"),
     # distributed (core/distributed.py)
     ("scheduler-silent", lambda t: _scheduler_silent(), r"parameter scheduler: no dask scheduler answers at"),

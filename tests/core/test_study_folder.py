@@ -318,6 +318,9 @@ BAD_INPUTS = [
     ("stimuli-categories-with-commas", lambda r: _tsv(r, "stimuli.tsv", lambda t: t.assign(
         categories=t["categories"].str.replace(";", ","))), "stimuli.tsv",
      "column 'categories' separates categories with ',' (row 3: 'face,body')"),
+    ("stimuli-category-with-a-slash", lambda r: _tsv(r, "stimuli.tsv", lambda t: t.assign(
+        categories=t["categories"].str.replace("body", "indoor/outdoor"))), "stimuli.tsv",
+     "row 3 has the category 'indoor/outdoor', which holds a slash"),
     ("stimuli-duplicate-id", lambda r: _tsv(r, "stimuli.tsv", _set_cell("stimulus_id", 2, "img-000")),
      "stimuli.tsv", "'img-000' appears twice (rows 2 and 4)"),
     ("stimuli-empty-id", lambda r: _tsv(r, "stimuli.tsv", _set_cell("stimulus_id", 1, " ")), "stimuli.tsv",

@@ -99,6 +99,35 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+#: the folders of a study folder its reader reads: results written into one of them break the study
+_STUDY_DATA = ("subjects", "embeddings", "images", "truth")
+
+
+def _check_not_in_study(root: Path) -> None:
+    """Refuse results inside the folders a study's reader reads (``STUDY/subjects/…``: the next read would take
+    the results' folders for participants); elsewhere in a study folder (``STUDY/derivatives/…``) is fine."""
+    where = root.resolve()
+    for folder in where.parents:
+        if (folder / "study.json").is_file():
+            part = where.relative_to(folder).parts[0]
+            if part in _STUDY_DATA:
+                raise InputError(root, f"is inside the {part}/ folder of the study folder {folder}, which its "
+                                 "reader reads: the results would break the study",
+                                 "write the results to another folder, e.g. --out results beside the study")
+            return
+
+
+def file_name(name: str, what: str) -> str:
+    """``name`` when it can name a file of the results folder (a map, mask, table or figure), else an error:
+    a category label ``indoor/outdoor`` would put its maps in a subfolder no reader looks in."""
+    text = str(name)
+    if not text.strip() or text.startswith(".") or any(c in text for c in "/\\\0"):
+        raise InputError(f"{what} {text!r}", "cannot name a file of the results folder (it is empty, starts "
+                         "with '.' or holds '/', '\\' or a NUL)",
+                         "rename it with letters, digits, spaces, '-', '_' or '.' (a category: in stimuli.tsv)")
+    return text
+
+
 class ResultsStore:
     """A results folder. Create with :meth:`create` (new or resumed analysis) or :meth:`open` (read)."""
 
@@ -130,6 +159,7 @@ class ResultsStore:
         if (root / "study.json").is_file():  # a new analysis clears subjects/: the study's own data
             raise InputError(root, "is a study folder (it holds study.json)", "write the results to another "
                              "folder, e.g. --out results beside the study")
+        _check_not_in_study(root)
         if (root / "manifest.json").is_file():
             manifest = store.manifest  # validates version
             if resume:
@@ -354,16 +384,17 @@ class ResultsStore:
         return self.root / rel
 
     def map_path(self, subject: str, name: str) -> Path:
-        return self.base / "subjects" / subject / "maps" / f"{name}.nii.gz"
+        return self.base / "subjects" / file_name(subject, "participant") / "maps" / f"{file_name(name, 'map')}.nii.gz"
 
     def mask_path(self, subject: str, concept: str) -> Path:
-        return self.base / "subjects" / subject / "masks" / f"{concept}.nii.gz"
+        return (self.base / "subjects" / file_name(subject, "participant") / "masks"
+                / f"{file_name(concept, 'mask')}.nii.gz")
 
     def table_path(self, name: str) -> Path:
-        return self.base / "tables" / f"{name}.tsv"
+        return self.base / "tables" / f"{file_name(name, 'table')}.tsv"
 
     def figure_path(self, name: str) -> Path:
-        return self.base / "figures" / f"{name}.png"
+        return self.base / "figures" / f"{file_name(name, 'figure')}.png"
 
     def array_path(self, name: str, ext: str = ".npy") -> Path:
         return self.base / "arrays" / f"{name}{ext}"

@@ -310,6 +310,12 @@ def _read_stimuli(root: Path, embedding_order: list[str] | None) -> Stimuli:
             raise InputError(path, f"column 'categories' separates categories with ',' (row {row + 2}: "
                                    f"{cells.iloc[row]!r}), which would make each list one category",
                              "separate them with ';' (e.g. face;body)")
+        for row, labels in enumerate(categories):
+            bad = [c for c in labels if any(ch in c for ch in "/\\")]
+            if bad:  # a category names the files of its maps (corr_CATEGORY.nii.gz)
+                raise InputError(path, f"row {row + 2} has the category {bad[0].strip()!r}, which holds a "
+                                 f"{'slash' if '/' in bad[0] else 'backslash'}: its maps could not be written",
+                                 "name the category without '/' or '\\' (e.g. indoor-outdoor)")
     image_paths: list[str | None] = []
     if "image" in table.columns:
         for row, rel in enumerate(table["image"]):
