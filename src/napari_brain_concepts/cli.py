@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,14 @@ def _version() -> str:
     return f"brain-concepts {__version__}"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning on the command line: ``warning: MESSAGE`` on one line of stderr, without the source path and
+    line of code Python prints (the project's warnings name the file or participant themselves)."""
+    text = " ".join(str(message).split())
+    kind = "" if issubclass(category, UserWarning) else f" ({category.__name__})"
+    print(f"warning{kind}: {text}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -363,11 +372,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--threads must be at least 1")
         limit_threads(args.threads)
     try:
-        if getattr(args, "param", None):
-            from .core.pipeline import check_params
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line each, as the errors are
+            if getattr(args, "param", None):
+                from .core.pipeline import check_params
 
-            check_params(parse_params(args.param))  # before a study is loaded
-        return int(args.func(args) or 0)
+                check_params(parse_params(args.param))  # before a study is loaded
+            return int(args.func(args) or 0)
     except BrainConceptsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

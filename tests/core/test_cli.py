@@ -359,3 +359,22 @@ def test_threads_limits_torch_and_blas(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
     assert result.stdout.split() == ["2", "1", "{1}"], result.stdout + result.stderr
+
+
+def test_a_warning_is_one_line_naming_what_it_is_about(study_folder, tmp_path, capsys):
+    """Warnings print as the errors do: ``warning: …`` on one line, not Python's source path and code line."""
+    import shutil
+
+    import numpy as np
+
+    study = tmp_path / "study"
+    shutil.copytree(study_folder, study)
+    path = study / "subjects" / "sub-02" / "responses.npy"
+    responses = np.load(path)
+    responses[:, :30] = 1.0  # 30 constant voxels: dropped, with a warning
+    np.save(path, responses)
+    assert main(["decode", str(study), "--out", str(tmp_path / "out"), *FAST]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "constant" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: subject sub-02: 30 of "), err
+    assert "UserWarning" not in err and ".py:" not in err
