@@ -434,7 +434,13 @@ BAD_INPUTS = [
     ("roi-names-orphan", lambda r: (r / SUB / "rois" / "floc-faces.nii.gz").unlink(),
      SUB / "rois" / "floc-faces.tsv", "has no matching floc-faces.nii.gz"),
     ("to-common-shape", lambda r: (r / SUB / "to_common.txt").write_text("1 0 0\n0 1 0\n0 0 1\n"),
-     SUB / "to_common.txt", "is not a 4x4 affine (shape (3, 3))"),
+     SUB / "to_common.txt", "is not a 4x4 affine (3 rows of 3 numbers)"),
+    ("to-common-last-row", lambda r: (r / SUB / "to_common.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1 0\n5 5 5 5\n"),
+     SUB / "to_common.txt", "is not an affine: its last row is 5 5 5 5, not 0 0 0 1"),
+    ("to-common-nan", lambda r: (r / SUB / "to_common.txt").write_text("1 0 0 nan\n0 1 0 0\n0 0 1 0\n0 0 0 1\n"),
+     SUB / "to_common.txt", "holds NaN or Inf"),
+    ("to-common-singular", lambda r: (r / SUB / "to_common.txt").write_text("0 0 0 0\n0 0 0 0\n0 0 0 0\n0 0 0 1\n"),
+     SUB / "to_common.txt", "is singular"),
     ("to-common-text", lambda r: (r / SUB / "to_common.txt").write_text("identity\n"), SUB / "to_common.txt",
      "cannot be read as a 4x4 matrix"),
     ("ncsnr-length", lambda r: (r / SUB / "ncsnr.nii.gz").unlink() or _npy(r, SUB / "ncsnr.npy", np.ones(3)),
@@ -616,3 +622,19 @@ def random_studies(draw):
 def test_random_valid_studies_round_trip(tmp_path, study, responses_format):
     out = write_study(study, tmp_path / "study", overwrite=True, responses_format=responses_format)
     assert_same_study(study, read_study(out))
+
+
+def test_a_roi_label_its_names_file_does_not_name_is_a_warning(written_study, tmp_path):
+    """A region the participant's names file leaves out would be "label N" in that participant and drop out of
+    the group ROI of its name: said, naming the file and the labels."""
+    import pandas as pd
+
+    root = tmp_path / "study"
+    shutil.copytree(written_study, root)
+    side = root / SUB / "rois" / "floc-faces.tsv"
+    table = pd.read_csv(side, sep="\t", dtype=str)
+    dropped = table["label"].iloc[-1]
+    table.iloc[:-1].to_csv(side, sep="\t", index=False)
+    with pytest.warns(UserWarning, match=rf"floc-faces\.tsv: label\(s\) {dropped} of floc-faces\.nii\.gz have no name"):
+        study = read_study(root)
+    assert f"label {dropped}" in study.subject(SUB.name).rois["floc-faces"].names.values()

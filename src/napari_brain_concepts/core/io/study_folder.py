@@ -566,6 +566,11 @@ def _read_rois(folder: Path, shape: tuple[int, ...], affine: np.ndarray, mask_pa
             table = _read_tsv(side, "ROI names", ["label", "name"], "")
             for label, rname in zip(_int_column(table, "label", side), table["name"]):
                 names[int(label)] = rname
+            unnamed = sorted(set(np.unique(labels).tolist()) - {0} - set(names))
+            if unnamed:  # "label 2" here and "FFA-1" elsewhere would be two regions of the group analysis
+                warnings.warn(f"{side}: label(s) {', '.join(map(str, unnamed))} of {path.name} have no name, so "
+                              "they are called 'label N' and are not grouped with the regions of that name in the "
+                              "other participants; add a row 'LABEL<tab>NAME' for each", UserWarning, stacklevel=2)
         rois[name] = RoiAtlas(labels=labels, names=names)
     return rois
 
@@ -578,9 +583,17 @@ def _read_to_common(path: Path) -> np.ndarray | None:
     except ValueError as err:
         raise InputError(path, f"cannot be read as a 4x4 matrix ({err})",
                          "write 4 rows of 4 numbers separated by spaces") from err
-    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or not np.allclose(matrix[3], [0, 0, 0, 1]):
-        raise InputError(path, f"is not a 4x4 affine (shape {matrix.shape})",
-                         "write 4 rows of 4 numbers; the last row is 0 0 0 1")
+    fix = "write 4 rows of 4 numbers: the affine from the participant's native mm to the common space's mm"
+    if matrix.shape != (4, 4):
+        raise InputError(path, f"is not a 4x4 affine ({matrix.shape[0]} rows of {matrix.shape[1]} numbers)", fix)
+    if not np.all(np.isfinite(matrix)):
+        raise InputError(path, "holds NaN or Inf", fix)
+    if not np.allclose(matrix[3], [0, 0, 0, 1]):
+        raise InputError(path, f"is not an affine: its last row is {' '.join(f'{v:g}' for v in matrix[3])}, "
+                         "not 0 0 0 1", fix)
+    if abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise InputError(path, "is singular (it maps every point onto a plane, line or point; its upper-left "
+                         "3x3 has determinant 0)", fix)
     return matrix
 
 
