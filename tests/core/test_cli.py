@@ -219,6 +219,11 @@ def test_unknown_parameter_fails_before_the_study_is_read(tmp_path, capsys, para
     ("run", "decode.alphas=[1.0, -10.0]", "parameter decode.alphas: -10.0 is outside (0, inf)."),
     ("run", "shared.eps=3", "parameter shared.eps: 3 is outside (0.0, 2.0]."),
     ("run", "rsa.radius=0", "parameter rsa.radius: 0 is outside (0, inf)."),
+    # a choice, as the ranges: it used to fail when its step started (rsa after decode and embed)
+    ("run", "rsa.stimuli=subjects", "parameter rsa.stimuli: 'subjects' is unknown. "
+                                    "Fix: use one of 'shared', 'test', 'subject'."),
+    ("concepts", "concepts.pairs=heldout", "parameter concepts.pairs: 'heldout' is unknown."),
+    ("run", 'embed.controls=["words_all", "nouns"]', "parameter embed.controls: 'nouns' is unknown."),
 ])
 def test_a_value_out_of_range_fails_before_any_step_runs(study_folder, tmp_path, capsys, verb, param, expected):
     """A value out of its range is refused as the values are read, named as the user typed it: it used to fail
@@ -286,8 +291,9 @@ def test_every_steps_ranges_name_its_parameters_and_hold_its_defaults():
 
     for spec in STEPS.values():
         cls = spec.params_class()
-        assert set(getattr(cls, "RANGES", {})) <= {f.name for f in dataclasses.fields(cls)}, spec.name
-        check_params({spec.name: cls()})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(getattr(cls, "RANGES", {})) <= fields and set(getattr(cls, "CHOICES", {})) <= fields, spec.name
+        check_params({spec.name: cls()})  # the defaults are in range and among the choices
     assert STEPS["masks"].params_class().RANGES["sparsity"] is MASKS["sparsity"]  # the estimator's, not a copy
 
 

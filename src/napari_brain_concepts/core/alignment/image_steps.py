@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..context import AnalysisContext
+from ..decoding.prepare import PROTOCOLS
 from ..errors import InputError, Range
 from ..progress import Progress
 from ..ranges import CAPTIONS, IMAGE_NETWORK, RIDGE, RSA, SPLIT, some
@@ -40,6 +41,7 @@ from .captions import (
     format_reconstructions,
     summarize_reconstruction,
 )
+from .rsa import METHODS
 
 
 @dataclass
@@ -78,6 +80,7 @@ class CaptionsParams:
 
     #: intervals of the numeric parameters (:mod:`~..ranges`; ``n_folds`` are the ridge decoder's ``cv``),
     #: checked before any step runs
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"protocol": PROTOCOLS}
     RANGES: ClassVar[dict[str, Range]] = {**CAPTIONS, "alphas": RIDGE["alphas"], "n_folds": RIDGE["cv"],
                                           **some(SPLIT, "test_fraction", "n_voxels")}
 
@@ -128,6 +131,7 @@ class ImageModelsParams:
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs; ``image_size``
     #: (at least 2 ** the number of ``channels``, at most 1024) is checked by the network
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"method": METHODS}
     RANGES: ClassVar[dict[str, Range]] = {**IMAGE_NETWORK, **some(RSA, "subset_size", "n_subsets"),
                                           **some(SPLIT, "test_fraction")}
 

@@ -56,6 +56,7 @@ class EmbedParams:
     batch_size: int = 64
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"controls": CONTROL_NAMES}
     RANGES: ClassVar[dict[str, Range]] = ENCODER
 
 
@@ -96,6 +97,8 @@ class RsaParams:
     min_voxels: int = 10
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"method": rsa_mod.METHODS, "stimuli": ("shared", "test", "subject"),
+                                                     "searchlight_dtype": ("float32", "float64")}
     RANGES: ClassVar[dict[str, Range]] = {**RSA, **SEARCHLIGHT}
 
 

@@ -110,6 +110,8 @@ class SharedParams:
 
     #: intervals of the numeric parameters (:mod:`~..ranges`; ``eps_sweep``: each radius), checked before any
     #: step runs; ``ridge_alpha``'s applies when it is a number
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"columns": ("pattern", "weights"),
+                                                     "word_ranking": ("frequency", "excess")}
     RANGES: ClassVar[dict[str, Range]] = {**SHARED, "eps_sweep": SHARED["eps"], "ridge_alpha": Range(0, low_open=True)}
 
 

@@ -98,6 +98,8 @@ class ConceptsParams:
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs; ``n_components``
     #: must also be at most the embedding's dimension (the basis checks it when fitted)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pairs": ("validation", "held-out"),
+                                                     "word_ranking": ("frequency", "excess")}
     RANGES: ClassVar[dict[str, Range]] = {
         "held_out_folds": Range(2),
         **some(BASIS, "n_components", "negative_slope", "temperature", "learning_rate", "batch_size", "n_iter",
@@ -123,6 +125,7 @@ class MasksParams:
     concepts: list[str] | None = None
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"fill": ("shuffle", "zero")}
     RANGES: ClassVar[dict[str, Range]] = some(MASKS, "sparsity", "learning_rate", "n_steps", "burn_in", "eval_every",
                                               "threshold", "min_decodability")
 

@@ -35,7 +35,7 @@ from ..progress import Progress
 from ..ranges import CONTRASTIVE, RIDGE, SPLIT, some
 from .contrastive import ContrastiveDecoder
 from .metrics import decoding_scores
-from .prepare import PreparedData, mean_by_stimulus, prepare_subject
+from .prepare import PROTOCOLS, PreparedData, mean_by_stimulus, prepare_subject
 from .ridge import DEFAULT_ALPHAS, RidgeDecoder
 
 STEP = "decode"
@@ -74,6 +74,9 @@ class DecodeParams:
     draw_size: int = 300
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"decoder": ("ridge", "contrastive"), "protocol": PROTOCOLS,
+                                                     "solver": ("auto", "kernel", "primal"),
+                                                     "architecture": ("linear", "mlp")}
     RANGES: ClassVar[dict[str, Range]] = {
         **SPLIT, **RIDGE,
         **some(CONTRASTIVE, "hidden", "n_reruns", "max_iter", "temperature", "lr", "batch_size", "noise_std",
