@@ -183,6 +183,24 @@ def test_steps_write_their_results(analysed):
         assert img.shape == subj.mask.shape and np.allclose(img.affine, subj.affine)
     searchlight = ctx.state["searchlight"][subj.name]
     assert len(searchlight.spheres) > 0 and np.all(np.isfinite(searchlight.scores))
+    # which voxels are centres: the map is 0 at the others, which is no r of 0
+    centres = np.asarray(load_nifti(store.mask_path(subj.name, "searchlight_centres"), ndim=3).dataobj)
+    assert centres.sum() == len(searchlight.spheres.centers)
+    assert np.flatnonzero(centres.ravel()).tolist() == sorted(searchlight.spheres.centers.tolist())
+
+
+def test_a_searchlight_that_covers_little_of_the_mask_says_so(analysed, tmp_path):
+    """rsa.radius=6 voxels (DESIGN's default) on the tiny study's 8 mm grid leaves most voxels without a sphere
+    centre: a warning names the participant, the count and the fix."""
+    study, _, ctx = analysed
+    store = ResultsStore.create(tmp_path / "results")
+    wide = AnalysisContext(study=study, store=store, device="cpu", state=dict(ctx.state), params={
+        **ctx.params, "rsa": {"radius": 6, "searchlight_models": ("captions",)}})
+    with store.staged("rsa"), pytest.warns(UserWarning, match=r"searchlight of sub-01: only \d+ of the \d+ "
+                                                              r"analysed voxels can be sphere centres at rsa\.radius=6"):
+        run_to_end(steps.rsa_step(wide))
+    centres = np.asarray(load_nifti(store.mask_path("sub-01", "searchlight_centres"), ndim=3).dataobj)
+    assert 0 < centres.sum() < 0.5 * study.subject("sub-01").mask.sum()
 
 
 def test_rsa_on_the_synthetic_study_equals_rsatoolbox(analysed):

@@ -311,6 +311,8 @@ def describe_entry(entry: str) -> str:
         ("searchlight_rsa_", "searchlight RSA r of the {} embedding"),
         ("mask_", "soft voxel mask of concept {} (the decoder reads it out through these voxels)"),
         ("mask shared-", "this participant's voxels in shared concept shared-{}"),
+        ("mask searchlight_centres", "the voxels that are searchlight sphere centres (the searchlight maps are 0 "
+                                     "elsewhere){}"),
         ("mask ", "hard voxel mask of concept {} (soft mask ≥ threshold)"),
         ("shared-", "each voxel's similarity to shared concept shared-{} (its decoder weights vs the centroid)"),
     ]

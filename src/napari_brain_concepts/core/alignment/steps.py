@@ -18,6 +18,7 @@ Every table, map and array also goes to the results store, so a resumed run can 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,17 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
                 yield Progress("rsa", k, len(study.subjects), f"searchlight {sname}: {p.message}")
             for n in sl_names:
                 ctx.store.write_map(sname, f"searchlight_rsa_{n}", result.volume(n), subj.affine)
+            # the voxels that are sphere centres: the maps are 0 elsewhere, which is no r of 0
+            centres = np.zeros(subj.mask.size, dtype=np.uint8)
+            centres[result.spheres.centers] = 1
+            ctx.store.write_mask(sname, "searchlight_centres", centres.reshape(subj.mask.shape), subj.affine)
+            n_mask = int(subj.mask.sum())
+            if len(result.spheres.centers) < 0.5 * n_mask:
+                warnings.warn(f"searchlight of {sname}: only {len(result.spheres.centers)} of the {n_mask} analysed "
+                              f"voxels can be sphere centres at rsa.radius={params.radius} voxels (a centre needs "
+                              f"{params.threshold:.0%} of its sphere in the mask); the maps are 0 at the others "
+                              "(masks/searchlight_centres.nii.gz shows which). A smaller rsa.radius covers more of a "
+                              "small mask or a coarse grid", UserWarning, stacklevel=2)
             results[sname] = result
         ctx.state["searchlight"] = results
     ctx.store.mark_done("rsa", models=names, method=params.method, stimuli=params.stimuli, n_stimuli=len(rows),
