@@ -171,3 +171,27 @@ def test_the_planted_shared_concepts_are_not_reported_as_degenerate(fitted, resu
         shares = [np.asarray(nib.load(masks[c]).dataobj).sum() / study.subjects[name].n_voxels
                   for c in masks if c.startswith("shared-")]
         assert shares and max(shares) < DEGENERATE_SHARE
+
+
+@pytest.mark.parametrize("steps", [None, ["maps", "shared"]])
+def test_participants_in_no_common_space_stop_the_analysis_before_any_step(tmp_path, steps):
+    """A participant on another grid without to_common.txt cannot join the shared concepts: said before the
+    first step runs, with the file's path in the study folder (it used to stop the analysis when the shared
+    step started, after decoding, maps, concepts and masks)."""
+    from pathlib import Path
+
+    from napari_brain_concepts.core.pipeline import run_analysis
+
+    study = make_synthetic_study(size="tiny")
+    study.stimuli.root = tmp_path / "study"  # as a study folder read from disk
+    moved = study.subject(study.subject_names[1])
+    moved.affine = moved.affine.copy()
+    moved.affine[:3, 3] += 8.0  # another space, and no to_common
+    store = ResultsStore.create(tmp_path / "results", study=study.name)
+    ctx = AnalysisContext(study=study, store=store, device="cpu")
+    names = ",".join(study.subject_names)  # none has a to_common.txt: each needs one
+    expected = str(Path(tmp_path / "study" / "subjects" / f"{{{names}}}" / "to_common.txt"))
+    with pytest.raises(InputError, match="is missing, and the subjects are not in one space") as info:
+        run_to_end(run_analysis(ctx, steps))
+    assert info.value.where == expected
+    assert not store.finished_steps and not ctx.state.get("decoders")

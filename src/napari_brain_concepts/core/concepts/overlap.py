@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -94,6 +95,8 @@ def common_space(study: Study, subjects: list[str] | None = None) -> CommonSpace
     if lacking:
         where = (f"subjects/{lacking[0]}/to_common.txt" if len(lacking) == 1
                  else f"subjects/{{{','.join(lacking)}}}/to_common.txt")
+        if study.stimuli.root is not None:  # a study folder: the path in it
+            where = str(Path(study.stimuli.root) / where)
         raise InputError(where, "is missing, and the subjects are not in one space (their mask grids or "
                          "affines differ), so their voxels cannot be compared",
                          "add a 4x4 native-mm → common-mm affine per subject, or resample all subjects to "

@@ -326,12 +326,17 @@ def _write_tsv(path, table: pd.DataFrame) -> None:
 
 
 def not_applicable(ctx: AnalysisContext) -> str | None:
-    """Why a whole analysis must leave this step out (too few participants for ``min_participants``), or None."""
+    """Why a whole analysis must leave this step out (too few participants for ``min_participants``), or None.
+
+    Participants that cannot be put in one space (not in one grid, and one without ``to_common.txt``) are an
+    error of the study, raised here, before any step runs: it used to stop the analysis when this step
+    started, after the steps before it had run."""
     params = ctx.step_params(STEP, SharedParams)
     n = len(ctx.study.subject_names)
     if n - 1 < params.min_participants:
         return (f"it needs at least {params.min_participants + 1} participants (shared.min_participants="
                 f"{params.min_participants} others) and the study has {n}")
+    common_space(ctx.study)
     return None
 
 
