@@ -80,7 +80,8 @@ _STEP_LIST = [
              "fit a brain→embedding decoder per subject; retrieval scores",
              params=".decoding.steps:DecodeParams", needs=".decoding.steps:needs"),
     StepSpec("maps", ".concepts.category_maps:maps_step", ("decode",),
-             "per-concept brain maps and their overlap with known regions",
+             "per-concept brain maps (correlation and decoder maps per category; on a synthetic study, their "
+             "overlap with the planted regions)",
              params=".concepts.category_maps:MapsParams", applies=".concepts.category_maps:not_applicable"),
     StepSpec("concepts", ".concepts.steps:concepts_step", ("decode",),
              "concept basis of the decodable embedding directions, with names",
