@@ -90,19 +90,20 @@ def test_a_step_verb_does_not_wipe_finished_steps_it_would_not_run(study_folder,
 
 
 def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, tmp_path, capsys):
-    """A mistyped value fails when its step starts: the folder's earlier results come back, untouched."""
+    """A value that fails when its step starts (an embedding the study lacks): the folder's earlier results
+    come back, untouched."""
     out = tmp_path / "run"
     before, manifest = _decoded(study_folder, out, capsys)
     assert main(["decode", str(study_folder), "--out", str(out), *FAST,
-                 "--param", "decode.decoder=contrastiv"]) == 2
+                 "--param", "decode.embedding=no-such-embedding"]) == 2
     err = capsys.readouterr().err
-    assert "contrastiv" in err and "the earlier results are back as they were" in err
+    assert "no-such-embedding" in err and "the earlier results are back as they were" in err
     assert _hashes(out) == before and (out / "manifest.json").read_text() == manifest
     assert not (out / ".earlier").exists()
     # into a new folder: no half-made results folder is left
     fresh = tmp_path / "fresh"
     assert main(["decode", str(study_folder), "--out", str(fresh), *FAST,
-                 "--param", "decode.decoder=contrastiv"]) == 2
+                 "--param", "decode.embedding=no-such-embedding"]) == 2
     assert not fresh.exists()
 
 

@@ -113,6 +113,20 @@ def test_manifest_records_parameters_versions_and_steps(tmp_path):
     assert ResultsStore.is_results(tmp_path / "res") and not ResultsStore.is_results(tmp_path)
 
 
+def test_resume_compares_values_with_the_defaults_filled_in(tmp_path):
+    """napari's forms record every value they show (decode.embedding='captions', the default); the command
+    line records only --param values. Continuing one's folder with the other is no change of values."""
+    given = {"params": {"decode": {"cv": 3}}, "seed": 0, "steps": ["decode"]}
+    store = ResultsStore.create(tmp_path / "res", parameters=given)
+    store.mark_done("decode")
+    shown = {"params": {"decode": {"cv": 3, "embedding": "captions", "protocol": "mindeye"}}, "seed": 0,
+             "steps": ["decode"]}
+    assert ResultsStore.create(tmp_path / "res", parameters=shown, resume=True).is_done("decode")
+    with pytest.raises(InputError, match=r"decode\.protocol=\"mindeye\" \(now \"sdc\"\)"):
+        ResultsStore.create(tmp_path / "res", resume=True,
+                            parameters={**shown, "params": {"decode": {"cv": 3, "protocol": "sdc"}}})
+
+
 def test_resume_keeps_finished_steps_and_refuses_other_parameters(tmp_path):
     store = ResultsStore.create(tmp_path / "res", parameters={"k": 128})
     store.mark_done("basis")
@@ -284,7 +298,7 @@ def test_resume_may_add_steps_and_change_what_has_not_finished(tmp_path):
     with pytest.raises(InputError, match=r"other parameters for its finished steps: decode\.cv=3 \(now 5\)"):
         ResultsStore.create(tmp_path / "res", parameters={**params(), "params": {"decode": {"cv": 5}}},
                             resume=True)
-    with pytest.raises(InputError, match=r"decode\.alphas=\(default\) \(now \[1\]\)"):
+    with pytest.raises(InputError, match=r"decode\.alphas=\[1\.0, .*\] \(default\) \(now \[1\]\)"):
         ResultsStore.create(tmp_path / "res", parameters={**params(), "params": {"decode": {"cv": 3, "alphas": [1]}}},
                             resume=True)
     with pytest.raises(InputError, match=r"other parameters: --seed 0 \(now 1\)"):

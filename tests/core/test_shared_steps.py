@@ -173,14 +173,14 @@ def test_the_planted_shared_concepts_are_not_reported_as_degenerate(fitted, resu
         assert shares and max(shares) < DEGENERATE_SHARE
 
 
-@pytest.mark.parametrize("steps", [None, ["maps", "shared"]])
-def test_participants_in_no_common_space_stop_the_analysis_before_any_step(tmp_path, steps):
-    """A participant on another grid without to_common.txt cannot join the shared concepts: said before the
-    first step runs, with the file's path in the study folder (it used to stop the analysis when the shared
-    step started, after decoding, maps, concepts and masks)."""
+def test_participants_in_no_common_space_stop_the_analysis_before_any_step(tmp_path):
+    """A participant on another grid without to_common.txt cannot join the shared concepts: asked for by name,
+    the step fails before the first step runs, with the file's path in the study folder (it used to stop the
+    analysis when the shared step started, after decoding, maps, concepts and masks); a whole analysis leaves
+    it out, saying why; with only the participants of one grid decoded, it applies."""
     from pathlib import Path
 
-    from napari_brain_concepts.core.pipeline import run_analysis
+    from napari_brain_concepts.core.pipeline import STEPS, run_analysis
 
     study = make_synthetic_study(size="tiny")
     study.stimuli.root = tmp_path / "study"  # as a study folder read from disk
@@ -192,6 +192,9 @@ def test_participants_in_no_common_space_stop_the_analysis_before_any_step(tmp_p
     names = ",".join(study.subject_names)  # none has a to_common.txt: each needs one
     expected = str(Path(tmp_path / "study" / "subjects" / f"{{{names}}}" / "to_common.txt"))
     with pytest.raises(InputError, match="is missing, and the subjects are not in one space") as info:
-        run_to_end(run_analysis(ctx, steps))
+        run_to_end(run_analysis(ctx, ["maps", "shared"]))
     assert info.value.where == expected
     assert not store.finished_steps and not ctx.state.get("decoders")
+    assert "is missing, and the subjects are not in one space" in STEPS["shared"].not_applicable(ctx)
+    ctx.params["decode"] = {"subjects": [n for n in study.subject_names if n != moved.name]}
+    assert STEPS["shared"].not_applicable(ctx) is None

@@ -96,6 +96,10 @@ def test_reader_and_writer_round_trip(make_napari_viewer, tmp_path):
         [anat] = viewer.open(tmp_path / name, plugin="napari-brain-concepts")
         assert anat._type_string == "image" and anat.colormap.name == "gray", name
         assert anat.metadata["brain_concepts"]["role"] == "anatomy" and not is_map_layer(anat)
+    # a BIDS file in the space of the T1w is no anatomy: its suffix (the last word) says what it is
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "sub-01_space-T1w_desc-face_stat.nii.gz")
+    stat = viewer.open(tmp_path / "sub-01_space-T1w_desc-face_stat.nii.gz", plugin="napari-brain-concepts")[0]
+    assert is_map_layer(stat)
 
 
 def test_planted_regions_have_one_colour_per_concept_in_every_participant():

@@ -28,7 +28,9 @@ def test_an_opened_results_folder_is_continued_with_its_values_and_never_overwri
                                                                                        tmp_path):
     out = tmp_path / "results"
     fast = [a for k, v in FAST["decode"].items() for a in ("--param", f"decode.{k}={json.dumps(v)}")]
-    assert main(["decode", "--size", "tiny", "--out", str(out), "--param", "decode.protocol=sdc", *fast]) == 0
+    # a test fraction the form's spin box shows rounded (0.13): continuing keeps the recorded value
+    assert main(["decode", "--size", "tiny", "--out", str(out), "--param", "decode.protocol=sdc",
+                 "--param", "decode.test_fraction=0.125", *fast]) == 0
     before = _digest(out)
 
     viewer = make_napari_viewer(show=True)
@@ -55,6 +57,13 @@ def test_an_opened_results_folder_is_continued_with_its_values_and_never_overwri
     assert str(out / "manifest.json") in errors[0]
     assert _digest(out) == before
     assert decode.run_button.isEnabled()
+
+    # the refused values do not stay in the analysis: set back, the folder is continued again
+    decode.protocol.setCurrentText("sdc")
+    decode.run()
+    qtbot.waitUntil(lambda: decode.worker is None, timeout=300_000)
+    assert len(_errors()) == n + 1 and "Kept" in decode.status.text(), decode.status.text()
+    assert _digest(out) == before
 
 
 def test_one_step_at_a_time_a_cancel_keeps_what_finished_and_a_new_study_clears_the_docks(loaded, qtbot):

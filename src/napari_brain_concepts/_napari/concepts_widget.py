@@ -114,13 +114,14 @@ class ConceptsWidget(StepWidget):
     def parameters(self) -> dict:
         k = int(self.n_components.value())
         steps = int(self.mask_steps.value())
-        masks = self.session.current_params().get("masks") or {}
-        # the best mask is kept after the first 35% of the steps, unless the analysis set its own start for
-        # these steps (results opened from a folder made with --param masks.burn_in=…)
-        burn_in = masks.get("burn_in") if masks.get("n_steps") == steps and "burn_in" in masks else None
+        # the best mask is kept after the first 35% of the steps, unless the analysis has its own start for
+        # these steps (its values with the defaults filled in: results made with --param masks.burn_in=…)
+        from ..core.pipeline import step_values
+
+        masks = step_values("masks", self.session.current_params().get("masks"))
+        burn_in = masks["burn_in"] if masks["n_steps"] == steps else int(round(0.35 * steps))
         return {"concepts": {"n_components": k or None},
-                "masks": {"sparsity": float(self.sparsity.value()), "n_steps": steps,
-                          "burn_in": int(round(0.35 * steps)) if burn_in is None else burn_in},
+                "masks": {"sparsity": float(self.sparsity.value()), "n_steps": steps, "burn_in": burn_in},
                 "shared": {"min_participants": int(self.min_participants.value())}}
 
     def set_form(self, params) -> None:
@@ -181,7 +182,7 @@ class ConceptsWidget(StepWidget):
         self._fill_gallery(rows)
         self._load_masks(concept)
         # the hard mask (labels) first and the maps after it, so that a map is the layer selected, which the
-        # Study dock's threshold acts on: the soft mask of a basis concept, the n-of-N map of a shared one
+        # Study dock's threshold acts on: the soft mask of a basis concept, the participant's map of a shared one
         for name in (f"mask {concept}", f"shared {concept}", concept, f"mask_{concept}"):
             self.show_layer(name)
 

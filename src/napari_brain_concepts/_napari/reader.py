@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .layers import nifti_file_layer, with_negative_parts
@@ -10,7 +9,8 @@ from .layers import nifti_file_layer, with_negative_parts
 _EXTENSIONS = (".nii", ".nii.gz")
 
 
-#: words of anatomical image file names: the study folder's anat.nii.gz, BIDS *_T1w / *_T2w
+#: last words of anatomical image file names: the study folder's anat.nii.gz, BIDS *_T1w / *_T2w; and the
+#: MNI152 templates (mni152*)
 _ANATOMY = {"anat", "anatomy", "t1w", "t2w", "t1", "t2"}
 
 
@@ -20,8 +20,9 @@ def _role(path: Path) -> str:
         return "mask"
     if "roi" in str(path.parent).lower() or name.startswith(("floc", "prf", "roi", "atlas", "label")):
         return "roi"
-    words = set(re.split(r"[_\-.]", name.removesuffix(".gz").removesuffix(".nii")))
-    if words & _ANATOMY or "mni152" in name:
+    stem = name.removesuffix(".gz").removesuffix(".nii")
+    # the last word (BIDS: the suffix; "space-T1w" in the middle of a BOLD file's name is no anatomy)
+    if stem.split("_")[-1] in _ANATOMY or stem.startswith("mni152"):
         return "anatomy"
     return "auto"
 

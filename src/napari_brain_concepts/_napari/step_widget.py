@@ -94,6 +94,7 @@ class StepWidget(QWidget):
         self.run_buttons = [self.run_button]  # every button that starts a step (off while any step runs)
         self._kept: list[str] = []  # the steps a run found finished in an opened results folder
         self._before: set[str] = set()  # the steps finished when the run started
+        self._form_shows = None  # (the form's values, the recorded ones) after an opened folder filled it
         self.session.study_changed.connect(self._on_study_changed)
         self.session.results_changed.connect(self._on_results_changed)
         self.session.subject_changed.connect(self._on_subject_changed)
@@ -137,12 +138,19 @@ class StepWidget(QWidget):
 
                 raise InputError(f"{type(self).__name__}", "another step of this analysis is running",
                                  "wait for it to finish, or cancel it, then run this one")
-            ctx = self.session.ensure_context(self.parameters())
+            before = self.session.current_params()
+            before = {step: dict(values) if isinstance(values, dict) else values for step, values in before.items()}
+            ctx = self.session.ensure_context(self.form_values())
             resume = self.session.continues_results
             if resume:
-                check_continuable(ctx, todo, "set the form back to those values to continue this analysis "
-                                  "(its finished steps are kept), or open the study again (Open study folder… "
-                                  "or Synthetic study) to start a new analysis with the new values")
+                try:
+                    check_continuable(ctx, todo, "set the form back to those values to continue this analysis "
+                                      "(its finished steps are kept), or open the study again (Open study "
+                                      "folder… or Synthetic study) to start a new analysis with the new values")
+                except Exception:
+                    ctx.params.clear()  # refused: the analysis keeps the values it had
+                    ctx.params.update(before)
+                    raise
         except Exception as exc:  # shown as one notification
             workers.notify_error(exc)
             return None
@@ -262,9 +270,25 @@ class StepWidget(QWidget):
         """Show in the form the values the opened results folder's steps were made with."""
         from ..core.pipeline import step_values
 
+        self._form_shows = None
         recorded = self.session.recorded_parameters()
         if recorded is not None:
-            self.set_form({s: step_values(s, recorded["params"].get(s)) for s in self.steps})
+            exact = {s: step_values(s, recorded["params"].get(s)) for s in self.steps}
+            self.set_form(exact)
+            self._form_shows = (self.parameters(), exact)
+
+    def form_values(self) -> dict[str, dict[str, Any]]:
+        """The form's values (:meth:`parameters`); where a field still shows the value an opened results
+        folder recorded, that value exactly, as a spin box may round or clamp it (a test fraction of 0.125
+        shows as 0.13): continuing the folder must not change it."""
+        params = self.parameters()
+        if self._form_shows is not None:
+            shown, exact = self._form_shows
+            for step, values in params.items():
+                for name, value in values.items():
+                    if name in shown.get(step, {}) and shown[step][name] == value and name in exact.get(step, {}):
+                        values[name] = exact[step][name]
+        return params
 
     def results_store(self):
         """The session's results folder, when it holds results."""

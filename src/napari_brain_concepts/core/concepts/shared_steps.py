@@ -325,18 +325,24 @@ def _write_tsv(path, table: pd.DataFrame) -> None:
     write_atomic(path, lambda p: table.to_csv(p, sep="\t", index=False, float_format="%.6g"))
 
 
-def not_applicable(ctx: AnalysisContext) -> str | None:
-    """Why a whole analysis must leave this step out (too few participants for ``min_participants``), or None.
+def not_applicable(ctx: AnalysisContext) -> str | InputError | None:
+    """Why this step cannot run on the study, or None: too few participants for ``min_participants`` (a whole
+    analysis leaves it out), or decoded participants that cannot be put in one space (other grids, and one
+    without ``to_common.txt``): that error is raised before any step runs when the step is asked for by name,
+    and a whole analysis leaves the step out with it; it used to stop the analysis when this step started,
+    after the steps before it had run."""
+    from ..decoding.steps import DecodeParams
 
-    Participants that cannot be put in one space (not in one grid, and one without ``to_common.txt``) are an
-    error of the study, raised here, before any step runs: it used to stop the analysis when this step
-    started, after the steps before it had run."""
     params = ctx.step_params(STEP, SharedParams)
     n = len(ctx.study.subject_names)
     if n - 1 < params.min_participants:
         return (f"it needs at least {params.min_participants + 1} participants (shared.min_participants="
                 f"{params.min_participants} others) and the study has {n}")
-    common_space(ctx.study)
+    decoded = ctx.step_params("decode", DecodeParams).subjects
+    try:  # the participants the step clusters: the decoded ones
+        common_space(ctx.study, list(decoded) if decoded else None)
+    except InputError as err:
+        return err
     return None
 
 

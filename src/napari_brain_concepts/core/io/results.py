@@ -68,11 +68,23 @@ def _resume_conflict(old: Any, new: Any, finished: list[str]) -> str | None:
         return f": --seed {old.get('seed')} (now {new.get('seed')})"
     changed = []
     for step in finished:
-        a, b = old["params"].get(step) or {}, new["params"].get(step) or {}
-        changed += [f"{step}.{k}={json.dumps(a[k]) if k in a else '(default)'} (now "
-                    f"{json.dumps(b[k]) if k in b else '(default)'})"
+        given_a, given_b = old["params"].get(step) or {}, new["params"].get(step) or {}
+        a, b = _every_value(step, given_a), _every_value(step, given_b)
+
+        def show(values, given, k):
+            return "(default)" if k not in values else json.dumps(values[k]) + ("" if k in given else " (default)")
+
+        changed += [f"{step}.{k}={show(a, given_a, k)} (now {show(b, given_b, k)})"
                     for k in sorted(set(a) | set(b)) if a.get(k, ...) != b.get(k, ...)]
     return f" for its finished steps: {', '.join(changed)}" if changed else None
+
+
+def _every_value(step: str, given: Any) -> dict[str, Any]:
+    """A step's values with its defaults filled in, so that a value given as its default (napari's forms give
+    every value they show) equals the default left out (the command line records only ``--param`` values)."""
+    from ..pipeline import STEPS, step_values
+
+    return step_values(step, given) if step in STEPS else dict(given or {})
 
 
 def _resumed_parameters(old: Any, new: Any) -> Any:
