@@ -797,6 +797,10 @@ def _write_stimuli(stimuli: Stimuli, root: Path) -> None:
             if bad:
                 raise InputError(f"stimulus {stimuli.ids[i]!r}", f"category {bad[0]!r} contains ';'",
                                  "categories are ';'-separated in stimuli.tsv: rename it")
+            bad = [c for c in cats if "/" in c or "\\" in c]
+            if bad:  # the reader refuses it: its maps are files named after it
+                raise InputError(f"stimulus {stimuli.ids[i]!r}", f"category {bad[0]!r} contains '/' or '\\'",
+                                 "its maps are files named after it: rename it without '/' or '\\'")
         table["categories"] = [";".join(cats) for cats in stimuli.categories]
     if stimuli.test is not None:
         table["test"] = ["1" if t else "0" for t in stimuli.test]
