@@ -282,6 +282,12 @@ def test_run_analysis_checks_the_ranges_of_every_step_before_the_first(tmp_path)
     assert not store.is_done("decode") and not ctx.state.get("decoders")
     with pytest.raises(InputError, match=r"^parameter masks\.threshold: "):
         ctx.step_params("masks", MasksParams)
+    # a step's choices too, named as the user gives them (a step run on its own checks them itself)
+    from napari_brain_concepts.core.alignment.steps import RsaParams
+
+    ctx.params["rsa"] = {"stimuli": "subjects"}
+    with pytest.raises(InputError, match=r"^parameter rsa\.stimuli: 'subjects' is unknown\. Fix: use one of "):
+        ctx.step_params("rsa", RsaParams)
 
 
 def test_every_steps_ranges_name_its_parameters_and_hold_its_defaults():

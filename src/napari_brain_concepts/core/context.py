@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, check_ranges
+from .errors import InputError, check_choices, check_ranges
 from .io.results import ResultsStore
 from .study import Embedding, Study
 
@@ -57,7 +57,8 @@ class AnalysisContext:
 
     def step_params(self, step: str, default_cls=None):
         """Parameters of ``step``: the stored dataclass/dict, or ``default_cls()``; numbers outside the ranges
-        of ``default_cls`` (its ``RANGES``) raise :class:`InputError` naming them ``step.name``."""
+        of ``default_cls`` (its ``RANGES``) and texts none of its ``CHOICES`` raise :class:`InputError` naming
+        them ``step.name``."""
         value = self.params.get(step)
         if value is None:
             return default_cls() if default_cls is not None else {}
@@ -69,6 +70,7 @@ class AnalysisContext:
                                  f"use some of {sorted(names)}")
             value = default_cls(**value)
         check_ranges(value, getattr(default_cls, "RANGES", {}), prefix=f"{step}.")
+        check_choices(value, getattr(default_cls, "CHOICES", {}), prefix=f"{step}.")
         return value
 
     def embedding(self, name: str, param: str | None = None) -> Embedding:

@@ -109,3 +109,17 @@ def check_ranges(params: Any, ranges: Mapping[str, Range], prefix: str = "") -> 
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, numbers.Real) and not isinstance(item, bool):
                 interval.check(prefix + name, item)
+
+
+def check_choices(params: Any, choices: Mapping[str, tuple[str, ...]], prefix: str = "") -> None:
+    """Check the text parameters of ``params`` (a mapping, or an object with them as attributes) that must be one
+    of a few (``choices``: name → the allowed values; a list is checked item by item); the error names each as
+    ``prefix + name`` (e.g. ``rsa.stimuli``). A name ``params`` lacks, and ``None``, are passed over."""
+    for name, allowed in choices.items():
+        value = params.get(name) if isinstance(params, Mapping) else getattr(params, name, None)
+        if value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if item not in allowed:
+                raise InputError(f"parameter {prefix}{name}", f"{item!r} is unknown",
+                                 f"use one of {', '.join(repr(a) for a in allowed)}")

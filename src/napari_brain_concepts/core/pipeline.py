@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .context import AnalysisContext
-from .errors import InputError, check_ranges
+from .errors import InputError, check_choices, check_ranges
 from .progress import Progress
 
 
@@ -181,22 +181,7 @@ def check_params(params: Mapping[str, Any], *, types: bool = True) -> None:
                     raise InputError(f"parameter {step}.{name}", f"{value!r} is not {_describe(kind)}",
                                      f"give it as JSON, e.g. --param '{step}.{name}={_example(kind)}'")
         check_ranges(values, getattr(cls, "RANGES", {}), prefix=f"{step}.")
-        _check_choices(step, values, getattr(cls, "CHOICES", {}))
-
-
-def _check_choices(step: str, values: Any, choices: Mapping[str, tuple[str, ...]]) -> None:
-    """Text values that must be one of a few (``CHOICES`` of a step's parameter class; for a list, each of
-    its items), checked with the ranges: ``rsa.stimuli=subjects`` would otherwise fail when its step starts,
-    after the steps before it ran."""
-    for name, allowed in choices.items():
-        value = values.get(name) if isinstance(values, Mapping) else getattr(values, name, None)
-        if value is None:
-            continue
-        items = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
-        bad = [v for v in items if v not in allowed]
-        if bad:
-            listed = ", ".join(repr(a) for a in allowed)
-            raise InputError(f"parameter {step}.{name}", f"{bad[0]!r} is unknown", f"use one of {listed}")
+        check_choices(values, getattr(cls, "CHOICES", {}), prefix=f"{step}.")
 
 
 def _arms(kind) -> tuple:

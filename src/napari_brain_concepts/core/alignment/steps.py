@@ -246,8 +246,6 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     from .searchlight import searchlight_rsa, searchlight_spheres
 
     params = ctx.step_params("rsa", RsaParams)
-    if params.stimuli not in ("shared", "test", "subject"):
-        raise InputError("parameter stimuli", f"{params.stimuli!r} is unknown", "use 'shared', 'test' or 'subject'")
     study = ctx.study
     names = _models(ctx, params.models)
     reference = ctx.state.get("caption_embedding", names[0])
@@ -279,9 +277,6 @@ def rsa_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         import torch
 
         dtypes = {"float64": torch.float64, "float32": torch.float32}
-        if params.searchlight_dtype not in dtypes:
-            raise InputError("parameter searchlight_dtype", f"{params.searchlight_dtype!r} is unknown",
-                             "use 'float64' or 'float32'")
         sl_names = list(params.searchlight_models or names)
         unknown = [n for n in sl_names if n not in features]
         if unknown:

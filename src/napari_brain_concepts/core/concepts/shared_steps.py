@@ -367,9 +367,6 @@ def shared_step(ctx: AnalysisContext) -> Generator[Progress, None, pd.DataFrame]
     params = ctx.step_params(STEP, SharedParams)
     study = ctx.study
     yield Progress(STEP, 0, 6, "reading decoders")
-    if params.columns not in ("pattern", "weights"):
-        raise InputError("parameter columns", f"{params.columns!r} is not 'pattern' or 'weights'",
-                         "use 'pattern' (activation patterns, default) or 'weights' (decoder columns)")
     weights, alphas_used = load_decoders(ctx, params.ridge_alpha)
     if params.columns == "pattern":
         weights = activation_patterns(ctx, weights)

@@ -197,9 +197,6 @@ def concepts_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     if not Y:
         raise InputError("decode step", "left no validation trials in any subject",
                          "set the decode step's val_fraction above 0")
-    if params.pairs not in ("validation", "held-out"):
-        raise InputError("parameter pairs", f"{params.pairs!r} is not 'validation' or 'held-out'",
-                         "use 'validation' (the paper) or 'held-out' (validation + out-of-fold training trials)")
     if params.pairs == "held-out":
         from sklearn.base import clone
         from sklearn.model_selection import GroupKFold

@@ -162,8 +162,6 @@ def needs(ctx: AnalysisContext) -> tuple[str, ...]:
 def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Fit one decoder per subject, score it on the test stimuli, write weights, maps, table and figure."""
     params: DecodeParams = ctx.step_params(STEP, DecodeParams)
-    if params.protocol not in ("mindeye", "sdc"):
-        raise InputError("parameter decode.protocol", f"{params.protocol!r} is unknown", "use 'mindeye' or 'sdc'")
     study = ctx.study
     E = ctx.embedding(params.embedding, param="decode.embedding").values
     names = list(params.subjects) if params.subjects else study.subject_names
