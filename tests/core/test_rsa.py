@@ -263,6 +263,7 @@ def test_the_rsa_step_on_each_subjects_own_images(tmp_path):
     sl = ctx.state["searchlight"]["sub-1"]
     assert sl.n_subsets == 3  # the subject's own subsets, as in the ROI analysis (the shared rows give 1)
     assert np.nanmean(sl.volume("feats")) > 0.1  # every voxel carries the features
-    with pytest.raises(InputError, match="use 'shared', 'test' or 'subject'"):
+    with pytest.raises(InputError, match=r"parameter rsa\.stimuli: 'own' is unknown\. "
+                                         r"Fix: use one of 'shared', 'test', 'subject'"):
         ctx.params["rsa"]["stimuli"] = "own"
         run_to_end(rsa_step(ctx))
