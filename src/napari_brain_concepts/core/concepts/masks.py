@@ -45,6 +45,8 @@ from ..progress import Progress
 from ..ranges import MASKS
 
 STEP = "masks"
+#: what fills a voxel a mask leaves out: another stimulus' response (``shuffle``) or ``zero``
+FILLS = ("shuffle", "zero")
 
 
 def linear_readout(decoder: Any, n_voxels: int | None = None, where: str = "decoder") -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +164,7 @@ class VoxelMaskOptimizer(BaseEstimator):
 
     def _check_params(self) -> None:
         check_ranges(self, MASKS)
-        if self.fill not in ("shuffle", "zero"):
+        if self.fill not in FILLS:
             raise InputError("parameter fill", f"{self.fill!r} is not a fill", "use 'shuffle' or 'zero'")
         if self.dtype not in ("float32", "float64"):
             raise InputError("parameter dtype", f"{self.dtype!r} is not a supported precision",

@@ -20,6 +20,9 @@ import pandas as pd
 from ..errors import InputError
 from ..study import Stimuli
 
+#: how a concept's words are ranked: by frequency among its top stimuli, or by excess over all stimuli
+WORD_RANKINGS = ("frequency", "excess")
+
 # Words that name concepts in scene captions (numbers, spatial relations) are kept even though generic
 # English stop-word lists drop them.
 _KEEP = frozenset({
@@ -138,7 +141,7 @@ def name_directions(directions: np.ndarray, embeddings: np.ndarray, stimuli: Sti
     if E.shape[0] != len(stimuli):
         raise InputError("embeddings", f"have {E.shape[0]} rows for {len(stimuli)} stimuli",
                          "give one embedding row per stimulus")
-    if word_ranking not in ("frequency", "excess"):
+    if word_ranking not in WORD_RANKINGS:
         raise InputError("parameter word_ranking", f"{word_ranking!r} is unknown", "use 'frequency' or 'excess'")
     K = D.shape[0]
     concepts = [f"c{k:03d}" for k in range(K)] if concepts is None else [str(c) for c in concepts]

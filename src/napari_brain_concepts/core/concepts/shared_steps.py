@@ -45,7 +45,7 @@ from ..progress import Progress
 from ..ranges import SHARED
 from ..study import Study
 from .localizers import WHOLE_ATLAS, localizer_figure, localizer_validation
-from .naming import name_directions, write_names
+from .naming import WORD_RANKINGS, name_directions, write_names
 from .overlap import common_space, concept_overlap, dice
 from .shared import EPS_SWEEP, SharedConceptClustering, decoder_weights
 
@@ -111,7 +111,7 @@ class SharedParams:
     #: intervals of the numeric parameters (:mod:`~..ranges`; ``eps_sweep``: each radius), checked before any
     #: step runs; ``ridge_alpha``'s applies when it is a number
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"columns": ("pattern", "weights"),
-                                                     "word_ranking": ("frequency", "excess")}
+                                                     "word_ranking": WORD_RANKINGS}
     RANGES: ClassVar[dict[str, Range]] = {**SHARED, "eps_sweep": SHARED["eps"], "ridge_alpha": Range(0, low_open=True)}
 
 

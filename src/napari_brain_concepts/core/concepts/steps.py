@@ -41,8 +41,8 @@ from ..errors import InputError, Range
 from ..progress import Progress
 from ..ranges import BASIS, MASKS, some
 from .basis import ConceptBasis
-from .masks import VoxelMaskOptimizer
-from .naming import name_directions, write_names
+from .masks import FILLS, VoxelMaskOptimizer
+from .naming import WORD_RANKINGS, name_directions, write_names
 from .truth import mask_truth_table, match_planted, planted_directions, truth_figure
 
 DEFAULT_K = 128
@@ -99,7 +99,7 @@ class ConceptsParams:
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs; ``n_components``
     #: must also be at most the embedding's dimension (the basis checks it when fitted)
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pairs": ("validation", "held-out"),
-                                                     "word_ranking": ("frequency", "excess")}
+                                                     "word_ranking": WORD_RANKINGS}
     RANGES: ClassVar[dict[str, Range]] = {
         "held_out_folds": Range(2),
         **some(BASIS, "n_components", "negative_slope", "temperature", "learning_rate", "batch_size", "n_iter",
@@ -125,7 +125,7 @@ class MasksParams:
     concepts: list[str] | None = None
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"fill": ("shuffle", "zero")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"fill": FILLS}
     RANGES: ClassVar[dict[str, Range]] = some(MASKS, "sparsity", "learning_rate", "n_steps", "burn_in", "eval_every",
                                               "threshold", "min_decodability")
 

@@ -28,6 +28,9 @@ from ..ranges import CONTRASTIVE
 from .metrics import r2_unit
 from .ridge import check_features, check_targets, check_xy, n_dims
 
+#: the decoder's network: a linear map, or an MLP voxels→hidden→d
+ARCHITECTURES = ("linear", "mlp")
+
 
 def info_nce(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE with logits ``−(1 − cos)/τ`` between paired rows of ``pred`` and ``target``."""
@@ -146,7 +149,7 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
         return tags
 
     def _check_params(self) -> None:
-        if self.architecture not in ("linear", "mlp"):
+        if self.architecture not in ARCHITECTURES:
             raise InputError("parameter architecture", f"{self.architecture!r} is unknown", "use 'linear' or 'mlp'")
         check_ranges(self, {k: r for k, r in CONTRASTIVE.items() if k != "hidden" or self.architecture == "mlp"})
 

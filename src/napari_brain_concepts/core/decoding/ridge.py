@@ -36,6 +36,8 @@ from ..errors import InputError, not_fitted
 from ..progress import Progress, run_to_end
 
 DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(0, 8))
+#: how the ridge solves: ``auto`` (kernel form when samples < features), ``kernel`` or ``primal``
+SOLVERS = ("auto", "kernel", "primal")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -308,7 +310,7 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
         if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
             raise InputError("parameter alphas", f"{self.alphas!r} is not a list of positive numbers",
                              "give positive regularisation strengths, e.g. np.logspace(0, 7, 8)")
-        if self.solver not in ("auto", "kernel", "primal"):
+        if self.solver not in SOLVERS:
             raise InputError("parameter solver", f"{self.solver!r} is unknown", "use 'auto', 'kernel' or 'primal'")
         if self.dtype not in _DTYPES:
             raise InputError("parameter dtype", f"{self.dtype!r} is unknown", "use 'float32' or 'float64'")

@@ -33,10 +33,10 @@ from ..context import AnalysisContext
 from ..errors import InputError, Range
 from ..progress import Progress
 from ..ranges import CONTRASTIVE, RIDGE, SPLIT, some
-from .contrastive import ContrastiveDecoder
+from .contrastive import ARCHITECTURES, ContrastiveDecoder
 from .metrics import decoding_scores
 from .prepare import PROTOCOLS, PreparedData, mean_by_stimulus, prepare_subject
-from .ridge import DEFAULT_ALPHAS, RidgeDecoder
+from .ridge import DEFAULT_ALPHAS, SOLVERS, RidgeDecoder
 
 STEP = "decode"
 
@@ -75,8 +75,7 @@ class DecodeParams:
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"decoder": ("ridge", "contrastive"), "protocol": PROTOCOLS,
-                                                     "solver": ("auto", "kernel", "primal"),
-                                                     "architecture": ("linear", "mlp")}
+                                                     "solver": SOLVERS, "architecture": ARCHITECTURES}
     RANGES: ClassVar[dict[str, Range]] = {
         **SPLIT, **RIDGE,
         **some(CONTRASTIVE, "hidden", "n_reruns", "max_iter", "temperature", "lr", "batch_size", "noise_std",
