@@ -87,10 +87,11 @@ def test_different_spaces_use_to_common_with_nilearn_resampling():
 
 def test_different_spaces_without_to_common_is_an_error():
     study = _study([(6, 6, 6), (7, 6, 6)], [np.eye(4), np.eye(4)], to_common=[np.eye(4), None])
-    with pytest.raises(InputError, match=r"subjects/s1/to_common.txt: is missing.*not in one space"):
+    with pytest.raises(InputError, match=r"subjects/s1/to_common.txt: the participants are not in one space "
+                                         r".* s1 has no to_common.txt"):
         common_space(study)
     study2 = _study([(6, 6, 6), (6, 6, 6)], [np.eye(4), _shift(3.0)])
-    with pytest.raises(InputError, match=r"to_common.txt: is missing"):
+    with pytest.raises(InputError, match=r"to_common.txt: .* s0, s1 have no to_common.txt"):
         common_space(study2)
 
 

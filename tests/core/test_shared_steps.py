@@ -191,10 +191,10 @@ def test_participants_in_no_common_space_stop_the_analysis_before_any_step(tmp_p
     ctx = AnalysisContext(study=study, store=store, device="cpu")
     names = ",".join(study.subject_names)  # none has a to_common.txt: each needs one
     expected = str(Path(tmp_path / "study" / "subjects" / f"{{{names}}}" / "to_common.txt"))
-    with pytest.raises(InputError, match="is missing, and the subjects are not in one space") as info:
+    with pytest.raises(InputError, match="the participants are not in one space") as info:
         run_to_end(run_analysis(ctx, ["maps", "shared"]))
     assert info.value.where == expected
     assert not store.finished_steps and not ctx.state.get("decoders")
-    assert "is missing, and the subjects are not in one space" in STEPS["shared"].not_applicable(ctx)
+    assert "have no to_common.txt" in STEPS["shared"].not_applicable(ctx)
     ctx.params["decode"] = {"subjects": [n for n in study.subject_names if n != moved.name]}
     assert STEPS["shared"].not_applicable(ctx) is None

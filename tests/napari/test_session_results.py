@@ -108,3 +108,41 @@ def test_one_step_at_a_time_a_cancel_keeps_what_finished_and_a_new_study_clears_
     assert not docks["Decode"].plot.figure.axes
     assert docks["Captions"].stimulus.count() == 0
     assert session.context is None
+
+
+def test_the_concepts_dock_on_participants_on_different_grids_finds_each_ones_concepts(make_napari_viewer, qtbot,
+                                                                                      tmp_path):
+    """On participants in no common space (NSD's own grids, no to_common.txt), "Find concepts" runs the basis
+    and the masks of each participant and leaves out the shared concepts, saying why (it used to be refused
+    before anything ran, as the shared step asked for by name); "Shared only" is refused with the step's
+    error."""
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(size="tiny")
+    study.stimuli.root = tmp_path / "study"  # as a study folder read from disk
+    moved = study.subject(study.subject_names[1])
+    moved.affine = moved.affine.copy()
+    moved.affine[:3, 3] += 8.0  # another space, and no to_common.txt
+    viewer = make_napari_viewer(show=True)
+    _, study_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Study")
+    _, concepts = viewer.window.add_plugin_dock_widget(PLUGIN, "Concepts")
+    study_dock.set_study(study)
+    session = study_dock.session
+    session.ensure_context({k: dict(v) for k, v in FAST.items()})
+    concepts.n_components.setValue(FAST["concepts"]["n_components"])
+    concepts.mask_steps.setValue(FAST["masks"]["n_steps"])
+    n = len(_errors())
+    concepts.run()
+    qtbot.waitUntil(lambda: concepts.worker is None, timeout=600_000)
+    assert len(_errors()) == n, _errors()[n:]
+    store = session.context.store
+    assert store.is_done("concepts") and store.is_done("masks") and not store.is_done("shared")
+    assert "Left out shared: the participants are not in one space" in concepts.status.text()
+    assert f"{', '.join(study.subject_names)} have no to_common.txt" in concepts.status.text()
+    assert concepts.concepts.count() == FAST["concepts"]["n_components"]
+    assert all(store.masks(name) for name in study.subject_names)
+
+    concepts.shared_button.click()
+    qtbot.waitUntil(lambda: concepts.worker is None, timeout=60_000)
+    assert len(_errors()) == n + 1 and "to_common.txt" in _errors()[-1]
+    assert not store.is_done("shared")

@@ -92,6 +92,7 @@ class StepWidget(QWidget):
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
         self.run_buttons = [self.run_button]  # every button that starts a step (off while any step runs)
+        self._todo: list[str] = []  # the steps of the run under way, or of the last one
         self._kept: list[str] = []  # the steps a run found finished in an opened results folder
         self._before: set[str] = set()  # the steps finished when the run started
         self._form_shows = None  # (the form's values, the recorded ones) after an opened folder filled it
@@ -128,10 +129,16 @@ class StepWidget(QWidget):
     def run(self, steps: tuple[str, ...] | None = None):
         """Run ``steps`` (default: the dock's) in a worker. In a results folder the user opened, the finished
         steps are kept (as ``--resume`` keeps them) and a finished step asked to run with other values is
-        refused; in the session's own (temporary) folder the steps run again."""
-        from ..core.pipeline import check_continuable, run_analysis
+        refused; in the session's own (temporary) folder the steps run again.
+
+        The dock's own Run, of several steps, leaves out those that cannot apply to the study and says why
+        (the Concepts dock on participants on different grids without ``to_common.txt`` finds the concepts
+        and masks of each, and not the shared ones), as a whole analysis does; a step run by its own button
+        is asked for by name, and one that cannot apply is refused with its error."""
+        from ..core.pipeline import STEPS, check_continuable, run_analysis
 
         todo = list(steps or self.steps)
+        leave_out = steps is None and len(todo) > 1
         try:
             if self.session.busy:
                 from ..core.errors import InputError
@@ -144,7 +151,8 @@ class StepWidget(QWidget):
             resume = self.session.continues_results
             if resume:
                 try:
-                    check_continuable(ctx, todo, "set the form back to those values to continue this analysis "
+                    check_continuable(ctx, [s for s in todo if not (leave_out and STEPS[s].not_applicable(ctx))],
+                                      "set the form back to those values to continue this analysis "
                                       "(its finished steps are kept), or open the study again (Open study "
                                       "folder… or Synthetic study) to start a new analysis with the new values")
                 except Exception:
@@ -154,8 +162,7 @@ class StepWidget(QWidget):
         except Exception as exc:  # shown as one notification
             workers.notify_error(exc)
             return None
-        from ..core.pipeline import STEPS
-
+        self._todo = todo
         self._before = {s for s in STEPS if ctx.store.is_done(s)}
         self._kept = [s for s in todo if resume and s in self._before]
         self._failed = False
@@ -163,7 +170,8 @@ class StepWidget(QWidget):
         from napari.utils import progress
 
         self._progress = progress(total=0, desc=", ".join(todo))
-        self.worker = workers.start(run_analysis, ctx, todo, resume=resume, on_yield=self._on_progress,
+        self.worker = workers.start(run_analysis, ctx, todo, resume=resume, leave_out=leave_out,
+                                    on_yield=self._on_progress,
                                     on_return=self._on_return, on_error=self._on_error,
                                     on_finish=self._on_finish)
         return self.worker
@@ -191,7 +199,13 @@ class StepWidget(QWidget):
         from .display import refresh_results
 
         kept = f" Kept from {ctx.store.root}: {', '.join(self._kept)} (finished before)." if self._kept else ""
-        self.status.setText("Done." + kept)
+        left_out = {s: r for s, r in ctx.state.get("skipped_steps", {}).items() if s in self._todo}
+        said = "".join(f" Left out {s}: {r}." for s, r in left_out.items())
+        self.status.setText("Done." + kept + said)
+        if said:  # the status line may be scrolled out of sight: a notification too
+            from napari.utils.notifications import show_warning
+
+            show_warning(said.strip())
         refresh_results(self.viewer, self.session)
         for s in self.steps:
             self.session.step_finished.emit(s)

@@ -97,8 +97,11 @@ def common_space(study: Study, subjects: list[str] | None = None) -> CommonSpace
                  else f"subjects/{{{','.join(lacking)}}}/to_common.txt")
         if study.stimuli.root is not None:  # a study folder: the path in it
             where = str(Path(study.stimuli.root) / where)
-        raise InputError(where, "is missing, and the subjects are not in one space (their mask grids or "
-                         "affines differ), so their voxels cannot be compared",
+        who = lacking[0] if len(lacking) == 1 else ", ".join(lacking)
+        # a sentence of its own: a whole analysis (or a dock's run) that leaves the shared step out says it
+        raise InputError(where, f"the participants are not in one space (their mask grids or affines differ) "
+                         f"and {who} {'has' if len(lacking) == 1 else 'have'} no to_common.txt, so their voxels "
+                         "cannot be compared",
                          "add a 4x4 native-mm → common-mm affine per subject, or resample all subjects to "
                          "one template space")
     return CommonSpace(first.shape, first.to_common @ first.affine, {s.name: s.to_common for s in subs}, native)
