@@ -198,3 +198,19 @@ def test_participants_in_no_common_space_stop_the_analysis_before_any_step(tmp_p
     assert "have no to_common.txt" in STEPS["shared"].not_applicable(ctx)
     ctx.params["decode"] = {"subjects": [n for n in study.subject_names if n != moved.name]}
     assert STEPS["shared"].not_applicable(ctx) is None
+
+
+def test_a_step_left_out_by_an_earlier_run_is_not_reported_once_it_applies(fitted, tmp_path):
+    """A whole analysis (or a dock's run) records why it left a step out; run again in the same analysis with
+    values under which the step applies, the old reason goes (the summary and the dock said it was left out)."""
+    from napari_brain_concepts.core.pipeline import run_analysis
+
+    study = fitted[0]
+    ctx = _context(study, tmp_path / "results", {}, min_participants=len(study.subject_names))
+    run_to_end(run_analysis(ctx, ["shared"], leave_out=True))
+    assert "it needs at least" in ctx.state["skipped_steps"]["shared"]
+    ctx.params["shared"]["min_participants"] = 1
+    run = run_analysis(ctx, ["shared"], leave_out=True)
+    first = next(run)  # the steps are chosen before the first one starts
+    run.close()
+    assert first.message.startswith("step ") and "shared" not in ctx.state["skipped_steps"]
