@@ -318,3 +318,26 @@ def test_a_folder_that_holds_results_is_replaced_only_when_asked(tiny, tmp_path)
     assert ResultsStore.open(out).is_done("decode")
     again = ResultsStore.create(out, study=tiny.name, overwrite=True)
     assert not again.is_done("decode") and not (out / "tables" / "decoding.tsv").exists()
+
+
+def test_the_summary_of_ones_own_data_has_the_maps_the_basis_and_the_masks(own_folder, tmp_path, capsys):
+    """The CLI review: on a study without planted truth the summary had no maps, concept or masks section,
+    and concept_maps.tsv held a column of NaN (the Dice with planted regions there are none of)."""
+    out = tmp_path / "results"
+    fast = [*FAST, "--param", "embed.controls=[]", "--param", "concepts.n_components=8",
+            "--param", "concepts.contact_sheets=false", "--param", "masks.n_steps=60", "--param", "masks.burn_in=20"]
+    assert main(["masks", str(own_folder), "--out", str(out), *fast]) == 0, capsys.readouterr().err
+    assert main(["maps", str(own_folder), "--out", str(out), *fast, "--resume"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    maps = pd.read_csv(out / "tables" / "concept_maps.tsv", sep="\t")
+    assert "dice_top_vs_planted" not in maps and maps["peak"].notna().all()
+    section = printed.split("Per-concept maps: the peak of each map")[1].split("\n\n")[0]
+    assert all(c in section for c in set(maps["concept"])) and "peak_corr_map" in section
+    basis = printed.split("Concept basis: ")[1].split("\n\n")[0]
+    names = pd.read_csv(out / "tables" / "concept_names.tsv", sep="\t")
+    first = names[names["end"] == "positive"].iloc[0]
+    assert "basis (" in basis and f"{first['concept']} {first['label']}" in " ".join(basis.split())
+    masks = printed.split("Voxel masks: the most decodable concepts")[1].split("\n\n")[0]
+    scores = pd.read_csv(out / "tables" / "mask_scores.tsv", sep="\t")
+    best = scores.groupby("concept")["decodability"].mean().idxmax()
+    assert masks.splitlines()[2].split()[0] == best

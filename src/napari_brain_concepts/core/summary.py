@@ -34,8 +34,13 @@ def decoding_summary(ctx: AnalysisContext) -> str | None:
 
 def concept_map_summary(ctx: AnalysisContext) -> str | None:
     df = _table(ctx, "concept_maps")
-    if df is None or df["dice_top_vs_planted"].isna().all():
+    if df is None or df.empty:
         return None
+    if "dice_top_vs_planted" not in df or df["dice_top_vs_planted"].isna().all():  # nothing planted
+        wide = df.pivot_table(index="concept", columns="map", values="peak", aggfunc="mean")
+        wide.columns = [f"peak_{c}_map" for c in wide.columns]
+        return ("Per-concept maps: the peak of each map (mean over subjects; corr: Pearson r, decoder: weight); "
+                "the maps are in subjects/SUBJ/maps/\n" + _fmt(wide.reset_index()))
     df = df.dropna(subset=["dice_top_vs_planted"])
     wide = df.pivot_table(index="concept", columns="map", values="dice_top_vs_planted", aggfunc="mean")
     wide.columns = [f"dice_{c}_map" for c in wide.columns]
@@ -59,10 +64,49 @@ def _dice_by_subject(table: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
+def basis_summary(ctx: AnalysisContext, shown: int = 10) -> str | None:
+    """Without planted concepts to match: the basis's retrieval against the full space, and its first
+    components with their names."""
+    names = _table(ctx, "concept_names")
+    if names is None or names.empty:
+        return None
+    ends = names.pivot_table(index="concept", columns="end", values="label", aggfunc="first", sort=False)
+    ends = ends.reindex(columns=["positive", "negative"]).fillna("").reset_index()
+    ends.columns = ["concept", "most", "least"]
+    out = f"Concept basis: {len(ends)} components"
+    retrieval = _table(ctx, "concept_retrieval")
+    if retrieval is not None and not retrieval.empty:
+        spaces = retrieval.groupby("space", sort=False)[["n_dims", "top1", "top1_chance"]].mean()
+        out += "; top-1 retrieval of the test stimuli (mean over subjects): " + ", ".join(
+            f"{space} ({int(row.n_dims)} dims) {row.top1:.3f}" for space, row in spaces.iterrows())
+        out += f", chance {spaces['top1_chance'].iloc[0]:.3f}"
+    more = f"\n… {len(ends) - shown} more in tables/concept_names.tsv" if len(ends) > shown else ""
+    return f"{out}\nthe first {min(shown, len(ends))}, named by their captions' words\n{_fmt(ends.head(shown))}{more}"
+
+
+def mask_scores_summary(ctx: AnalysisContext, shown: int = 10) -> str | None:
+    """Without planted regions to compare with: how decodable each concept is and how many voxels its
+    masks keep, for the most decodable concepts."""
+    df = _table(ctx, "mask_scores")
+    if df is None or df.empty:
+        return None
+    decodable = df["decodable"].astype(str).str.lower() == "true"
+    per = df.assign(decodable=decodable).groupby("concept", sort=False).agg(
+        decodability=("decodability", "mean"), participants=("decodable", "sum"),
+        median_voxels=("n_voxels", "median"), hard_mask_r=("hard_mask_r", "mean"))
+    per = per.sort_values("decodability", ascending=False).reset_index()
+    per["median_voxels"] = per["median_voxels"].round().astype(int)
+    per["participants"] = [f"{int(n)} of {df['subject'].nunique()}" for n in per["participants"]]
+    more = f"\n… {len(per) - shown} more in tables/mask_scores.tsv" if len(per) > shown else ""
+    return ("Voxel masks: the most decodable concepts (mean over subjects; participants: where the concept "
+            "is decodable; hard_mask_r: r of the prediction through the hard mask)\n"
+            + _fmt(per.head(shown)) + more)
+
+
 def mask_summary(ctx: AnalysisContext) -> str | None:
     df = _table(ctx, "mask_truth")
     if df is None or "dice" not in df:
-        return None
+        return mask_scores_summary(ctx)
     out = "Voxel masks: Dice of each hard mask with the planted region\n" + _fmt(_dice_by_subject(df))
     if "concept_r" in df and "any_mask_r" in df:
         here = df["planted_here"].astype(str).str.lower() == "true"
@@ -111,7 +155,8 @@ def format_summary(ctx: AnalysisContext) -> str:
     blocks = [
         decoding_summary(ctx),
         concept_map_summary(ctx),
-        table_summary(ctx, "concept_truth", "Concept basis: the component that best matches each planted concept"),
+        table_summary(ctx, "concept_truth", "Concept basis: the component that best matches each planted concept")
+        or basis_summary(ctx),
         mask_summary(ctx),
         _state_table(ctx, "shared", "Shared concepts across participants, and localizer validation"),
         table_summary(ctx, "rsa_summary", "RSA with each ROI (noise-ceiling-normalised r; FDR-significant marked)"),

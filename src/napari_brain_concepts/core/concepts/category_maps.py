@@ -145,8 +145,9 @@ def maps_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     Writes ``subjects/SUBJ/maps/corr_CONCEPT.nii.gz`` (Pearson r of each voxel's repeat-averaged response with
     the concept's stimulus feature) and ``decoder_CONCEPT.nii.gz`` (the decoder's voxel weights projected on
     the concept's embedding direction), and ``tables/concept_maps.tsv``: for each subject, concept and map the
-    peak value and — where the study plants the concept (synthetic truth) — the Dice between the map's top
-    voxels (as many as the planted region has) and the planted region.
+    peak value and — on a study that plants concepts (synthetic truth) — the Dice between the map's top
+    voxels (as many as the planted region has) and the planted region (``dice_top_vs_planted``: NaN for a
+    concept not planted in that subject; no such column on one's own data).
     """
     params = ctx.step_params("maps", MapsParams)
     study = ctx.study
@@ -173,6 +174,8 @@ def maps_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
                 rows.append({"subject": sname, "concept": concept, "map": kind, "source": source,
                              "peak": float(np.max(values[j])), "dice_top_vs_planted": dice})
     table = pd.DataFrame(rows)
+    if not regions:  # one's own data plants nothing: no column of NaN
+        table = table.drop(columns="dice_top_vs_planted")
     ctx.store.write_table("concept_maps", table)
     ctx.state["concept_maps"] = table
     ctx.store.mark_done("maps", source=source, concepts=names)
