@@ -94,7 +94,8 @@ DEMO_PARAMS: dict[str, dict[str, Any]] = {
 
 #: Named parameter sets that replicate a paper's own settings (``--preset NAME``; ``--param`` overrides them).
 #: ``sdc-iclr2025``: Efird et al.'s ICLR 2025 code (fyshelab/contrastive-decoding-iclr2025) — a linear
-#: contrastive decoder on single trials (the SDC protocol) of the voxels whose noise ceiling is at least 8 %,
+#: contrastive decoder on single trials (the SDC protocol) of the voxels whose noise ceiling (from the training
+#: trials' repeats) is at least 8 %,
 #: 50 reruns averaged, each trained for all 5,000 iterations with its last weights kept (no early stopping);
 #: shared concepts clustered from the decoders' own columns at eps 0.6, without centring. This project's
 #: defaults differ where its synthetic study showed the paper's settings fail on a small study (see
@@ -102,7 +103,7 @@ DEMO_PARAMS: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "sdc-iclr2025": {
         "decode": {"decoder": "contrastive", "architecture": "linear", "protocol": "sdc", "nc_threshold": 8.0,
-                   "n_reruns": 50, "max_iter": 5000, "patience": None},
+                   "ncsnr_from": "train", "n_reruns": 50, "max_iter": 5000, "patience": None},
         "shared": {"columns": "weights", "eps": 0.6, "centre": False},
     },
 }

@@ -131,3 +131,36 @@ def test_bad_input(case):
     with pytest.raises(InputError) as err:
         prepare_arrays(R, rows, E, **kwargs)
     assert "Fix:" in str(err.value)
+
+
+def test_ncsnr_from_the_study_or_from_the_training_repeats_alone():
+    """NSD's own ncsnr is computed from every trial, the test images' too; Efird et al. estimate it from the
+    training trials. ``decode.ncsnr_from`` chooses, and with "train" no test trial changes the selection."""
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.decoding.steps import prepare_decoded
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(size="tiny")
+    name = study.subject_names[0]
+    sub = study.subject(name)
+    given = np.zeros(sub.n_voxels, np.float32)
+    given[:40] = 3.0  # the study's ncsnr: these 40 voxels and no other
+    sub.ncsnr = given
+    ctx = AnalysisContext(study=study, store=None, params={"decode": {"nc_threshold": 20.0}})
+    np.testing.assert_array_equal(prepare_decoded(ctx, name).voxels, np.arange(40))
+
+    ctx.params["decode"]["ncsnr_from"] = "train"
+    trained = prepare_decoded(ctx, name)
+    test = study.stimuli.test[study.trial_rows(sub)]
+    expected = noise_ceiling(ncsnr_from_repeats(zscore_by_session(sub.responses, sub.sessions)[~test],
+                                                study.trial_rows(sub)[~test]), trained.n_average) >= 20.0
+    np.testing.assert_array_equal(trained.voxels, np.flatnonzero(expected))
+    assert 40 < len(trained.voxels) < sub.n_voxels
+    # the test trials shuffled within each session: their repeats no longer agree, while each session's
+    # z-scoring (of all its trials, as NSD's betas are) stays the same
+    rng = np.random.default_rng(0)
+    sub.responses = sub.responses.copy()
+    for s in np.unique(sub.sessions):
+        trials = np.flatnonzero(test & (sub.sessions == s))
+        sub.responses[trials] = sub.responses[rng.permutation(trials)]
+    np.testing.assert_array_equal(prepare_decoded(ctx, name).voxels, trained.voxels)

@@ -29,7 +29,6 @@ index of each ``shared-KK``), ``ridge_alphas`` (subject → alpha of the refit, 
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -123,21 +122,10 @@ def concept_name(k: int) -> str:
 def _prepared(ctx: AnalysisContext, name: str):
     """The decode step's prepared data of subject ``name`` (rebuilt from its parameters when absent)."""
     prepared = (ctx.state.get("prepared") or {}).get(name)
-    if prepared is not None:
-        return prepared
-    from inspect import signature
+    if prepared is None:
+        from ..decoding.steps import prepare_decoded
 
-    from ..decoding.prepare import prepare_arrays, prepare_subject
-
-    raw = ctx.params.get("decode") or {}
-    raw = dataclasses.asdict(raw) if dataclasses.is_dataclass(raw) else dict(raw)
-    allowed = set(signature(prepare_arrays).parameters) - {
-        "responses", "stimulus_rows", "embedding", "subject", "embedding_name", "sessions", "test_flags"}
-    kwargs = {k: v for k, v in raw.items() if k in allowed}
-    kwargs.setdefault("random_state", ctx.random_state)
-    embedding = raw.get("embedding") or ctx.state.get("decoder_embedding") or "captions"
-    prepared = prepare_subject(ctx.study, name, embedding, **kwargs)
-    ctx.state.setdefault("prepared", {})[name] = prepared
+        prepared = ctx.state.setdefault("prepared", {})[name] = prepare_decoded(ctx, name)
     return prepared
 
 

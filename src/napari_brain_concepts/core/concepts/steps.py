@@ -30,7 +30,7 @@ validation r of the unmasked decoder. It writes per subject ``subjects/SUBJ/maps
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -130,23 +130,8 @@ class MasksParams:
                                               "threshold", "min_decodability")
 
 
-def _decode_kwargs(ctx: AnalysisContext) -> dict:
-    from inspect import signature
-
-    from ..decoding.prepare import prepare_arrays
-
-    raw = ctx.params.get("decode")
-    if raw is None:
-        return {}
-    raw = asdict(raw) if hasattr(raw, "__dataclass_fields__") else dict(raw)
-    allowed = set(signature(prepare_arrays).parameters) - {"responses", "stimulus_rows", "embedding", "subject",
-                                                             "embedding_name", "sessions", "test_flags"}
-    return {k: v for k, v in raw.items() if k in allowed}
-
-
 def subject_data(ctx: AnalysisContext, subject: str):
     """(PreparedData, decoder) of ``subject`` from the decode step, checked against the subject's voxels."""
-    from ..decoding.prepare import prepare_subject
 
     decoders = ctx.state.get("decoders") or {}
     if subject not in decoders:
@@ -154,10 +139,9 @@ def subject_data(ctx: AnalysisContext, subject: str):
     decoder = decoders[subject]
     prepared = (ctx.state.get("prepared") or {}).get(subject)
     if prepared is None:
-        kwargs = _decode_kwargs(ctx)
-        kwargs.setdefault("random_state", ctx.random_state)
-        prepared = prepare_subject(ctx.study, subject, ctx.state.get("decoder_embedding", "captions"), **kwargs)
-        ctx.state.setdefault("prepared", {})[subject] = prepared
+        from ..decoding.steps import prepare_decoded
+
+        prepared = ctx.state.setdefault("prepared", {})[subject] = prepare_decoded(ctx, subject)
     sub = ctx.study.subject(subject)
     n_in = getattr(decoder, "n_features_in_", None)
     if prepared.n_voxels_total != sub.n_voxels or (n_in is not None and n_in != len(prepared.voxels)):

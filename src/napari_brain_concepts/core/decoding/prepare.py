@@ -7,7 +7,8 @@ The steps follow the published decoding pipelines:
    (``stimuli.test``, e.g. NSD shared1000) when it has one, else a seeded split of all study stimuli that
    is the same for every subject, so subjects are tested on the same images where they saw them;
 3. select voxels by a mask and/or by noise ceiling (NSD: ``NC = 100·ncsnr² / (ncsnr² + 1/n)``), with
-   ncsnr estimated from the repeats of the non-test stimuli when the study gives none;
+   ncsnr estimated from the repeats of the non-test stimuli when the study gives none (or when asked:
+   ``prepare_subject(ncsnr_from="train")``);
 4. either average the repeats of each stimulus (MindEye protocol, one sample per stimulus) or keep
    single trials (SDC protocol, one sample per trial; repeats share a CV group).
 
@@ -325,14 +326,27 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
                         n_average=n_average)
 
 
-def prepare_subject(study: Study, subject: str | Subject, embedding: str = "captions", **kwargs: Any
-                    ) -> PreparedData:
-    """:func:`prepare_arrays` for one subject of a study (its sessions, ncsnr and the study's test set)."""
+#: where the ncsnr that selects voxels by noise ceiling comes from: the study's where it gives one (NSD's own,
+#: computed by NSD from every trial, the test images' too), or the training trials' repeats (Efird et al.)
+NCSNR_SOURCES = ("study", "train")
+
+
+def prepare_subject(study: Study, subject: str | Subject, embedding: str = "captions", *,
+                    ncsnr_from: str = "study", **kwargs: Any) -> PreparedData:
+    """:func:`prepare_arrays` for one subject of a study (its sessions, ncsnr and the study's test set).
+
+    Voxels selected by noise ceiling (``nc_threshold`` or ``n_voxels``) use the subject's own ncsnr with
+    ``ncsnr_from="study"`` where the study gives one, and otherwise (or with ``"train"``) an ncsnr estimated
+    from the repeats of the non-test trials (after each session's z-scoring), as Efird et al. do: the test
+    trials' repeats then play no part in the selection."""
+    from ..errors import check_choices
+
+    check_choices({"ncsnr_from": ncsnr_from}, {"ncsnr_from": NCSNR_SOURCES})
     sub = subject if isinstance(subject, Subject) else study.subject(subject)
     emb = study.embedding(embedding)
     kwargs.setdefault("test_flags", study.stimuli.test)
-    kwargs.setdefault("ncsnr", sub.ncsnr if kwargs.get("nc_threshold") is not None
-                      or kwargs.get("n_voxels") is not None else None)
+    selects = kwargs.get("nc_threshold") is not None or kwargs.get("n_voxels") is not None
+    kwargs.setdefault("ncsnr", sub.ncsnr if selects and ncsnr_from == "study" else None)
     kwargs.setdefault("mask", sub.mask)
     return prepare_arrays(sub.responses, study.trial_rows(sub), emb.values, sessions=sub.sessions,
                           subject=sub.name, embedding_name=emb.name, **kwargs)

@@ -35,7 +35,7 @@ from ..progress import Progress
 from ..ranges import CONTRASTIVE, RIDGE, SPLIT, some
 from .contrastive import ARCHITECTURES, ContrastiveDecoder
 from .metrics import decoding_scores
-from .prepare import PROTOCOLS, PreparedData, mean_by_stimulus, prepare_subject
+from .prepare import NCSNR_SOURCES, PROTOCOLS, PreparedData, mean_by_stimulus, prepare_subject
 from .ridge import DEFAULT_ALPHAS, SOLVERS, RidgeDecoder
 
 STEP = "decode"
@@ -52,6 +52,7 @@ class DecodeParams:
     val_fraction: float = 0.1
     nc_threshold: float | None = None      # keep voxels with noise ceiling ≥ this (percent)
     n_voxels: int | None = None            # keep at most this many voxels (highest noise ceiling)
+    ncsnr_from: str = "study"              # "study" (its ncsnr where given) | "train" (the training repeats')
     subjects: tuple[str, ...] | None = None
     # ridge
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
@@ -75,11 +76,23 @@ class DecodeParams:
 
     #: intervals of the numeric parameters (:mod:`~..ranges`), checked before any step runs
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"decoder": ("ridge", "contrastive"), "protocol": PROTOCOLS,
-                                                     "solver": SOLVERS, "architecture": ARCHITECTURES}
+                                                     "solver": SOLVERS, "architecture": ARCHITECTURES,
+                                                     "ncsnr_from": NCSNR_SOURCES}
     RANGES: ClassVar[dict[str, Range]] = {
         **SPLIT, **RIDGE,
         **some(CONTRASTIVE, "hidden", "n_reruns", "max_iter", "temperature", "lr", "batch_size", "noise_std",
                "patience")}
+
+
+def prepare_decoded(ctx: AnalysisContext, subject: str) -> PreparedData:
+    """The data of ``subject`` as the decode step prepares it (split, voxel selection), from its parameters:
+    the steps after it rebuild it with this when the decode step ran in another session (``--resume``)."""
+    params = ctx.step_params(STEP, DecodeParams)
+    embedding = ctx.state.get("decoder_embedding") or params.embedding
+    return prepare_subject(ctx.study, subject, embedding, protocol=params.protocol,
+                           test_fraction=params.test_fraction, val_fraction=params.val_fraction,
+                           nc_threshold=params.nc_threshold, n_voxels=params.n_voxels,
+                           ncsnr_from=params.ncsnr_from, random_state=ctx.random_state)
 
 
 def make_decoder(params: DecodeParams, device: str, random_state: int) -> RidgeDecoder | ContrastiveDecoder:
@@ -173,10 +186,7 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     rows_out = []
     for i, name in enumerate(names):
         yield Progress(STEP, i, len(names), f"{name}: preparing responses")
-        data = prepare_subject(study, name, params.embedding, protocol=params.protocol,
-                               test_fraction=params.test_fraction, val_fraction=params.val_fraction,
-                               nc_threshold=params.nc_threshold, n_voxels=params.n_voxels,
-                               random_state=ctx.random_state)
+        data = prepare_decoded(ctx, name)
         decoder = make_decoder(params, ctx.device, ctx.random_state)
         for p in fit_decoder_iter(decoder, data):
             yield Progress(STEP, i, len(names), f"{name}: {p.message}")
