@@ -156,12 +156,18 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         store.update(**manifest)
         order = with_requirements(steps) if steps else None
         run_to_end(run_analysis(ctx, order, resume=resume, leave_out=whole), _Printer(args.quiet))
-    except Exception:
-        if not resume:  # a resumed analysis keeps what it finished (and set nothing aside)
-            if store.restore_earlier():
-                print(f"{out}: the earlier results are back as they were", file=sys.stderr)
-            else:
-                store.discard_if_empty()  # no half-made results folder (a manifest and empty folders)
+    except BaseException as exc:  # an error, or Ctrl-C (KeyboardInterrupt), which is no Exception
+        stopped = isinstance(exc, KeyboardInterrupt)
+        if not resume and store.restore_earlier():  # a resumed analysis set nothing aside
+            print(f"{out}: the earlier results are back as they were", file=sys.stderr)
+        elif not resume and store.discard_if_empty():  # no half-made results folder (a manifest, empty folders)
+            if stopped:
+                print(f"{out}: no step had finished; nothing was written", file=sys.stderr)
+        elif stopped:
+            print(f"{out}: the finished steps are kept ({', '.join(store.finished_steps)}); add --resume to "
+                  "continue this analysis", file=sys.stderr)
+        if stopped:
+            exc.reported = True  # what became of the folder is said: main() only says it stopped
         raise
     store.drop_earlier()
     ctx.state["elapsed_s"] = time.monotonic() - t0
@@ -383,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrainConceptsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("stopped; finished steps are kept (rerun with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print("stopped" if getattr(stop, "reported", False) else "stopped before any step ran; nothing was written",
+              file=sys.stderr)
         return 130
 
 

@@ -107,6 +107,38 @@ def test_a_new_analysis_that_fails_gives_the_earlier_results_back(study_folder, 
     assert not fresh.exists()
 
 
+def test_ctrl_c_gives_the_earlier_results_back_and_says_what_became_of_the_folder(study_folder, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """The NSD review: Ctrl-C (KeyboardInterrupt, which is no Exception) left the earlier analysis hidden in
+    .earlier/, where the next run deleted it, and a Ctrl-C in the first step left a folder holding only its
+    manifest; the message said "finished steps are kept" whatever had happened."""
+    from napari_brain_concepts.core.concepts import category_maps
+
+    def interrupted(ctx):
+        yield from ()
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    before, manifest = _decoded(study_folder, out, capsys)
+    monkeypatch.setattr(category_maps, "maps_step", interrupted)
+    assert main(["maps", str(study_folder), "--out", str(out), *FAST, "--param", "decode.cv=4"]) == 130
+    err = capsys.readouterr().err
+    assert "the earlier results are back as they were" in err and err.strip().endswith("stopped")
+    assert _hashes(out) == before and (out / "manifest.json").read_text() == manifest
+    assert not (out / ".earlier").exists()
+    # resumed: decode stays finished, and the message says so
+    assert main(["maps", str(study_folder), "--out", str(out), *FAST, "--resume"]) == 130
+    assert "the finished steps are kept (decode); add --resume" in capsys.readouterr().err
+    # a new folder: the step before maps finished, so it is kept; stopped in the first step, nothing is left
+    fresh = tmp_path / "fresh"
+    assert main(["maps", str(study_folder), "--out", str(fresh), *FAST]) == 130
+    assert "the finished steps are kept (decode)" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    monkeypatch.setattr("napari_brain_concepts.core.decoding.steps.decode_step", interrupted)
+    assert main(["decode", str(study_folder), "--out", str(empty), *FAST]) == 130
+    assert "no step had finished; nothing was written" in capsys.readouterr().err and not empty.exists()
+
+
 def test_resume_adds_a_step_and_refuses_other_values_for_finished_ones(study_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["decode", str(study_folder), "--out", str(out), *FAST]) == 0
