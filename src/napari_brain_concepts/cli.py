@@ -35,14 +35,24 @@ def parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def load_study(study: str | None, nsd: str | None = None, subject: list[int] | None = None,
-               sessions: list[int] | None = None, size: str = "default", seed: int = 0):
-    """A study folder, an NSD root (``nsd``), or the synthetic study when ``study`` is ``None``."""
+               sessions: list[int] | None = None, size: str = "default", seed: int = 0, *,
+               betas: str | None = None, to_common: str | None = None, embed_model: str | None = None,
+               progress=None):
+    """A study folder, an NSD root (``nsd``), or the synthetic study when ``study`` is ``None``.
+
+    For NSD: ``betas`` is the betas version folder, ``to_common`` ``"identity"`` or a folder of
+    ``subjXX.txt`` affines (native mm → common mm, for the shared concepts), ``embed_model`` the sentence
+    model of the caption embedding computed as the study is read (``embed.model``; default the packaged
+    one), and ``progress`` receives the reader's reports (one per session read)."""
     if nsd is not None:
-        from .core.io.nsd import read_nsd
+        from .core.io.nsd import DEFAULT_BETAS, read_nsd
 
         if not subject:
             raise InputError("--subject", "is required with --nsd", "add e.g. --subject 1")
-        return read_nsd(nsd, subjects=subject, sessions=sessions, embed_captions=True)
+        subjects = list(dict.fromkeys(subject))  # --subject 1 --subject 1 reads subj01 once
+        return read_nsd(nsd, subjects=subjects, sessions=sorted(set(sessions)) if sessions else None,
+                        embed_captions=embed_model or True, betas=betas or DEFAULT_BETAS,
+                        to_common=_nsd_to_common(to_common, subjects), progress=progress)
     if study is None:
         from .core.synthetic import make_synthetic_study
 
@@ -50,6 +60,22 @@ def load_study(study: str | None, nsd: str | None = None, subject: list[int] | N
     from .core.io.study_folder import read_study
 
     return read_study(study)
+
+
+def _nsd_to_common(value: str | None, subjects: list[int]) -> str | dict[int, Path] | None:
+    """``--to-common``: ``identity``, or a folder holding ``subjXX.txt`` (a 4x4 affine each) for every subject."""
+    if value is None or value == "identity":
+        return value
+    folder = Path(value)
+    if not folder.is_dir():
+        raise InputError(f"--to-common {value}", "is neither 'identity' nor a folder",
+                         "give a folder holding subjXX.txt (4 lines of 4 numbers: native mm → common mm) for "
+                         "every subject read, or 'identity' when their mm coordinates are already aligned")
+    missing = [f"subj{k:02d}.txt" for k in subjects if not (folder / f"subj{k:02d}.txt").is_file()]
+    if missing:
+        raise InputError(folder, f"has no {', '.join(missing)}",
+                         "write a 4x4 affine (native mm → common mm) for every subject read")
+    return {k: folder / f"subj{k:02d}.txt" for k in subjects}
 
 
 class _Printer:
@@ -225,27 +251,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _origin(args: argparse.Namespace) -> dict[str, Any]:
-    """How to find the study again (for ``brain-concepts view RESULTS``)."""
+def _origin(args: argparse.Namespace, study=None) -> dict[str, Any]:
+    """How to find the study again (for ``brain-concepts view RESULTS``); for NSD also the sessions read."""
     if getattr(args, "nsd", None):
-        return {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": args.subject,
-                "nsd_sessions": args.sessions}
+        origin = {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": list(dict.fromkeys(args.subject)),
+                  "nsd_sessions": sorted(set(args.sessions)) if args.sessions else None,
+                  "nsd_betas": args.betas, "nsd_to_common": args.to_common}
+        if study is not None:
+            origin["nsd_sessions_read"] = {name: sorted(int(x) for x in set(sub.sessions.tolist()))
+                                           for name, sub in study.subjects.items()}
+        return origin
     if getattr(args, "study", None):
         return {"study_path": str(Path(args.study).resolve())}
     return {"synthetic_size": getattr(args, "size", "default"), "synthetic_seed": args.seed}
 
 
+def _load(args: argparse.Namespace, **synthetic: Any):
+    """The study the arguments name (with the NSD options, and the caption embedding's model for NSD)."""
+    model = (parse_params(getattr(args, "param", None)).get("embed") or {}).get("model")
+    return load_study(args.study, args.nsd, args.subject, args.sessions, **synthetic, betas=args.betas,
+                      to_common=args.to_common, embed_model=model, progress=_Printer(args.quiet))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    study = load_study(args.study, args.nsd, args.subject, args.sessions)
-    ctx = _run(study, args.out, args.steps, args, **_origin(args))
+    study = _load(args)
+    ctx = _run(study, args.out, args.steps, args, **_origin(args, study))
     print(_summary(ctx))
     print(f"\nresults in {Path(args.out).resolve()}")
     return 0
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    study = load_study(args.study, args.nsd, args.subject, args.sessions, size=args.size, seed=args.seed)
-    ctx = _run(study, args.out, [args.command], args, **_origin(args))
+    study = _load(args, size=args.size, seed=args.seed)
+    ctx = _run(study, args.out, [args.command], args, **_origin(args, study))
     print(_summary(ctx))
     return 0
 
@@ -292,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--nsd", metavar="ROOT", help="read the Natural Scenes Dataset at ROOT instead")
         p.add_argument("--subject", type=int, action="append", help="NSD subject number (repeatable)")
         p.add_argument("--sessions", type=int, nargs="+", help="NSD sessions to read (default all)")
+        p.add_argument("--betas", metavar="VERSION",
+                       help="NSD betas version folder (default betas_fithrf_GLMdenoise_RR; e.g. betas_fithrf)")
+        p.add_argument("--to-common", metavar="identity|FOLDER",
+                       help="NSD: put the subjects in one space for the shared concepts: a FOLDER of subjXX.txt "
+                            "4x4 affines (native mm → common mm), or identity")
 
     demo_params = ", ".join(f"{step}.{k}={v}" for step, values in DEMO_PARAMS.items() for k, v in values.items())
     p = sub.add_parser("demo", help="run the whole analysis on the built-in synthetic study",
@@ -351,6 +394,13 @@ def _check_study_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if not given:
         synthetic = "" if args.command == "run" else ", or --size tiny|small|default for the synthetic study"
         parser.error(f"{args.command} needs a STUDY folder or --nsd ROOT --subject N{synthetic}")
+    if args.nsd is None:
+        ignored = [flag for flag, value in (("--subject", args.subject), ("--sessions", args.sessions),
+                                            ("--betas", args.betas), ("--to-common", args.to_common))
+                   if value is not None]
+        if ignored:
+            parser.error(f"{' and '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for NSD: add --nsd ROOT, "
+                         f"or leave {'it' if len(ignored) == 1 else 'them'} out")
 
 
 def _version() -> str:

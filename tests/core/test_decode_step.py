@@ -59,8 +59,11 @@ def test_ridge_decode_step_writes_results_and_state(study, tmp_path):
 
 def test_contrastive_decode_step_sdc_protocol(study, tmp_path):
     name = study.subject_names[0]
-    ctx, store, _ = _run(study, tmp_path, subjects=[name], decoder="contrastive", protocol="sdc",
-                         n_reruns=2, max_iter=300, lr=1e-3)
+    ctx, store, reports = _run(study, tmp_path, subjects=[name], decoder="contrastive", protocol="sdc",
+                               n_reruns=2, max_iter=300, lr=1e-3)
+    # the reruns' training moves the step's progress (it read 0 % for a subject's whole training, the NSD review)
+    fitting = [p.fraction for p in reports if "rerun" in p.message]
+    assert fitting and fitting == sorted(fitting) and 0 < fitting[len(fitting) // 2] < fitting[-1] <= 1
     dec = ctx.state["decoders"][name]
     data = ctx.state["splits"][name]
     assert len(data.rows_train) > len(np.unique(data.rows_train))  # single trials

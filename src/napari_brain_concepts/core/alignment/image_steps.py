@@ -283,6 +283,11 @@ def not_applicable(ctx: AnalysisContext) -> InputError | None:
     None."""
     study = ctx.study
     if not study.stimuli.has_images:
+        if study.path is not None and (Path(study.path) / "nsddata").is_dir():  # NSD: its image brick
+            from ..io.nsd import NsdLayout
+
+            return InputError(NsdLayout(Path(study.path)).images, "is missing, so the study has no images",
+                              "download nsd_stimuli.hdf5 (NSD's 73,000 images) to that path")
         where = Path(study.path) / "stimuli.tsv" if study.path is not None else f"study {study.name}"
         return InputError(where, "the study has no images (stimuli.tsv has no image column, or it is empty)",
                           "add an image column to stimuli.tsv (paths relative to the study folder)")

@@ -93,11 +93,19 @@ def common_space(study: Study, subjects: list[str] | None = None) -> CommonSpace
         return CommonSpace(first.shape, first.affine.copy(), {s.name: None for s in subs}, native)
     lacking = [s.name for s in subs if s.to_common is None]
     if lacking:
+        who = lacking[0] if len(lacking) == 1 else ", ".join(lacking)
+        root = Path(study.stimuli.root) if study.stimuli.root is not None else None
+        if root is not None and (root / "nsddata").is_dir():  # NSD: its subjects' own func1pt8mm spaces
+            raise InputError(f"NSD at {root}", f"the participants are not in one space (each has its own "
+                             f"func1pt8mm grid) and {who} {'has' if len(lacking) == 1 else 'have'} no transform "
+                             "to a common space, so their voxels cannot be compared",
+                             "read NSD with --to-common FOLDER (subjXX.txt: a 4x4 native-mm → common-mm affine "
+                             "each; read_nsd(to_common=…) from Python), or run the shared concepts on one "
+                             "subject's grid")
         where = (f"subjects/{lacking[0]}/to_common.txt" if len(lacking) == 1
                  else f"subjects/{{{','.join(lacking)}}}/to_common.txt")
-        if study.stimuli.root is not None:  # a study folder: the path in it
-            where = str(Path(study.stimuli.root) / where)
-        who = lacking[0] if len(lacking) == 1 else ", ".join(lacking)
+        if root is not None:  # a study folder: the path in it
+            where = str(root / where)
         # a sentence of its own: a whole analysis (or a dock's run) that leaves the shared step out says it
         raise InputError(where, f"the participants are not in one space (their mask grids or affines differ) "
                          f"and {who} {'has' if len(lacking) == 1 else 'have'} no to_common.txt, so their voxels "

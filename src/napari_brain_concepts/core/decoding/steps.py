@@ -175,7 +175,8 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     """Fit one decoder per subject, score it on the test stimuli, write weights, maps, table and figure."""
     params: DecodeParams = ctx.step_params(STEP, DecodeParams)
     study = ctx.study
-    E = ctx.embedding(params.embedding, param="decode.embedding").values
+    embedding = ctx.embedding(params.embedding, param="decode.embedding")
+    E = embedding.values
     names = list(params.subjects) if params.subjects else study.subject_names
     for n in names:
         study.subject(n)
@@ -188,8 +189,8 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         yield Progress(STEP, i, len(names), f"{name}: preparing responses")
         data = prepare_decoded(ctx, name)
         decoder = make_decoder(params, ctx.device, ctx.random_state)
-        for p in fit_decoder_iter(decoder, data):
-            yield Progress(STEP, i, len(names), f"{name}: {p.message}")
+        for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
+            yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000, f"{name}: {p.message}")
         pred = decoder.predict(data.X_test)
         scores = decoding_scores(pred, data.rows_test, E, params.ks, params.n_draws, params.draw_size,
                                  ctx.random_state)
@@ -220,5 +221,6 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 
     plt.close(fig)
     ctx.state["decoding_scores"] = table
-    ctx.store.mark_done(STEP, subjects=names, decoder=params.decoder, protocol=params.protocol)
+    ctx.store.mark_done(STEP, subjects=names, decoder=params.decoder, protocol=params.protocol,
+                        embedding=params.embedding, embedding_model=embedding.model)
     yield Progress(STEP, len(names), len(names), "done")

@@ -326,6 +326,19 @@ def nsd_sessions(root: str | os.PathLike, subject: int, betas: str = DEFAULT_BET
     return sorted(found)
 
 
+def _ranges(numbers: Sequence[int]) -> str:
+    """``[1, 2, 3, 5]`` → ``"1–3, 5"``."""
+    parts, run = [], []
+    for n in sorted(numbers):
+        if run and n != run[-1] + 1:
+            parts.append(f"{run[0]}–{run[-1]}" if len(run) > 1 else f"{run[0]}")
+            run = []
+        run.append(n)
+    if run:
+        parts.append(f"{run[0]}–{run[-1]}" if len(run) > 1 else f"{run[0]}")
+    return ", ".join(parts)
+
+
 def _session_file(layout: NsdLayout, subject: int, session: int) -> Path:
     folder = layout.betas_dir(subject)
     for ext in ("hdf5", "nii.gz", "nii"):
@@ -334,7 +347,7 @@ def _session_file(layout: NsdLayout, subject: int, session: int) -> Path:
             return path
     raise InputError(folder / f"betas_session{session:02d}.hdf5", f"session {session} of subj{subject:02d} "
                      "is missing (neither .hdf5 nor .nii.gz)",
-                     "download that session's betas or leave it out of `sessions`")
+                     "download that session's betas or leave it out of the sessions read (--sessions)")
 
 
 class _Session:
@@ -564,8 +577,18 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
         on_disk = nsd_sessions(root, k, betas)
         chosen = on_disk if sessions is None else sorted({int(s) for s in sessions})
         if not chosen:
-            raise InputError(layout.betas_dir(k), f"no betas_sessionNN.hdf5 or .nii.gz for subj{k:02d}",
+            others = sorted(p.parent.name for p in layout.betas_dir(k).parent.glob("*/betas_session*")
+                            if p.parent.name != betas)
+            found = f"; betas of another version are there: {', '.join(dict.fromkeys(others))}" if others else ""
+            raise InputError(layout.betas_dir(k), f"no betas_sessionNN.hdf5 or .nii.gz for subj{k:02d}{found}",
+                             "choose that betas version (betas=…, on the command line --betas), or download "
+                             "the betas of at least one session" if others else
                              "download the betas of at least one session")
+        gaps = sorted(set(range(1, max(chosen) + 1)) - set(chosen)) if sessions is None else []
+        if gaps:  # a copy still downloading, or half copied: said, as the analysis has fewer trials
+            warnings.warn(f"subj{k:02d}: session{'s' if len(gaps) > 1 else ''} {_ranges(gaps)} "
+                          f"{'have' if len(gaps) > 1 else 'has'} no betas file in {layout.betas_dir(k)} "
+                          f"(read: {_ranges(chosen)}); the study holds the sessions on disk only", stacklevel=2)
         for s in chosen:
             if s < 1:
                 raise InputError("parameter sessions", f"session {s} is below 1", "sessions are numbered from 1")

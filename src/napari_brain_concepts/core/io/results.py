@@ -117,8 +117,14 @@ _STUDY_DATA = ("subjects", "embeddings", "images", "truth")
 
 def _check_not_in_study(root: Path) -> None:
     """Refuse results inside the folders a study's reader reads (``STUDY/subjects/…``: the next read would take
-    the results' folders for participants); elsewhere in a study folder (``STUDY/derivatives/…``) is fine."""
+    the results' folders for participants); elsewhere in a study folder (``STUDY/derivatives/…``) is fine.
+    Refuse them in an NSD copy (a root holding ``nsddata/`` and ``nsddata_betas/``), or in any folder of it."""
     where = root.resolve()
+    for folder in (where, *where.parents):  # an NSD copy (it holds nsddata/) is data, read by many: not a word
+        if (folder / "nsddata").is_dir() and (folder / "nsddata_betas").is_dir():
+            raise InputError(root, f"is {'' if folder == where else 'inside '}the NSD copy at {folder}: the "
+                             "results would be written into the dataset",
+                             "write the results to a folder outside the NSD copy, e.g. --out results")
     for folder in where.parents:
         if (folder / "study.json").is_file():
             part = where.relative_to(folder).parts[0]
