@@ -165,7 +165,8 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     resume = getattr(args, "resume", False)
     # the store comes once the earlier results of the folder are dealt with (the steps to run depend on the
     # study, e.g. embed before decode on a study without its own caption embedding)
-    ctx = AnalysisContext(study=study, store=None, params=params, random_state=args.seed, device=args.device)
+    ctx = AnalysisContext(study=study, store=None, params=params, random_state=args.seed, device=args.device,
+                          scheduler=args.scheduler, n_workers=args.workers)
     if not resume and (Path(out) / "manifest.json").is_file():
         _replace_earlier(out, steps, ctx, args.command)
     # the earlier analysis is set aside, not deleted, until this one finishes: a run that fails (a mistyped
@@ -318,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU threads for torch and the BLAS/OpenMP libraries (default: every core); give "
                             "analyses that run side by side a share each, e.g. --threads 1 on 2 cores")
         p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--scheduler", metavar="local|ADDRESS",
+                       help="spread the subjects' decoders and voxel masks over dask: local (a LocalCluster on "
+                            "this machine) or a running scheduler's address, e.g. tcp://host:8786 (the results "
+                            "equal those of one process)")
+        p.add_argument("--workers", type=int, metavar="N",
+                       help="with --scheduler local: the number of worker processes (default: one per core, at "
+                            "most 8)")
         p.add_argument("--model", help="CLIP model: open_clip name, local-dir:/folder or a Hugging Face CLIP "
                                        "folder (adds the 'clip' step; decode it with "
                                        "--param decode.embedding=NAME-image)")
@@ -424,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_study_args(parser, args)
+    if getattr(args, "workers", None) is not None and (args.workers < 1 or args.scheduler != "local"):
+        parser.error("--workers must be at least 1" if args.workers < 1 else "--workers needs --scheduler local")
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             parser.error("--threads must be at least 1")

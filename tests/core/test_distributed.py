@@ -121,3 +121,50 @@ def test_unreachable_scheduler_is_a_clear_error():
         run_pieces(fail_on_three, [1], scheduler=42)
     with pytest.raises(InputError, match="parameter n_workers"):
         run_pieces(fail_on_three, [1], scheduler="local", n_workers=0)
+
+
+def test_an_analysis_spread_over_workers_gives_the_serial_results(cluster, tmp_path):
+    """The NSD review: nothing a user runs reached map_pieces. An analysis with a scheduler (the CLI's
+    --scheduler) fits the subjects' decoders and voxel masks on the workers, with the serial run's results."""
+    from distributed import Client
+
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.pipeline import run_analysis
+    from napari_brain_concepts.core.progress import run_to_end
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(seed=0, size="tiny")
+    params = {"decode": {"alphas": [1.0, 100.0, 10000.0], "cv": 3},
+              "concepts": {"n_components": 6, "n_iter": 100, "prune": False, "contact_sheets": False},
+              "masks": {"n_steps": 40, "burn_in": 10, "eval_every": 10}}
+    runs = {}
+    with Client(cluster) as client:
+        for name, scheduler in (("serial", None), ("spread", client)):
+            ctx = AnalysisContext(study=study, store=ResultsStore.create(tmp_path / name), device="cpu",
+                                  params={k: dict(v) for k, v in params.items()}, scheduler=scheduler)
+            reports = []
+            run_to_end(run_analysis(ctx, ["masks"]), reports.append)
+            runs[name] = ctx, [p.message for p in reports]
+    serial, spread = runs["serial"][0], runs["spread"][0]
+    assert any("pieces on 2 dask workers" in m for m in runs["spread"][1])
+    assert not any("dask" in m for m in runs["serial"][1])
+    for name in study.subject_names:
+        np.testing.assert_allclose(spread.state["decoders"][name].coef_, serial.state["decoders"][name].coef_,
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(spread.state["masks"][name].hard_masks_, serial.state["masks"][name].hard_masks_)
+    for table in ("decoding", "mask_scores"):
+        a, b = serial.store.read_table(table), spread.store.read_table(table)
+        np.testing.assert_allclose(b.select_dtypes("number"), a.select_dtypes("number"), rtol=1e-5, atol=1e-6)
+
+
+def test_the_command_line_spreads_the_decoders_with_scheduler(tmp_path, capsys):
+    from napari_brain_concepts.cli import main
+
+    out = tmp_path / "out"
+    assert main(["decode", "--size", "tiny", "--out", str(out), "--scheduler", "local", "--workers", "2",
+                 "--param", "decode.alphas=[1.0, 100.0]", "--param", "decode.cv=3"]) == 0
+    assert "4 pieces on 2 dask workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["decode", "--size", "tiny", "--out", str(tmp_path / "x"), "--workers", "2"])
+    assert "--workers needs --scheduler local" in capsys.readouterr().err

@@ -39,6 +39,10 @@ class AnalysisContext:
     ``params`` maps a step name to that step's parameter dataclass (or dict). ``state`` carries fitted
     objects from one step to the next in memory; every step also writes what later steps need to the
     store, so a resumed run can rebuild ``state`` from disk.
+
+    ``scheduler`` (``None``: this process) spreads the subjects' decoders and voxel masks over dask
+    workers: ``"local"`` (a LocalCluster of ``n_workers`` processes) or a scheduler's address
+    (:mod:`~napari_brain_concepts.core.distributed`); the results equal those of this process.
     """
 
     study: Study
@@ -48,6 +52,8 @@ class AnalysisContext:
     device: str = "auto"
     state: dict[str, Any] = field(default_factory=dict)
     log: Any = print
+    scheduler: Any = None
+    n_workers: int | None = None
 
     def __repr__(self) -> str:
         root = getattr(self.store, "root", None)

@@ -23,7 +23,7 @@ from typing import Any
 from .errors import InputError
 from .progress import Progress, run_to_end
 
-__all__ = ["connect", "map_pieces", "run_pieces"]
+__all__ = ["connect", "fit_pieces", "map_pieces", "run_pieces"]
 
 SERIAL = ("serial", "none", "")
 
@@ -165,6 +165,22 @@ def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any 
         if pending:
             client.cancel(pending)
         close()
+
+
+def fit_pieces(ctx: Any, step: str, jobs: list[tuple[str, Callable[..., Any], tuple]]
+               ) -> Generator[Progress, None, dict[str, Any]]:
+    """Run the fits ``jobs`` (``(name, fn, args)``: ``fn(*args)`` returns a fitted estimator) on the analysis's
+    dask scheduler (``ctx.scheduler``, ``ctx.n_workers``); returns ``{name: fn(*args)}``. A step calls it for
+    one fit per subject when a scheduler is set; the estimators come seeded, so the results equal a serial
+    run's."""
+    results = yield from map_pieces(_call, jobs, scheduler=ctx.scheduler, n_workers=ctx.n_workers, step=step,
+                                    describe=lambda job: job[0])
+    return {name: result for (name, _, _), result in zip(jobs, results)}
+
+
+def _call(job: tuple[str, Callable[..., Any], tuple]) -> Any:
+    _, fn, args = job
+    return fn(*args)
 
 
 def run_pieces(fn: Callable[..., Any], pieces: Iterable[Any], progress: Callable[[Progress], None] | None = None,

@@ -253,7 +253,7 @@ def _optimise_masks(ctx: AnalysisContext, subjects: list[str], directions: np.nd
                     seed: tuple[str, ...], what: str = ""
                     ) -> Generator[Progress, None, dict[str, tuple[Any, VoxelMaskOptimizer]]]:
     """Every subject's masks for ``directions``: {subject: (prepared data, fitted optimiser)}."""
-    out = {}
+    out, jobs = {}, []
     for si, s in enumerate(subjects):
         prepared, decoder = subject_data(ctx, s)
         if len(prepared.X_val) == 0:
@@ -261,11 +261,29 @@ def _optimise_masks(ctx: AnalysisContext, subjects: list[str], directions: np.nd
                              "set the decode step's val_fraction above 0 (masks are chosen on validation trials)")
         opt = VoxelMaskOptimizer(**opt_kwargs, device=ctx.device,
                                  random_state=int(ctx.rng(*seed, s).integers(2**31)))
+        if ctx.scheduler is not None and len(subjects) > 1:  # each subject's masks a piece on a dask worker
+            jobs.append((s, _fit_masks, (opt, prepared, directions, decoder)))
+            out[s] = (prepared, opt)
+            continue
         for p in opt.fit_iter(prepared.X_train, prepared.Y_train, directions, decoder,
                               X_val=prepared.X_val, Y_val=prepared.Y_val):
             yield Progress("masks", si * p.total + p.done, len(subjects) * p.total, f"{s}: {what}{p.message}")
         out[s] = (prepared, opt)
+    if jobs:
+        from ..distributed import fit_pieces
+
+        fitted = yield from fit_pieces(ctx, "masks", jobs)
+        out = {s: (prepared, fitted[s]) for s, (prepared, _) in out.items()}
     return out
+
+
+def _fit_masks(opt: VoxelMaskOptimizer, prepared, directions: np.ndarray, decoder) -> VoxelMaskOptimizer:
+    """One subject's masks (a piece of a run spread over dask): the fitted optimiser."""
+    from ..progress import run_to_end
+
+    run_to_end(opt.fit_iter(prepared.X_train, prepared.Y_train, directions, decoder,
+                            X_val=prepared.X_val, Y_val=prepared.Y_val))
+    return opt
 
 
 def _readouts(fits: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:

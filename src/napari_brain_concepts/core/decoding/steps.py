@@ -119,6 +119,14 @@ def fit_decoder_iter(decoder, data: PreparedData) -> Generator[Progress, None, o
     return (yield from decoder.fit_iter(data.X_train, data.Y_train, groups=groups))
 
 
+def fit_decoder(decoder, data: PreparedData):
+    """:func:`fit_decoder_iter` run to its end: the fitted decoder (a piece of a run spread over dask)."""
+    from ..progress import run_to_end
+
+    run_to_end(fit_decoder_iter(decoder, data))
+    return decoder
+
+
 def _oracle_rows(ctx: AnalysisContext, name: str, data: PreparedData, params: DecodeParams, E: np.ndarray):
     """Scores of the synthetic study's generative-truth decoder on the same test samples (else [])."""
     truth = ctx.study.truth
@@ -185,12 +193,27 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state["splits"] = prepared
     ctx.state["decoder_embedding"] = params.embedding
     rows_out = []
+    spread, fitted = ctx.scheduler is not None and len(names) > 1, {}
+    if spread:  # the subjects' decoders on dask workers: the data are prepared here, each fit is a piece
+        datas = {}
+        for i, name in enumerate(names):
+            yield Progress(STEP, i, len(names), f"{name}: preparing responses")
+            datas[name] = prepare_decoded(ctx, name)
+        from ..distributed import fit_pieces
+
+        fitted = yield from fit_pieces(ctx, STEP, [(name, fit_decoder, (make_decoder(params, ctx.device,
+                                                                                      ctx.random_state),
+                                                                         datas[name])) for name in names])
     for i, name in enumerate(names):
-        yield Progress(STEP, i, len(names), f"{name}: preparing responses")
-        data = prepare_decoded(ctx, name)
-        decoder = make_decoder(params, ctx.device, ctx.random_state)
-        for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
-            yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000, f"{name}: {p.message}")
+        if spread:
+            data, decoder = datas[name], fitted[name]
+        else:
+            yield Progress(STEP, i, len(names), f"{name}: preparing responses")
+            data = prepare_decoded(ctx, name)
+            decoder = make_decoder(params, ctx.device, ctx.random_state)
+            for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
+                yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000,
+                               f"{name}: {p.message}")
         pred = decoder.predict(data.X_test)
         scores = decoding_scores(pred, data.rows_test, E, params.ks, params.n_draws, params.draw_size,
                                  ctx.random_state)
