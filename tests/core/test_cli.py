@@ -423,3 +423,41 @@ def test_a_warning_is_one_line_naming_what_it_is_about(study_folder, tmp_path, c
     lines = [line for line in err.splitlines() if "constant" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: subject sub-02: 30 of "), err
     assert "UserWarning" not in err and ".py:" not in err
+
+
+@pytest.mark.parametrize("decoder", [{"decoder": "ridge"},
+                                     {"decoder": "contrastive", "n_reruns": 2, "max_iter": 200, "patience": None}],
+                         ids=["ridge", "contrastive"])
+def test_resume_reads_the_finished_decoders_back_instead_of_fitting_them_again(tmp_path, decoder):
+    """The NSD review: `masks --resume` after `decode` fitted every decoder again in memory (with the paper's 50
+    contrastive reruns, hours per NSD subject). The saved weights give the same masks as one run."""
+    import pandas as pd
+
+    from napari_brain_concepts.core.context import AnalysisContext
+    from napari_brain_concepts.core.io.results import ResultsStore
+    from napari_brain_concepts.core.pipeline import run_analysis
+    from napari_brain_concepts.core.progress import run_to_end
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    study = make_synthetic_study(size="tiny")
+    params = {"decode": {"cv": 3, "alphas": [1.0, 100.0, 10000.0], **decoder},
+              "concepts": {"n_components": 6, "n_iter": 100, "contact_sheets": False},
+              "masks": {"n_steps": 40, "burn_in": 10}}
+
+    def run(folder, steps, resume=False):
+        store = ResultsStore.create(tmp_path / folder, resume=resume, fingerprint=study.fingerprint())
+        ctx = AnalysisContext(study=study, store=store, device="cpu",
+                              params={k: dict(v) for k, v in params.items()})
+        said = []
+        run_to_end(run_analysis(ctx, steps, resume=resume), lambda p: said.append(p.message))
+        return said
+
+    run("one", ["masks"])
+    fitting = run("two", ["decode"])
+    assert any("rerun 1/2" in m or "alpha" in m.lower() or "fold" in m.lower() for m in fitting), fitting
+    said = run("two", ["masks"], resume=True)
+    assert "step decode (in memory)" in said
+    assert "sub-01: decoder read back from arrays/decoder_sub-01.npz (fitted before)" in said
+    assert not any(m in fitting for m in said if m.startswith("sub-01: ") and "preparing" not in m), said
+    one, two = (pd.read_csv(tmp_path / f / "tables" / "mask_scores.tsv", sep="\t") for f in ("one", "two"))
+    pd.testing.assert_frame_equal(one, two, rtol=1e-4)

@@ -303,8 +303,13 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
             STEPS[name].check_applies(ctx)
     for i, name in enumerate(order):
         yield Progress("analysis", i, len(order), f"step {name}" + (" (in memory)" if name in in_memory else ""))
-        with ctx.store.staged(name, commit=name not in in_memory):
-            yield from STEPS[name].function()(ctx)
+        # a step rerun in memory for a pending one may read back what it saved (the decoders' weights)
+        ctx.state["in_memory_step"] = name if name in in_memory else None
+        try:
+            with ctx.store.staged(name, commit=name not in in_memory):
+                yield from STEPS[name].function()(ctx)
+        finally:
+            ctx.state.pop("in_memory_step", None)
         if name not in in_memory:
             ctx.store.record_parameters(name, _given(ctx.params.get(name), STEPS[name]), ctx.random_state,
                                         asked=name in requested)

@@ -288,6 +288,22 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
         yield Progress("contrastive", total, total, "done")
         return self
 
+    def set_weights(self, coef: Any, intercept: Any) -> ContrastiveDecoder:
+        """This linear decoder fitted with the rerun-averaged weights of an earlier fit (``coef`` (d,
+        n_features), ``intercept``), as saved in ``arrays/decoder_SUBJ.npz``: its predictions equal the earlier
+        fit's (a linear decoder predicts with the averaged weights) without training again. An MLP's reruns
+        are not held by those weights: it must be fitted."""
+        if self.architecture != "linear":
+            raise InputError("ContrastiveDecoder.set_weights", f"needs the linear architecture, not "
+                             f"{self.architecture!r}", "fit an MLP decoder again")
+        coef = np.asarray(coef, dtype=np.float32)
+        intercept = np.asarray(intercept, dtype=np.float32).reshape(coef.shape[0])
+        self.networks_ = [{"weights.0": torch.as_tensor(coef), "biases.0": torch.as_tensor(intercept)}]
+        self.history_, self.n_iter_ = [], []
+        self.n_targets_, self.n_features_in_ = coef.shape
+        self.coef_, self.intercept_ = coef, intercept
+        return self
+
     # -- using the fit ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "networks_"):

@@ -500,6 +500,19 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
                 sse = (r ** 2).sum(0)
                 scores[a, sl] = _r2(sse, sst) if self.scoring == "r2" else -sse / n
 
+    def set_weights(self, coef: Any, intercept: Any, best_alphas: Any = None) -> RidgeDecoder:
+        """This decoder fitted with the weights of an earlier fit (``coef`` (n_targets, n_features),
+        ``intercept``, the chosen alphas), as saved in ``arrays/decoder_SUBJ.npz``: predictions equal the
+        earlier fit's without fitting again (its ``cv_scores_`` are not kept)."""
+        coef = np.atleast_2d(np.asarray(coef))
+        intercept = np.asarray(intercept, dtype=coef.dtype).reshape(coef.shape[0])
+        self.coef_, self.intercept_ = coef, intercept
+        self.n_targets_, self.n_features_in_ = coef.shape
+        self.alphas_ = np.asarray(self.alphas, dtype=np.float64)
+        self.best_alphas_ = None if best_alphas is None else np.asarray(best_alphas)
+        self._target_1d = False
+        return self
+
     # -- using the fit ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):

@@ -119,6 +119,27 @@ def fit_decoder_iter(decoder, data: PreparedData) -> Generator[Progress, None, o
     return (yield from decoder.fit_iter(data.X_train, data.Y_train, groups=groups))
 
 
+def saved_decoder(ctx: AnalysisContext, name: str, params: DecodeParams, data: PreparedData
+                  ) -> RidgeDecoder | ContrastiveDecoder | None:
+    """The decoder of ``name`` that this results folder's finished decode step saved
+    (``arrays/decoder_NAME.npz``), rebuilt from its weights instead of fitted again: a resumed analysis
+    reruns decode in memory for the steps after it, which took as long as the first fit (hours for the
+    paper's 50 contrastive reruns on NSD). None where the weights do not hold the whole decoder (an MLP) or
+    do not fit the prepared voxels."""
+    if params.decoder == "contrastive" and params.architecture != "linear":
+        return None
+    try:
+        arrays = ctx.store.read_arrays(f"decoder_{name}")
+    except InputError:
+        return None
+    if "coef" not in arrays or "intercept" not in arrays or not np.array_equal(arrays.get("voxels"), data.voxels):
+        return None
+    decoder = make_decoder(params, ctx.device, ctx.random_state)
+    if isinstance(decoder, RidgeDecoder):
+        return decoder.set_weights(arrays["coef"], arrays["intercept"], arrays.get("best_alphas"))
+    return decoder.set_weights(arrays["coef"], arrays["intercept"])
+
+
 def fit_decoder(decoder, data: PreparedData):
     """:func:`fit_decoder_iter` run to its end: the fitted decoder (a piece of a run spread over dask)."""
     from ..progress import run_to_end
@@ -193,23 +214,33 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state["splits"] = prepared
     ctx.state["decoder_embedding"] = params.embedding
     rows_out = []
-    spread, fitted = ctx.scheduler is not None and len(names) > 1, {}
-    if spread:  # the subjects' decoders on dask workers: the data are prepared here, each fit is a piece
-        datas = {}
+    datas, fitted = {}, {}
+    if ctx.state.get("in_memory_step") == STEP:  # resumed: the finished step's decoders, read back
         for i, name in enumerate(names):
             yield Progress(STEP, i, len(names), f"{name}: preparing responses")
             datas[name] = prepare_decoded(ctx, name)
+            decoder = saved_decoder(ctx, name, params, datas[name])
+            if decoder is not None:
+                fitted[name] = decoder
+                yield Progress(STEP, i, len(names), f"{name}: decoder read back from arrays/decoder_{name}.npz "
+                               "(fitted before)")
+    todo = [name for name in names if name not in fitted]
+    if ctx.scheduler is not None and len(todo) > 1:  # on dask workers: data prepared here, each fit a piece
+        for i, name in enumerate(todo):
+            if name not in datas:
+                yield Progress(STEP, i, len(names), f"{name}: preparing responses")
+                datas[name] = prepare_decoded(ctx, name)
         from ..distributed import fit_pieces
 
-        fitted = yield from fit_pieces(ctx, STEP, [(name, fit_decoder, (make_decoder(params, ctx.device,
-                                                                                      ctx.random_state),
-                                                                         datas[name])) for name in names])
+        fitted.update((yield from fit_pieces(ctx, STEP, [
+            (name, fit_decoder, (make_decoder(params, ctx.device, ctx.random_state), datas[name]))
+            for name in todo])))
     for i, name in enumerate(names):
-        if spread:
+        if name in fitted:
             data, decoder = datas[name], fitted[name]
         else:
             yield Progress(STEP, i, len(names), f"{name}: preparing responses")
-            data = prepare_decoded(ctx, name)
+            data = datas[name] if name in datas else prepare_decoded(ctx, name)
             decoder = make_decoder(params, ctx.device, ctx.random_state)
             for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
                 yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000,
