@@ -40,10 +40,16 @@ def test_results_are_not_written_into_the_nsd_copy(nsd, capsys):
 def test_a_missing_session_is_said_and_the_sessions_read_are_recorded(nsd, tmp_path, capsys):
     root = _copy(nsd, tmp_path)
     (root / BETAS.format(1) / "betas_session02.hdf5").unlink()
+    (root / "nsddata" / "freesurfer" / "subj01" / "label" / "streams.mgz.ctab").unlink()
     out = tmp_path / "out"
     assert main(["decode", "--nsd", str(root), "--subject", "1", "--subject", "1", "--out", str(out), *FAST]) == 0
-    err = capsys.readouterr().err
+    printed = capsys.readouterr()
+    err = printed.err
     assert "warning: subj01: session 2 has no betas file in" in err and "(read: 1, 3)" in err
+    assert "streams.mgz.ctab is missing or names no label: the labels of streams (subj01) are named by" in err
+    summary = printed.out.splitlines()
+    assert summary[0].startswith("Study NSD: 1 participant, ") and " test), " in summary[0]
+    assert summary[1].startswith("Participants: subj01 (") and " trials in sessions 1, 3)" in summary[1]
     assert "[        load]   0.0% stimuli and captions" in err  # the reader's progress reaches the terminal
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["nsd_subjects"] == [1]  # --subject 1 twice reads it once

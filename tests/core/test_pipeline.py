@@ -341,3 +341,23 @@ def test_the_summary_of_ones_own_data_has_the_maps_the_basis_and_the_masks(own_f
     scores = pd.read_csv(out / "tables" / "mask_scores.tsv", sep="\t")
     best = scores.groupby("concept")["decodability"].mean().idxmax()
     assert masks.splitlines()[2].split()[0] == best
+
+
+def test_the_summary_says_each_participants_data_and_cuts_long_tables(tmp_path):
+    """The NSD review: the summary said "128–128 voxels" for one participant, nothing of the sessions read,
+    left the encoding models out, and printed every row of the image-model table (~130 on NSD's ROIs)."""
+    from napari_brain_concepts.core.summary import format_summary
+
+    study = small_study()
+    store = ResultsStore.create(tmp_path / "results")
+    store.write_table("encoding_summary", pd.DataFrame({"roi": ["whole mask"], "model": ["captions"], "r": [0.2]}))
+    ctx = _ctx(study, store)
+    ctx.state["image_models"] = {"summary": pd.DataFrame({"roi": [f"roi{i}" for i in range(30)], "r": 0.1})}
+    text = format_summary(ctx)
+    first, second = text.splitlines()[:2]
+    voxels = {s.n_voxels for s in study.subjects.values()}
+    assert first.startswith(f"Study {study.name}: {len(study.subjects)} participants, {len(study.stimuli)} stimuli")
+    assert (f"{min(voxels)}–{max(voxels)} voxels" if len(voxels) > 1 else f" {min(voxels)} voxels") in first
+    assert second.startswith("Participants") and all(name in second for name in study.subject_names)
+    assert "Encoding models: held-out r in each ROI" in text and "whole mask" in text
+    assert "roi19" in text and "roi20" not in text and "… 10 more rows in tables/image_models.tsv" in text

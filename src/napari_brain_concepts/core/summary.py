@@ -134,23 +134,43 @@ def mask_summary(ctx: AnalysisContext) -> str | None:
     return out
 
 
-def _state_table(ctx: AnalysisContext, key: str, title: str, columns: list[str] | None = None) -> str | None:
+def _state_table(ctx: AnalysisContext, key: str, title: str, columns: list[str] | None = None,
+                 file: str | None = None, max_rows: int = 20) -> str | None:
     entry = ctx.state.get(key)
     table = entry.get("summary") if isinstance(entry, dict) else None
     if not isinstance(table, pd.DataFrame) or table.empty:
         return None
     if columns:
         table = table[[c for c in columns if c in table.columns]]
-    return f"{title}\n{_fmt(table)}"
+    more = (f"\n… {len(table) - max_rows} more rows in tables/{file or key}.tsv" if len(table) > max_rows
+            else "")
+    return f"{title}\n{_fmt(table.head(max_rows))}{more}"
+
+
+def _participants(study) -> str:
+    """One clause per participant: sessions, trials and voxels (NSD: which sessions were read)."""
+    from .io.nsd import _ranges
+
+    each = {}
+    for name, sub in study.subjects.items():
+        sessions = sorted({int(s) for s in np.unique(sub.sessions)}) if sub.sessions is not None else []
+        said = f" in sessions {_ranges(sessions)}" if len(sessions) > 1 else ""
+        each[name] = f"{sub.n_voxels:,} voxels, {len(sub.responses):,} trials{said}"
+    if len(each) > 1 and len(set(each.values())) == 1:
+        return f"Participants {', '.join(each)}: each {next(iter(each.values()))}"
+    return "Participants: " + "; ".join(f"{name} ({text})" for name, text in each.items())
 
 
 def format_summary(ctx: AnalysisContext) -> str:
     """Study, decoding, concept maps, masks, shared concepts, alignment and captions, as far as they ran."""
     study = ctx.study
     n_vox = [s.n_voxels for s in study.subjects.values()]
-    parts = [f"Study {study.name}: {len(study.subjects)} participants, {len(study.stimuli)} stimuli, "
-             f"{int(np.min(n_vox))}–{int(np.max(n_vox))} voxels; steps: "
-             f"{', '.join(ctx.store.finished_steps) or 'none'}"]
+    n = len(study.subjects)
+    voxels = f"{int(np.min(n_vox)):,}" + (f"–{int(np.max(n_vox)):,}" if np.min(n_vox) != np.max(n_vox) else "")
+    test = study.stimuli.test
+    tested = f" ({int(np.sum(test)):,} test)" if test is not None and np.any(test) else ""
+    parts = [f"Study {study.name}: {n} participant{'s' if n != 1 else ''}, {len(study.stimuli):,} stimuli{tested}, "
+             f"{voxels} voxels; steps: {', '.join(ctx.store.finished_steps) or 'none'}\n{_participants(study)}"]
     parts += [f"Left out step {name}: {reason}." for name, reason in ctx.state.get("skipped_steps", {}).items()]
     blocks = [
         decoding_summary(ctx),
@@ -161,7 +181,8 @@ def format_summary(ctx: AnalysisContext) -> str:
         _state_table(ctx, "shared", "Shared concepts across participants, and localizer validation"),
         table_summary(ctx, "rsa_summary", "RSA with each ROI (noise-ceiling-normalised r; FDR-significant marked)"),
         table_summary(ctx, "captions", "Caption reconstruction (rank of the true stimulus among test stimuli)"),
-        _state_table(ctx, "image_models", "Image models vs the brain (RSA)"),
+        table_summary(ctx, "encoding_summary", "Encoding models: held-out r in each ROI (and r / noise ceiling)"),
+        _state_table(ctx, "image_models", "Image models vs the brain (RSA)", file="image_models"),
     ]
     parts += [b for b in blocks if b]
     if "captions" in ctx.state:

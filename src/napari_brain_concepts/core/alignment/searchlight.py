@@ -387,7 +387,8 @@ def searchlight_rsa(patterns: np.ndarray, mask: np.ndarray, models: Mapping[str,
         spheres = searchlight_spheres(mask, radius, threshold)
     if len(spheres) == 0:
         raise InputError("searchlight", f"no centre has {threshold:.0%} of its radius-{radius} sphere in the mask",
-                         "lower the radius or the threshold, or use a larger mask")
+                         "lower the radius (in voxels; in an analysis --param rsa.radius=N) or the threshold "
+                         "(rsa.threshold), or use a larger mask")
     if engine not in ("sliding", "gather"):
         raise InputError("parameter engine", f"{engine!r} is unknown", "use 'sliding' or 'gather'")
     dev = torch.device(resolve_device(device))

@@ -710,6 +710,9 @@ def _make_subject(layout, k, label, responses, sel, affine, nsd_ids, sessions, r
         data, _ = _volume(path, f"ROI {rname}", shape)
         labels = np.where(np.asarray(data) > 0, np.rint(data), 0).astype(np.int32)
         names = _read_ctab(layout.ctab(k, rname)) or ({1: rname} if labels.max() <= 1 else {})
+        if not names:  # labels named by their numbers in every table and layer: said once
+            warnings.warn(f"{layout.ctab(k, rname)} is missing or names no label: the labels of {rname} "
+                          f"({label}) are named by their numbers (label 1, …)", stacklevel=2)
         atlases[rname] = RoiAtlas(labels=labels, names=names)
     ncsnr = None
     ncsnr_path = layout.betas_dir(k) / "ncsnr.nii.gz"
