@@ -190,9 +190,10 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         elif not resume and store.discard_if_empty():  # no half-made results folder (a manifest, empty folders)
             if stopped:
                 print(f"{out}: no step had finished; nothing was written", file=sys.stderr)
-        elif stopped:
-            print(f"{out}: the finished steps are kept ({', '.join(store.finished_steps)}); add --resume to "
-                  "continue this analysis", file=sys.stderr)
+        elif store.finished_steps:  # a step after others failed or was stopped: what finished stays
+            then = "add --resume to continue" if stopped else "once the error below is mended, --resume continues"
+            print(f"{out}: the finished steps are kept ({', '.join(store.finished_steps)}); {then} this analysis",
+                  file=sys.stderr)
         if stopped:
             exc.reported = True  # what became of the folder is said: main() only says it stopped
         raise

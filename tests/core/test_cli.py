@@ -133,6 +133,18 @@ def test_ctrl_c_gives_the_earlier_results_back_and_says_what_became_of_the_folde
     fresh = tmp_path / "fresh"
     assert main(["maps", str(study_folder), "--out", str(fresh), *FAST]) == 130
     assert "the finished steps are kept (decode)" in capsys.readouterr().err
+    # an error in a step after decode: what finished is said too (the NSD review)
+    def failing(ctx):
+        yield from ()
+        raise InputError("step maps", "cannot run here", "mend it")
+
+    monkeypatch.setattr(category_maps, "maps_step", failing)
+    broken = tmp_path / "broken"
+    assert main(["maps", str(study_folder), "--out", str(broken), *FAST]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-2] == (f"{broken}: the finished steps are kept (decode); once the error below is mended, "
+                         "--resume continues this analysis")
+    assert lines[-1] == "error: step maps: cannot run here. Fix: mend it."
     empty = tmp_path / "empty"
     monkeypatch.setattr("napari_brain_concepts.core.decoding.steps.decode_step", interrupted)
     assert main(["decode", str(study_folder), "--out", str(empty), *FAST]) == 130
