@@ -45,14 +45,14 @@ def load_study(study: str | None, nsd: str | None = None, subject: list[int] | N
     model of the caption embedding computed as the study is read (``embed.model``; default the packaged
     one), and ``progress`` receives the reader's reports (one per session read)."""
     if nsd is not None:
-        from .core.io.nsd import DEFAULT_BETAS, read_nsd
+        from .core.io.nsd import DEFAULT_BETAS, read_nsd, to_common_folder
 
         if not subject:
             raise InputError("--subject", "is required with --nsd", "add e.g. --subject 1")
         subjects = list(dict.fromkeys(subject))  # --subject 1 --subject 1 reads subj01 once
         return read_nsd(nsd, subjects=subjects, sessions=sorted(set(sessions)) if sessions else None,
                         embed_captions=embed_model or True, betas=betas or DEFAULT_BETAS,
-                        to_common=_nsd_to_common(to_common, subjects), progress=progress)
+                        to_common=to_common_folder(to_common, subjects), progress=progress)
     if study is None:
         from .core.synthetic import make_synthetic_study
 
@@ -60,22 +60,6 @@ def load_study(study: str | None, nsd: str | None = None, subject: list[int] | N
     from .core.io.study_folder import read_study
 
     return read_study(study)
-
-
-def _nsd_to_common(value: str | None, subjects: list[int]) -> str | dict[int, Path] | None:
-    """``--to-common``: ``identity``, or a folder holding ``subjXX.txt`` (a 4x4 affine each) for every subject."""
-    if value is None or value == "identity":
-        return value
-    folder = Path(value)
-    if not folder.is_dir():
-        raise InputError(f"--to-common {value}", "is neither 'identity' nor a folder",
-                         "give a folder holding subjXX.txt (4 lines of 4 numbers: native mm → common mm) for "
-                         "every subject read, or 'identity' when their mm coordinates are already aligned")
-    missing = [f"subj{k:02d}.txt" for k in subjects if not (folder / f"subj{k:02d}.txt").is_file()]
-    if missing:
-        raise InputError(folder, f"has no {', '.join(missing)}",
-                         "write a 4x4 affine (native mm → common mm) for every subject read")
-    return {k: folder / f"subj{k:02d}.txt" for k in subjects}
 
 
 class _Printer:
@@ -120,8 +104,8 @@ DEMO_PARAMS: dict[str, dict[str, Any]] = {
 
 #: Named parameter sets that replicate a paper's own settings (``--preset NAME``; ``--param`` overrides them).
 #: ``sdc-iclr2025``: Efird et al.'s ICLR 2025 code (fyshelab/contrastive-decoding-iclr2025) — a linear
-#: contrastive decoder on single trials (the SDC protocol) of the voxels whose noise ceiling (from the training
-#: trials' repeats) is at least 8 %,
+#: contrastive decoder on single trials (the SDC protocol) of the voxels whose noise ceiling (from the repeats
+#: of the non-test trials) is at least 8 %,
 #: 50 reruns averaged, each trained for all 5,000 iterations with its last weights kept (no early stopping);
 #: shared concepts clustered from the decoders' own columns at eps 0.6, without centring. This project's
 #: defaults differ where its synthetic study showed the paper's settings fail on a small study (see
@@ -166,7 +150,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
     # the store comes once the earlier results of the folder are dealt with (the steps to run depend on the
     # study, e.g. embed before decode on a study without its own caption embedding)
     ctx = AnalysisContext(study=study, store=None, params=params, random_state=args.seed, device=args.device,
-                          scheduler=args.scheduler, n_workers=args.workers)
+                          scheduler=getattr(args, "client", None))
     if not resume and (Path(out) / "manifest.json").is_file():
         _replace_earlier(out, steps, ctx, args.command)
     # the earlier analysis is set aside, not deleted, until this one finishes: a run that fails (a mistyped
@@ -179,15 +163,19 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
                                 fingerprint=study.fingerprint())
     ctx.store = store
     t0 = time.monotonic()
+    analysis = None
     try:
         store.update(**manifest)
         order = with_requirements(steps) if steps else None
-        run_to_end(run_analysis(ctx, order, resume=resume, leave_out=whole), _Printer(args.quiet))
+        analysis = run_analysis(ctx, order, resume=resume, leave_out=whole)
+        run_to_end(analysis, _Printer(args.quiet))
     except BaseException as exc:  # an error, or Ctrl-C (KeyboardInterrupt), which is no Exception
         stopped = isinstance(exc, KeyboardInterrupt)
+        if analysis is not None:  # a Ctrl-C while a report printed leaves the step open: its staging goes now
+            analysis.close()
         if not resume and store.restore_earlier():  # a resumed analysis set nothing aside
             print(f"{out}: the earlier results are back as they were", file=sys.stderr)
-        elif not resume and store.discard_if_empty():  # no half-made results folder (a manifest, empty folders)
+        elif store.discard_if_empty():  # no half-made results folder (a manifest, empty folders)
             if stopped:
                 print(f"{out}: no step had finished; nothing was written", file=sys.stderr)
         elif store.finished_steps:  # a step after others failed or was stopped: what finished stays
@@ -197,6 +185,7 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         if stopped:
             exc.reported = True  # what became of the folder is said: main() only says it stopped
         raise
+    args.finished = True  # a Ctrl-C from here on stops the summary, not the analysis
     store.drop_earlier()
     ctx.state["elapsed_s"] = time.monotonic() - t0
     return ctx
@@ -256,9 +245,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _origin(args: argparse.Namespace, study=None) -> dict[str, Any]:
     """How to find the study again (for ``brain-concepts view RESULTS``); for NSD also the sessions read."""
     if getattr(args, "nsd", None):
+        to_common = args.to_common if args.to_common in (None, "identity") else str(Path(args.to_common).resolve())
         origin = {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": list(dict.fromkeys(args.subject)),
                   "nsd_sessions": sorted(set(args.sessions)) if args.sessions else None,
-                  "nsd_betas": args.betas, "nsd_to_common": args.to_common}
+                  "nsd_betas": args.betas, "nsd_to_common": to_common}
         if study is not None:
             origin["nsd_sessions_read"] = {name: sorted(int(x) for x in set(sub.sessions.tolist()))
                                            for name, sub in study.subjects.items()}
@@ -269,7 +259,11 @@ def _origin(args: argparse.Namespace, study=None) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace, **synthetic: Any):
-    """The study the arguments name (with the NSD options, and the caption embedding's model for NSD)."""
+    """The study the arguments name (with the NSD options, and the caption embedding's model for NSD), once
+    the results folder is known to be one (reading NSD takes minutes to hours)."""
+    from .core.io.results import check_results_folder
+
+    check_results_folder(args.out)
     model = (parse_params(getattr(args, "param", None)).get("embed") or {}).get("model")
     return load_study(args.study, args.nsd, args.subject, args.sessions, **synthetic, betas=args.betas,
                       to_common=args.to_common, embed_model=model, progress=_Printer(args.quiet))
@@ -314,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue an analysis in --out")
         p.add_argument("--preset", choices=sorted(PRESETS),
                        help="a paper's own settings: sdc-iclr2025 = Efird et al.'s ICLR 2025 decoders (contrastive, "
-                            "single trials, noise ceiling >= 8%%, 50 reruns, no early stopping) and shared "
-                            "concepts (decoder columns, eps 0.6); --param overrides them")
+                            "single trials, noise ceiling >= 8%% from the non-test repeats, 50 reruns, no early "
+                            "stopping) and shared concepts (decoder columns, eps 0.6); --param overrides them")
         p.add_argument("--threads", type=int, metavar="N",
                        help="CPU threads for torch and the BLAS/OpenMP libraries (default: every core); give "
                             "analyses that run side by side a share each, e.g. --threads 1 on 2 cores")
@@ -446,13 +440,25 @@ def main(argv: list[str] | None = None) -> int:
                 from .core.pipeline import check_params
 
                 check_params(parse_params(args.param))  # before a study is loaded
-            return int(args.func(args) or 0)
+            close = None
+            if getattr(args, "scheduler", None):  # one dask client for the analysis, found before the study is read
+                from .core.distributed import connect
+
+                args.client, close = connect(args.scheduler, n_workers=args.workers)
+            try:
+                return int(args.func(args) or 0)
+            finally:
+                if close is not None:
+                    close()
     except BrainConceptsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
-        print("stopped" if getattr(stop, "reported", False) else "stopped before any step ran; nothing was written",
-              file=sys.stderr)
+        if getattr(args, "finished", False):
+            print(f"stopped; the analysis had finished: its results are in {args.out}", file=sys.stderr)
+        else:
+            print("stopped" if getattr(stop, "reported", False) else "stopped before any step ran; nothing was "
+                  "written", file=sys.stderr)
         return 130
 
 

@@ -149,6 +149,18 @@ def test_ctrl_c_gives_the_earlier_results_back_and_says_what_became_of_the_folde
     monkeypatch.setattr("napari_brain_concepts.core.decoding.steps.decode_step", interrupted)
     assert main(["decode", str(study_folder), "--out", str(empty), *FAST]) == 130
     assert "no step had finished; nothing was written" in capsys.readouterr().err and not empty.exists()
+    assert main(["decode", str(study_folder), "--out", str(empty), *FAST, "--resume"]) == 130  # resumed too
+    assert "no step had finished; nothing was written" in capsys.readouterr().err and not empty.exists()
+    # stopped while the summary prints: the analysis had finished, and the message says so
+    monkeypatch.undo()
+
+    def stop(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("napari_brain_concepts.cli._summary", stop)
+    assert main(["decode", str(study_folder), "--out", str(empty), *FAST]) == 130
+    assert f"stopped; the analysis had finished: its results are in {empty}" in capsys.readouterr().err
+    assert json.loads((empty / "manifest.json").read_text())["steps"]["decode"]
 
 
 def test_resume_adds_a_step_and_refuses_other_values_for_finished_ones(study_folder, tmp_path, capsys):
@@ -456,20 +468,34 @@ def test_resume_reads_the_finished_decoders_back_instead_of_fitting_them_again(t
               "concepts": {"n_components": 6, "n_iter": 100, "contact_sheets": False},
               "masks": {"n_steps": 40, "burn_in": 10}}
 
+    contexts = {}
+
     def run(folder, steps, resume=False):
         store = ResultsStore.create(tmp_path / folder, resume=resume, fingerprint=study.fingerprint())
-        ctx = AnalysisContext(study=study, store=store, device="cpu",
-                              params={k: dict(v) for k, v in params.items()})
+        ctx = contexts[folder] = AnalysisContext(study=study, store=store, device="cpu",
+                                                 params={k: dict(v) for k, v in params.items()})
         said = []
         run_to_end(run_analysis(ctx, steps, resume=resume), lambda p: said.append(p.message))
         return said
 
-    run("one", ["masks"])
+    params["shared"] = {"contact_sheets": False, "eps_sweep": [0.6]}
+    run("one", ["masks", "shared"])
     fitting = run("two", ["decode"])
     assert any("rerun 1/2" in m or "alpha" in m.lower() or "fold" in m.lower() for m in fitting), fitting
-    said = run("two", ["masks"], resume=True)
+    said = run("two", ["masks", "shared"], resume=True)
     assert "step decode (in memory)" in said
     assert "sub-01: decoder read back from arrays/decoder_sub-01.npz (fitted before)" in said
     assert not any(m in fitting for m in said if m.startswith("sub-01: ") and "preparing" not in m), said
-    one, two = (pd.read_csv(tmp_path / f / "tables" / "mask_scores.tsv", sep="\t") for f in ("one", "two"))
-    pd.testing.assert_frame_equal(one, two, rtol=1e-4)
+    for table in ("mask_scores", "shared_concepts", "shared_overlap"):
+        one, two = (pd.read_csv(tmp_path / f / "tables" / f"{table}.tsv", sep="\t") for f in ("one", "two"))
+        pd.testing.assert_frame_equal(one, two, rtol=1e-4)
+    # the shared step chooses its alpha from the ridge decoders' CV scores, which are read back too
+    assert contexts["one"].state["shared"]["ridge_alphas"] == contexts["two"].state["shared"]["ridge_alphas"]
+
+    # decoders of another embedding are not read back as if they were this one's
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    manifest["steps"]["decode"]["embedding_model"] = "another-model"
+    (tmp_path / "two" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"decoder_sub-01\.npz: holds a decoder of the embedding of "
+                                         r"'another-model', and this analysis decodes 'all-MiniLM-L6-v2'"):
+        run("two", ["maps"], resume=True)

@@ -31,9 +31,11 @@ def _copy(nsd, tmp_path):
 
 def test_results_are_not_written_into_the_nsd_copy(nsd, capsys):
     for out in (nsd, nsd / "derivatives" / "results"):
-        assert main(["decode", "--nsd", str(nsd), "--subject", "1", "--out", str(out), *FAST, "--quiet"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert main(["decode", "--nsd", str(nsd), "--subject", "1", "--out", str(out), *FAST]) == 2
+        err = capsys.readouterr().err
         assert f"the NSD copy at {nsd}: the results would be written into the dataset" in err
+        assert f"--out {nsd.parent / 'nsd_results'}" in err
+        assert "[        load]" not in err  # refused before NSD is read (its betas take hours on a real copy)
     assert not (nsd / "manifest.json").exists() and not (nsd / "derivatives").exists()
 
 
@@ -65,7 +67,14 @@ def test_another_betas_version_is_found_and_chosen_with_betas(nsd, tmp_path, cap
     err = capsys.readouterr().err
     assert "betas of another version are there: betas_fithrf" in err and "--betas" in err
     assert main([*args, "--betas", "betas_fithrf"]) == 0
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["nsd_betas"] == "betas_fithrf"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["nsd_betas"] == "betas_fithrf"
+    # the viewer reads NSD as the results were made (it read the default betas, and the fingerprint refused them)
+    from napari_brain_concepts.core.io.nsd import read_nsd, recorded_reading
+
+    reading = recorded_reading(manifest)
+    assert reading["betas"] == "betas_fithrf" and reading["sessions"] == [1, 2, 3]
+    assert read_nsd(reading.pop("root"), **reading).fingerprint() == manifest["study_fingerprint"]
 
 
 def test_the_nsd_options_need_nsd(tmp_path, capsys):

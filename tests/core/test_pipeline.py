@@ -351,13 +351,16 @@ def test_the_summary_says_each_participants_data_and_cuts_long_tables(tmp_path):
     study = small_study()
     store = ResultsStore.create(tmp_path / "results")
     store.write_table("encoding_summary", pd.DataFrame({"roi": ["whole mask"], "model": ["captions"], "r": [0.2]}))
+    store.write_table("concept_retrieval", pd.DataFrame())  # what the concepts step writes without test trials
+    store.write_table("concept_names", pd.DataFrame({"concept": ["c000"], "end": ["positive"], "label": ["dog"]}))
     ctx = _ctx(study, store)
     ctx.state["image_models"] = {"summary": pd.DataFrame({"roi": [f"roi{i}" for i in range(30)], "r": 0.1})}
     text = format_summary(ctx)
     first, second = text.splitlines()[:2]
     voxels = {s.n_voxels for s in study.subjects.values()}
     assert first.startswith(f"Study {study.name}: {len(study.subjects)} participants, {len(study.stimuli)} stimuli")
-    assert (f"{min(voxels)}–{max(voxels)} voxels" if len(voxels) > 1 else f" {min(voxels)} voxels") in first
+    assert (f"{min(voxels):,}–{max(voxels):,} voxels" if len(voxels) > 1 else f" {min(voxels):,} voxels") in first
+    assert "Concept basis: 1 component;" in text and "c000 dog" in " ".join(text.split())
     assert second.startswith("Participants") and all(name in second for name in study.subject_names)
     assert "Encoding models: held-out r in each ROI" in text and "whole mask" in text
     assert "roi19" in text and "roi20" not in text and "… 10 more rows in tables/image_models.tsv" in text

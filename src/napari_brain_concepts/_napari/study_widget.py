@@ -322,12 +322,12 @@ class StudyWidget(QWidget):
             if not Path(m["nsd_root"]).is_dir():
                 raise InputError(where, f"was made from the NSD copy at {m['nsd_root']}, which is missing",
                                  "mount or move the NSD copy back there")
-            from ..core.io.nsd import read_nsd
+            from ..core.io.nsd import read_nsd, recorded_reading
 
             self.results = store.root
             self.status.setText(f"Reading NSD at {m['nsd_root']} …")
-            return self._start(read_nsd, m["nsd_root"], subjects=m.get("nsd_subjects") or 1,
-                               sessions=m.get("nsd_sessions"), embed_captions=True)
+            reading = recorded_reading(m)  # the betas, sessions, common space and model the results were made with
+            return self._start(read_nsd, reading.pop("root"), **reading)
         if "synthetic_size" in m:
             return self.load_synthetic(m["synthetic_size"], int(m.get("synthetic_seed", 0)), results=store.root)
         raise InputError(where, "does not say which study the results were made from",

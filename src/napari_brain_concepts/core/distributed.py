@@ -148,9 +148,11 @@ def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any 
     try:
         yield Progress(step, 0, n, f"{n} pieces on {len(client.scheduler_info()['workers'])} dask workers")
         scattered = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
+        # each piece goes to the cluster as data, not inline in its task (a subject's responses are GBs)
+        sent = client.scatter(pieces, hash=False) if pieces else []
         token = uuid.uuid4().hex[:8]
         futures = [client.submit(fn, piece, **scattered, pure=False, key=f"{step}-{i}-{token}")
-                   for i, piece in enumerate(pieces)]
+                   for i, piece in enumerate(sent)]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * n
         done = 0
@@ -172,7 +174,8 @@ def fit_pieces(ctx: Any, step: str, jobs: list[tuple[str, Callable[..., Any], tu
     """Run the fits ``jobs`` (``(name, fn, args)``: ``fn(*args)`` returns a fitted estimator) on the analysis's
     dask scheduler (``ctx.scheduler``, ``ctx.n_workers``); returns ``{name: fn(*args)}``. A step calls it for
     one fit per subject when a scheduler is set; the estimators come seeded, so the results equal a serial
-    run's."""
+    run's. ``ctx.scheduler`` may be a ``Client`` (the command line connects once per analysis); ``"local"``
+    starts a LocalCluster for this call alone."""
     results = yield from map_pieces(_call, jobs, scheduler=ctx.scheduler, n_workers=ctx.n_workers, step=step,
                                     describe=lambda job: job[0])
     return {name: result for (name, _, _), result in zip(jobs, results)}

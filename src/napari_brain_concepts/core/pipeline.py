@@ -286,10 +286,10 @@ def run_analysis(ctx: AnalysisContext, steps: Iterable[str] | None = None, resum
                 skipped[name] = reason
                 requested.remove(name)
                 yield Progress("analysis", 0, 1, f"leaving out step {name}: {reason}")
-            else:  # left out by an earlier run of this analysis with other values, it applies now
-                skipped.pop(name, None)
     finished = ctx.state.setdefault("finished_steps", [])
     order = [s for s in with_requirements(requested, ctx) if s in requested or s not in finished]
+    for name in order:  # left out by an earlier run of this analysis (other values), it runs now
+        ctx.state.get("skipped_steps", {}).pop(name, None)
     in_memory: set[str] = set()
     if resume:
         pending = [s for s in order if not ctx.store.is_done(s)]

@@ -8,16 +8,25 @@ import pandas as pd
 from .context import AnalysisContext
 from .errors import InputError
 
+#: rows of a table the summary prints; the rest is in its file
+MAX_ROWS = 20
+
 
 def _table(ctx: AnalysisContext, name: str) -> pd.DataFrame | None:
     try:
         return ctx.store.read_table(name)
-    except InputError:
+    except (InputError, pd.errors.EmptyDataError):  # absent, or written empty (no test trials, say)
         return None
 
 
 def _fmt(df: pd.DataFrame) -> str:
     return df.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def _cut(df: pd.DataFrame, file: str, max_rows: int = MAX_ROWS) -> str:
+    """``df`` formatted, its first ``max_rows`` rows, and a line saying how many more are in ``tables/FILE.tsv``."""
+    more = f"\n… {len(df) - max_rows} more rows in tables/{file}.tsv" if len(df) > max_rows else ""
+    return _fmt(df.head(max_rows)) + more
 
 
 def decoding_summary(ctx: AnalysisContext) -> str | None:
@@ -40,20 +49,19 @@ def concept_map_summary(ctx: AnalysisContext) -> str | None:
         wide = df.pivot_table(index="concept", columns="map", values="peak", aggfunc="mean")
         wide.columns = [f"peak_{c}_map" for c in wide.columns]
         return ("Per-concept maps: the peak of each map (mean over subjects; corr: Pearson r, decoder: weight); "
-                "the maps are in subjects/SUBJ/maps/\n" + _fmt(wide.reset_index()))
+                "the maps are in subjects/SUBJ/maps/\n" + _cut(wide.reset_index(), "concept_maps"))
     df = df.dropna(subset=["dice_top_vs_planted"])
     wide = df.pivot_table(index="concept", columns="map", values="dice_top_vs_planted", aggfunc="mean")
     wide.columns = [f"dice_{c}_map" for c in wide.columns]
     return ("Per-concept maps: Dice of the top voxels with the planted region (mean over subjects)\n"
-            + _fmt(wide.reset_index()))
+            + _cut(wide.reset_index(), "concept_maps"))
 
 
-def table_summary(ctx: AnalysisContext, name: str, title: str, max_rows: int = 20) -> str | None:
+def table_summary(ctx: AnalysisContext, name: str, title: str) -> str | None:
     df = _table(ctx, name)
     if df is None or df.empty:
         return None
-    more = f"\n… {len(df) - max_rows} more rows in tables/{name}.tsv" if len(df) > max_rows else ""
-    return f"{title}\n{_fmt(df.head(max_rows))}{more}"
+    return f"{title}\n{_cut(df, name)}"
 
 
 def _dice_by_subject(table: pd.DataFrame) -> pd.DataFrame:
@@ -73,15 +81,15 @@ def basis_summary(ctx: AnalysisContext, shown: int = 10) -> str | None:
     ends = names.pivot_table(index="concept", columns="end", values="label", aggfunc="first", sort=False)
     ends = ends.reindex(columns=["positive", "negative"]).fillna("").reset_index()
     ends.columns = ["concept", "most", "least"]
-    out = f"Concept basis: {len(ends)} components"
+    out = f"Concept basis: {len(ends)} component{'s' if len(ends) != 1 else ''}"
     retrieval = _table(ctx, "concept_retrieval")
     if retrieval is not None and not retrieval.empty:
         spaces = retrieval.groupby("space", sort=False)[["n_dims", "top1", "top1_chance"]].mean()
         out += "; top-1 retrieval of the test stimuli (mean over subjects): " + ", ".join(
             f"{space} ({int(row.n_dims)} dims) {row.top1:.3f}" for space, row in spaces.iterrows())
         out += f", chance {spaces['top1_chance'].iloc[0]:.3f}"
-    more = f"\n… {len(ends) - shown} more in tables/concept_names.tsv" if len(ends) > shown else ""
-    return f"{out}\nthe first {min(shown, len(ends))}, named by their captions' words\n{_fmt(ends.head(shown))}{more}"
+    return (f"{out}\nthe first {min(shown, len(ends))}, named by their captions' words\n"
+            f"{_cut(ends, 'concept_names', shown)}")
 
 
 def mask_scores_summary(ctx: AnalysisContext, shown: int = 10) -> str | None:
@@ -97,10 +105,8 @@ def mask_scores_summary(ctx: AnalysisContext, shown: int = 10) -> str | None:
     per = per.sort_values("decodability", ascending=False).reset_index()
     per["median_voxels"] = per["median_voxels"].round().astype(int)
     per["participants"] = [f"{int(n)} of {df['subject'].nunique()}" for n in per["participants"]]
-    more = f"\n… {len(per) - shown} more in tables/mask_scores.tsv" if len(per) > shown else ""
     return ("Voxel masks: the most decodable concepts (mean over subjects; participants: where the concept "
-            "is decodable; hard_mask_r: r of the prediction through the hard mask)\n"
-            + _fmt(per.head(shown)) + more)
+            "is decodable; hard_mask_r: r of the prediction through the hard mask)\n" + _cut(per, "mask_scores", shown))
 
 
 def mask_summary(ctx: AnalysisContext) -> str | None:
@@ -134,17 +140,12 @@ def mask_summary(ctx: AnalysisContext) -> str | None:
     return out
 
 
-def _state_table(ctx: AnalysisContext, key: str, title: str, columns: list[str] | None = None,
-                 file: str | None = None, max_rows: int = 20) -> str | None:
+def _state_table(ctx: AnalysisContext, key: str, title: str, file: str) -> str | None:
     entry = ctx.state.get(key)
     table = entry.get("summary") if isinstance(entry, dict) else None
     if not isinstance(table, pd.DataFrame) or table.empty:
         return None
-    if columns:
-        table = table[[c for c in columns if c in table.columns]]
-    more = (f"\n… {len(table) - max_rows} more rows in tables/{file or key}.tsv" if len(table) > max_rows
-            else "")
-    return f"{title}\n{_fmt(table.head(max_rows))}{more}"
+    return f"{title}\n{_cut(table, file)}"
 
 
 def _participants(study) -> str:
@@ -178,11 +179,12 @@ def format_summary(ctx: AnalysisContext) -> str:
         table_summary(ctx, "concept_truth", "Concept basis: the component that best matches each planted concept")
         or basis_summary(ctx),
         mask_summary(ctx),
-        _state_table(ctx, "shared", "Shared concepts across participants, and localizer validation"),
+        _state_table(ctx, "shared", "Shared concepts across participants, and localizer validation",
+                     "shared_concepts"),
         table_summary(ctx, "rsa_summary", "RSA with each ROI (noise-ceiling-normalised r; FDR-significant marked)"),
         table_summary(ctx, "captions", "Caption reconstruction (rank of the true stimulus among test stimuli)"),
         table_summary(ctx, "encoding_summary", "Encoding models: held-out r in each ROI (and r / noise ceiling)"),
-        _state_table(ctx, "image_models", "Image models vs the brain (RSA)", file="image_models"),
+        _state_table(ctx, "image_models", "Image models vs the brain (RSA)", "image_models"),
     ]
     parts += [b for b in blocks if b]
     if "captions" in ctx.state:

@@ -106,10 +106,7 @@ class EncodingModel(RegressorMixin, BaseEstimator):
             raise InputError("parameter coef", f"has shape {coef.shape} with {intercept.size} intercepts",
                              "give coef (n_voxels, d) and one intercept per voxel")
         model = cls(encoder=encoder, device=device)
-        ridge = RidgeDecoder(device=device)
-        ridge.coef_, ridge.intercept_ = coef, intercept
-        ridge.n_features_in_, ridge.n_targets_ = coef.shape[1], coef.shape[0]
-        ridge.best_alphas_ = None if best_alphas is None else np.asarray(best_alphas)
+        ridge = RidgeDecoder(device=device).set_weights(coef, intercept, best_alphas)
         model.ridge_ = ridge
         model.coef_, model.intercept_, model.best_alphas_ = coef, intercept, ridge.best_alphas_
         model.n_features_in_ = coef.shape[1]

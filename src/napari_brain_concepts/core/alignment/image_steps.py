@@ -283,8 +283,9 @@ def not_applicable(ctx: AnalysisContext) -> InputError | None:
     None."""
     study = ctx.study
     if not study.stimuli.has_images:
-        if study.path is not None and (Path(study.path) / "nsddata").is_dir():  # NSD: its image brick
-            from ..io.nsd import NsdLayout
+        from ..io.nsd import NsdLayout, is_nsd_root
+
+        if is_nsd_root(study.path):  # NSD: its image brick
 
             return InputError(NsdLayout(Path(study.path)).images, "is missing, so the study has no images",
                               "download nsd_stimuli.hdf5 (NSD's 73,000 images) to that path")

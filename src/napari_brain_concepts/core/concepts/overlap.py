@@ -94,8 +94,10 @@ def common_space(study: Study, subjects: list[str] | None = None) -> CommonSpace
     lacking = [s.name for s in subs if s.to_common is None]
     if lacking:
         who = lacking[0] if len(lacking) == 1 else ", ".join(lacking)
+        from ..io.nsd import is_nsd_root
+
         root = Path(study.stimuli.root) if study.stimuli.root is not None else None
-        if root is not None and (root / "nsddata").is_dir():  # NSD: its subjects' own func1pt8mm spaces
+        if is_nsd_root(root):  # NSD: its subjects' own func1pt8mm spaces
             raise InputError(f"NSD at {root}", f"the participants are not in one space (each has its own "
                              f"func1pt8mm grid) and {who} {'has' if len(lacking) == 1 else 'have'} no transform "
                              "to a common space, so their voxels cannot be compared",

@@ -297,7 +297,11 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
             raise InputError("ContrastiveDecoder.set_weights", f"needs the linear architecture, not "
                              f"{self.architecture!r}", "fit an MLP decoder again")
         coef = np.asarray(coef, dtype=np.float32)
-        intercept = np.asarray(intercept, dtype=np.float32).reshape(coef.shape[0])
+        intercept = np.asarray(intercept, dtype=np.float32)
+        if coef.ndim != 2 or intercept.shape != (coef.shape[0],):
+            raise InputError("ContrastiveDecoder.set_weights", f"coef of shape {coef.shape} and intercept of shape "
+                             f"{intercept.shape} are no decoder's weights",
+                             "give coef (n_targets, n_features) and intercept (n_targets,)")
         self.networks_ = [{"weights.0": torch.as_tensor(coef), "biases.0": torch.as_tensor(intercept)}]
         self.history_, self.n_iter_ = [], []
         self.n_targets_, self.n_features_in_ = coef.shape

@@ -88,7 +88,8 @@ def ncsnr_from_repeats(responses: np.ndarray, stimulus_rows: np.ndarray) -> np.n
     rep = counts[inverse] >= 2
     if not np.any(rep):
         raise InputError("responses", "no stimulus was shown more than once, so a noise ceiling cannot be "
-                         "estimated", "give ncsnr with the subject, or do not select voxels by noise ceiling")
+                         "estimated", "give ncsnr with the subject (decode.ncsnr_from=study), or do not select voxels by noise "
+                         "ceiling")
     R, inverse = R[rep], np.unique(inverse[rep], return_inverse=True)[1]
     k = inverse.max() + 1
     n_per = np.bincount(inverse, minlength=k).astype(np.float64)
@@ -327,7 +328,7 @@ def prepare_arrays(responses: np.ndarray, stimulus_rows: np.ndarray, embedding: 
 
 
 #: where the ncsnr that selects voxels by noise ceiling comes from: the study's where it gives one (NSD's own,
-#: computed by NSD from every trial, the test images' too), or the training trials' repeats (Efird et al.)
+#: computed by NSD from every trial, the test images' too), or the repeats of the non-test trials (Efird et al.)
 NCSNR_SOURCES = ("study", "train")
 
 

@@ -500,16 +500,24 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
                 sse = (r ** 2).sum(0)
                 scores[a, sl] = _r2(sse, sst) if self.scoring == "r2" else -sse / n
 
-    def set_weights(self, coef: Any, intercept: Any, best_alphas: Any = None) -> RidgeDecoder:
+    def set_weights(self, coef: Any, intercept: Any, best_alphas: Any = None, alphas: Any = None,
+                    cv_scores: Any = None) -> RidgeDecoder:
         """This decoder fitted with the weights of an earlier fit (``coef`` (n_targets, n_features),
-        ``intercept``, the chosen alphas), as saved in ``arrays/decoder_SUBJ.npz``: predictions equal the
-        earlier fit's without fitting again (its ``cv_scores_`` are not kept)."""
-        coef = np.atleast_2d(np.asarray(coef))
-        intercept = np.asarray(intercept, dtype=coef.dtype).reshape(coef.shape[0])
+        ``intercept`` (n_targets,), and where kept the chosen alphas, the alpha grid and its CV scores
+        (n_alphas, n_targets)), as saved in ``arrays/decoder_SUBJ.npz``: it predicts as the earlier fit did,
+        without fitting again."""
+        coef = np.asarray(coef)
+        intercept = np.asarray(intercept, dtype=coef.dtype if coef.dtype.kind == "f" else np.float64)
+        if coef.ndim != 2 or intercept.shape != (coef.shape[0],):
+            raise InputError("RidgeDecoder.set_weights", f"coef of shape {coef.shape} and intercept of shape "
+                             f"{intercept.shape} are no decoder's weights",
+                             "give coef (n_targets, n_features) and intercept (n_targets,)")
         self.coef_, self.intercept_ = coef, intercept
         self.n_targets_, self.n_features_in_ = coef.shape
-        self.alphas_ = np.asarray(self.alphas, dtype=np.float64)
+        self.alphas_ = np.asarray(self.alphas if alphas is None else alphas, dtype=np.float64)
         self.best_alphas_ = None if best_alphas is None else np.asarray(best_alphas)
+        if cv_scores is not None:
+            self.cv_scores_ = np.asarray(cv_scores)
         self._target_1d = False
         return self
 

@@ -52,7 +52,7 @@ class DecodeParams:
     val_fraction: float = 0.1
     nc_threshold: float | None = None      # keep voxels with noise ceiling ≥ this (percent)
     n_voxels: int | None = None            # keep at most this many voxels (highest noise ceiling)
-    ncsnr_from: str = "study"              # "study" (its ncsnr where given) | "train" (the training repeats')
+    ncsnr_from: str = "study"              # "study" (its ncsnr where given) | "train" (the non-test repeats')
     subjects: tuple[str, ...] | None = None
     # ridge
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
@@ -119,13 +119,14 @@ def fit_decoder_iter(decoder, data: PreparedData) -> Generator[Progress, None, o
     return (yield from decoder.fit_iter(data.X_train, data.Y_train, groups=groups))
 
 
-def saved_decoder(ctx: AnalysisContext, name: str, params: DecodeParams, data: PreparedData
+def saved_decoder(ctx: AnalysisContext, name: str, params: DecodeParams, data: PreparedData, embedding
                   ) -> RidgeDecoder | ContrastiveDecoder | None:
     """The decoder of ``name`` that this results folder's finished decode step saved
     (``arrays/decoder_NAME.npz``), rebuilt from its weights instead of fitted again: a resumed analysis
     reruns decode in memory for the steps after it, which took as long as the first fit (hours for the
     paper's 50 contrastive reruns on NSD). None where the weights do not hold the whole decoder (an MLP) or
-    do not fit the prepared voxels."""
+    were fitted on other voxels; an error where they were fitted on another embedding (``embedding``, the
+    :class:`Embedding` decoded now: NSD's caption embedding follows ``embed.model``)."""
     if params.decoder == "contrastive" and params.architecture != "linear":
         return None
     try:
@@ -134,10 +135,20 @@ def saved_decoder(ctx: AnalysisContext, name: str, params: DecodeParams, data: P
         return None
     if "coef" not in arrays or "intercept" not in arrays or not np.array_equal(arrays.get("voxels"), data.voxels):
         return None
+    made_with = (ctx.store.manifest.get("steps") or {}).get(STEP, {}).get("embedding_model")
+    coef = arrays["coef"]
+    if (made_with is not None and made_with != embedding.model) or coef.ndim != 2 or coef.shape[0] != embedding.dim:
+        was = f"{made_with!r}" if made_with is not None else f"a {coef.shape[0]}-dimensional embedding"
+        raise InputError(ctx.store.root / "arrays" / f"decoder_{name}.npz",
+                         f"holds a decoder of the embedding of {was}, and this analysis decodes {embedding.model!r} "
+                         f"({embedding.dim} dimensions)",
+                         "resume with the embed.model the decoders were made with, or start a new analysis in "
+                         "another folder")
     decoder = make_decoder(params, ctx.device, ctx.random_state)
     if isinstance(decoder, RidgeDecoder):
-        return decoder.set_weights(arrays["coef"], arrays["intercept"], arrays.get("best_alphas"))
-    return decoder.set_weights(arrays["coef"], arrays["intercept"])
+        return decoder.set_weights(coef, arrays["intercept"], arrays.get("best_alphas"), arrays.get("alphas"),
+                                   arrays.get("cv_scores"))
+    return decoder.set_weights(coef, arrays["intercept"])
 
 
 def fit_decoder(decoder, data: PreparedData):
@@ -215,32 +226,26 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     ctx.state["decoder_embedding"] = params.embedding
     rows_out = []
     datas, fitted = {}, {}
+    for name in names:
+        yield Progress(STEP, 0, len(names), f"{name}: preparing responses")
+        datas[name] = prepare_decoded(ctx, name)
     if ctx.state.get("in_memory_step") == STEP:  # resumed: the finished step's decoders, read back
-        for i, name in enumerate(names):
-            yield Progress(STEP, i, len(names), f"{name}: preparing responses")
-            datas[name] = prepare_decoded(ctx, name)
-            decoder = saved_decoder(ctx, name, params, datas[name])
+        for name in names:
+            decoder = saved_decoder(ctx, name, params, datas[name], embedding)
             if decoder is not None:
                 fitted[name] = decoder
-                yield Progress(STEP, i, len(names), f"{name}: decoder read back from arrays/decoder_{name}.npz "
+                yield Progress(STEP, 0, len(names), f"{name}: decoder read back from arrays/decoder_{name}.npz "
                                "(fitted before)")
     todo = [name for name in names if name not in fitted]
-    if ctx.scheduler is not None and len(todo) > 1:  # on dask workers: data prepared here, each fit a piece
-        for i, name in enumerate(todo):
-            if name not in datas:
-                yield Progress(STEP, i, len(names), f"{name}: preparing responses")
-                datas[name] = prepare_decoded(ctx, name)
+    if ctx.scheduler is not None and len(todo) > 1:  # on dask workers, one subject's fit a piece
         from ..distributed import fit_pieces
 
         fitted.update((yield from fit_pieces(ctx, STEP, [
             (name, fit_decoder, (make_decoder(params, ctx.device, ctx.random_state), datas[name]))
             for name in todo])))
     for i, name in enumerate(names):
-        if name in fitted:
-            data, decoder = datas[name], fitted[name]
-        else:
-            yield Progress(STEP, i, len(names), f"{name}: preparing responses")
-            data = datas[name] if name in datas else prepare_decoded(ctx, name)
+        data, decoder = datas[name], fitted.get(name)
+        if decoder is None:
             decoder = make_decoder(params, ctx.device, ctx.random_state)
             for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
                 yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000,
@@ -261,8 +266,10 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
             sub = study.subject(name)
             norm = data.voxel_values(np.linalg.norm(coef, axis=0).astype(np.float32))
             ctx.store.write_map(name, "decoder_weight_norm", sub.to_volume(norm), sub.affine)
-        if isinstance(decoder, RidgeDecoder):
-            arrays["best_alphas"] = decoder.best_alphas_
+        if isinstance(decoder, RidgeDecoder):  # all a later step reads of it (the shared step, its alpha)
+            arrays.update(best_alphas=decoder.best_alphas_, alphas=decoder.alphas_)
+            if getattr(decoder, "cv_scores_", None) is not None:
+                arrays["cv_scores"] = decoder.cv_scores_
         ctx.store.write_arrays(f"decoder_{name}", **arrays)
         decoders[name] = decoder
         prepared[name] = data

@@ -326,6 +326,43 @@ def nsd_sessions(root: str | os.PathLike, subject: int, betas: str = DEFAULT_BET
     return sorted(found)
 
 
+def to_common_folder(value: str | os.PathLike | None, subjects: Sequence[int]) -> str | dict[int, Path] | None:
+    """``to_common`` of :func:`load_nsd` from ``"identity"`` or a folder holding ``subjXX.txt`` (a 4x4 affine,
+    native mm → common mm) for every subject (the command line's ``--to-common``)."""
+    if value is None or value == "identity":
+        return value
+    folder = Path(value)
+    if not folder.is_dir():
+        raise InputError(f"--to-common {value}", "is neither 'identity' nor a folder",
+                         "give a folder holding subjXX.txt (4 lines of 4 numbers: native mm → common mm) for "
+                         "every subject read, or 'identity' when their mm coordinates are already aligned")
+    missing = [f"subj{k:02d}.txt" for k in subjects if not (folder / f"subj{k:02d}.txt").is_file()]
+    if missing:
+        raise InputError(folder, f"has no {', '.join(missing)}",
+                         "write a 4x4 affine (native mm → common mm) for every subject read")
+    return {k: folder / f"subj{k:02d}.txt" for k in subjects}
+
+
+def recorded_reading(manifest: dict) -> dict:
+    """The arguments of :func:`read_nsd` that read NSD as the results folder of ``manifest`` did (the command
+    line records them): root, subjects, sessions read, betas version, common space and the sentence model of
+    the caption embedding; ``brain-concepts view`` and the Study widget's Open results… use them."""
+    subjects = manifest.get("nsd_subjects") or [1]
+    read = manifest.get("nsd_sessions_read") or {}
+    per_subject = {tuple(v) for v in read.values()}
+    sessions = list(per_subject.pop()) if len(per_subject) == 1 else manifest.get("nsd_sessions")
+    model = (((manifest.get("parameters") or {}).get("params") or {}).get("embed") or {}).get("model")
+    return {"root": manifest["nsd_root"], "subjects": subjects, "sessions": sessions,
+            "betas": manifest.get("nsd_betas") or DEFAULT_BETAS,
+            "to_common": to_common_folder(manifest.get("nsd_to_common"), subjects),
+            "embed_captions": str(model) if model else True}
+
+
+def is_nsd_root(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is an NSD copy's root (it holds ``nsddata/`` and ``nsddata_betas/``)."""
+    return path is not None and (Path(path) / "nsddata").is_dir() and (Path(path) / "nsddata_betas").is_dir()
+
+
 def _ranges(numbers: Sequence[int]) -> str:
     """``[1, 2, 3, 5]`` → ``"1–3, 5"``."""
     parts, run = [], []
@@ -608,11 +645,18 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
             raise InputError(layout.expdesign, f"subjectim of subject {k} names images outside the stimulus table",
                              "use nsd_expdesign.mat and nsd_stim_info_merged.csv from the same release")
         _check_against_stim_info(info, k, trials, nsd_ids, layout)
-        plans.append((k, chosen, files, sel, affine, trials, nsd_ids, tps))
+        # the transform to a common space, read now: a bad file fails before any betas are read
+        common = _to_common(to_common, k, f"subj{k:02d}")
+        plans.append((k, chosen, files, sel, affine, trials, nsd_ids, tps, common))
 
     if embed_captions is not False and not captions:
         raise InputError("parameter embed_captions", "needs the captions, but captions=False",
                          "pass captions=True or leave embed_captions off")
+    encoder = None
+    if embed_captions is not False:  # the model's folder is checked before the betas are read
+        from ..embeddings.text import SentenceEncoder
+
+        encoder = SentenceEncoder(None if embed_captions is True else str(embed_captions))
 
     # Stimuli first: the images every read subject saw are known from the design, so the COCO files are
     # checked before minutes of betas reading, and their parsing is not stacked on the full responses.
@@ -634,7 +678,7 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
 
     done = 1
     subjects_out: dict[str, Subject] = {}
-    for k, chosen, files, sel, affine, trials, nsd_ids, tps in plans:
+    for k, chosen, files, sel, affine, trials, nsd_ids, tps, common in plans:
         label = f"subj{k:02d}"
         n_vox = int(sel.sum())
         session_of_trial = np.repeat(np.asarray(chosen), tps)
@@ -661,13 +705,12 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
         else:
             stim_ids, sess_out = nsd_ids, session_of_trial
         subjects_out[label] = _make_subject(layout, k, label, responses, sel, affine, stim_ids, sess_out,
-                                            rois, anat, mask_name, _to_common(to_common, k, label))
+                                            rois, anat, mask_name, common)
         del responses
 
-    if embed_captions is not False:
-        from ..embeddings.text import SentenceEncoder, iter_embed_captions
+    if encoder is not None:
+        from ..embeddings.text import iter_embed_captions
 
-        encoder = SentenceEncoder(None if embed_captions is True else embed_captions)
         values = yield from iter_embed_captions(stimuli.captions, model=encoder, ids=list(stimuli.ids))
         stimuli.add_embedding(Embedding("captions", values, model=encoder.name, kind="caption-mean"))
     yield Progress("load", total, total, "done")

@@ -115,16 +115,31 @@ def _jsonable(obj: Any) -> Any:
 _STUDY_DATA = ("subjects", "embeddings", "images", "truth")
 
 
+def check_results_folder(root: str | os.PathLike) -> None:
+    """Refuse a results folder that is a file, a study folder, inside the folders a study's reader reads, or in
+    an NSD copy: :meth:`ResultsStore.create` checks it, and the command line before it reads a study (NSD's
+    betas take minutes to hours to read)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(root, "exists and is not a folder", "choose a folder path for --out")
+    if (root / "study.json").is_file():  # a new analysis clears subjects/: the study's own data
+        raise InputError(root, "is a study folder (it holds study.json)", "write the results to another "
+                         "folder, e.g. --out results beside the study")
+    _check_not_in_study(root)
+
+
 def _check_not_in_study(root: Path) -> None:
     """Refuse results inside the folders a study's reader reads (``STUDY/subjects/…``: the next read would take
     the results' folders for participants); elsewhere in a study folder (``STUDY/derivatives/…``) is fine.
     Refuse them in an NSD copy (a root holding ``nsddata/`` and ``nsddata_betas/``), or in any folder of it."""
+    from .nsd import is_nsd_root
+
     where = root.resolve()
-    for folder in (where, *where.parents):  # an NSD copy (it holds nsddata/) is data, read by many: not a word
-        if (folder / "nsddata").is_dir() and (folder / "nsddata_betas").is_dir():
+    for folder in (where, *where.parents):  # an NSD copy is data, read by many: not a word of it changes
+        if is_nsd_root(folder):
             raise InputError(root, f"is {'' if folder == where else 'inside '}the NSD copy at {folder}: the "
                              "results would be written into the dataset",
-                             "write the results to a folder outside the NSD copy, e.g. --out results")
+                             f"write the results to a folder outside it, e.g. --out {folder.parent / 'nsd_results'}")
     for folder in where.parents:
         if (folder / "study.json").is_file():
             part = where.relative_to(folder).parts[0]
@@ -172,12 +187,7 @@ class ResultsStore:
         """
         store = cls(root)
         root = store.root
-        if root.exists() and not root.is_dir():
-            raise InputError(root, "exists and is not a folder", "choose a folder path for --out")
-        if (root / "study.json").is_file():  # a new analysis clears subjects/: the study's own data
-            raise InputError(root, "is a study folder (it holds study.json)", "write the results to another "
-                             "folder, e.g. --out results beside the study")
-        _check_not_in_study(root)
+        check_results_folder(root)
         if (root / "manifest.json").is_file():
             manifest = store.manifest  # validates version
             if resume:
