@@ -360,7 +360,7 @@ def test_the_summary_says_each_participants_data_and_cuts_long_tables(tmp_path):
     voxels = {s.n_voxels for s in study.subjects.values()}
     assert first.startswith(f"Study {study.name}: {len(study.subjects)} participants, {len(study.stimuli)} stimuli")
     assert (f"{min(voxels):,}–{max(voxels):,} voxels" if len(voxels) > 1 else f" {min(voxels):,} voxels") in first
-    assert "Concept basis: 1 component;" in text and "c000 dog" in " ".join(text.split())
+    assert "Concept basis: 1 component\n" in text and "c000 dog" in " ".join(text.split())
     assert second.startswith("Participants") and all(name in second for name in study.subject_names)
     assert "Encoding models: held-out r in each ROI" in text and "whole mask" in text
     assert "roi19" in text and "roi20" not in text and "… 10 more rows in tables/image_models.tsv" in text
