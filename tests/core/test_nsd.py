@@ -187,6 +187,19 @@ def test_session_beyond_the_design(tmp_path):
     (src / "betas_session09.hdf5").write_bytes((src / "betas_session01.hdf5").read_bytes())
     with pytest.raises(InputError, match="session 9 lies beyond the 3 sessions"):
         read_nsd(tmp_path, 1)
+    # asked for and absent: beyond the design, which is said before "download it" (the NSD review)
+    with pytest.raises(InputError, match=r"session 50 lies beyond the 3 sessions of nsd_expdesign\.mat"):
+        read_nsd(tmp_path, 1, sessions=[1, 50])
+
+
+def test_a_nifti_file_named_hdf5_is_said_to_be_one(tmp_path):
+    """The NSD review: a NIfTI file named betas_session02.hdf5 was reported as truncated."""
+    make_nsd_tree(tmp_path, subjects=(1,), fmt="both")
+    src = tmp_path / "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+    (src / "betas_session02.hdf5").write_bytes((src / "betas_session02.nii.gz").read_bytes())
+    with pytest.raises(InputError, match=r"betas_session02\.hdf5: is a NIfTI file .* name it "
+                                         r"betas_session02\.nii\.gz"):
+        read_nsd(tmp_path, 1)
 
 
 def test_design_and_stimulus_table_that_disagree(tmp_path):

@@ -397,6 +397,11 @@ class _Session:
         self.n_trials = self._check()
 
     def _fail(self, err: Exception):
+        with open(self.path, "rb") as fh:  # the first bytes tell a file of another format from a broken one
+            head = fh.read(348)
+        if self.hdf5 and (head[:2] == b"\x1f\x8b" or head[344:348] in (b"n+1\x00", b"ni1\x00")):
+            return InputError(self.path, "is a NIfTI file (gzip or NIfTI header), not HDF5",
+                              f"name it {self.path.stem}.nii.gz (NIfTI betas are read too)")
         return InputError(self.path, f"cannot be read ({type(err).__name__}: {err})",
                           "re-download this session's betas file; it may be truncated")
 
@@ -630,6 +635,13 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
             if s < 1:
                 raise InputError("parameter sessions", f"session {s} is below 1", "sessions are numbered from 1")
         sel, affine, mask_name = _subject_mask(layout, k, mask)
+        absent = [s for s in chosen if s not in on_disk]
+        if absent and on_disk:  # a session asked for is not on disk: beyond the design, or not downloaded?
+            per_session = _Session(_session_file(layout, k, on_disk[0]), sel).n_trials
+            if max(absent) * per_session > order.size:
+                raise InputError("parameter sessions", f"session {max(absent)} lies beyond the "
+                                 f"{order.size // per_session} sessions of nsd_expdesign.mat",
+                                 "choose sessions the design covers (--sessions)")
         files = [_Session(_session_file(layout, k, s), sel) for s in chosen]
         n_trials = {f.n_trials for f in files}
         if len(n_trials) != 1:
