@@ -49,10 +49,9 @@ def load_study(study: str | None, nsd: str | None = None, subject: list[int] | N
 
         if not subject:
             raise InputError("--subject", "is required with --nsd", "add e.g. --subject 1")
-        subjects = list(dict.fromkeys(subject))  # --subject 1 --subject 1 reads subj01 once
-        return read_nsd(nsd, subjects=subjects, sessions=sorted(set(sessions)) if sessions else None,
-                        embed_captions=embed_model or True, betas=betas or DEFAULT_BETAS,
-                        to_common=to_common_folder(to_common, subjects), progress=progress)
+        return read_nsd(nsd, subjects=subject, sessions=sessions, embed_captions=embed_model or True,
+                        betas=betas or DEFAULT_BETAS, to_common=to_common_folder(to_common, subject),
+                        progress=progress)
     if study is None:
         from .core.synthetic import make_synthetic_study
 
@@ -246,12 +245,10 @@ def _origin(args: argparse.Namespace, study=None) -> dict[str, Any]:
     """How to find the study again (for ``brain-concepts view RESULTS``); for NSD also the sessions read."""
     if getattr(args, "nsd", None):
         to_common = args.to_common if args.to_common in (None, "identity") else str(Path(args.to_common).resolve())
-        origin = {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": list(dict.fromkeys(args.subject)),
-                  "nsd_sessions": sorted(set(args.sessions)) if args.sessions else None,
-                  "nsd_betas": args.betas, "nsd_to_common": to_common}
+        origin = {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": args.subject,
+                  "nsd_sessions": args.sessions, "nsd_betas": args.betas, "nsd_to_common": to_common}
         if study is not None:
-            origin["nsd_sessions_read"] = {name: sorted(int(x) for x in set(sub.sessions.tolist()))
-                                           for name, sub in study.subjects.items()}
+            origin["nsd_sessions_read"] = {name: sub.session_numbers for name, sub in study.subjects.items()}
         return origin
     if getattr(args, "study", None):
         return {"study_path": str(Path(args.study).resolve())}
@@ -397,6 +394,11 @@ def _check_study_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if not given:
         synthetic = "" if args.command == "run" else ", or --size tiny|small|default for the synthetic study"
         parser.error(f"{args.command} needs a STUDY folder or --nsd ROOT --subject N{synthetic}")
+    # each subject and session once (--subject 1 --subject 1 reads subj01 once), as read and as recorded
+    if args.subject:
+        args.subject = list(dict.fromkeys(args.subject))
+    if args.sessions:
+        args.sessions = sorted(set(args.sessions))
     if args.nsd is None:
         ignored = [flag for flag, value in (("--subject", args.subject), ("--sessions", args.sessions),
                                             ("--betas", args.betas), ("--to-common", args.to_common))

@@ -323,6 +323,11 @@ class Subject:
         return int(self.responses.shape[1])
 
     @property
+    def session_numbers(self) -> list[int]:
+        """The sessions the trials come from, sorted (empty when none is given)."""
+        return [] if self.sessions is None else sorted(int(s) for s in np.unique(self.sessions))
+
+    @property
     def n_trials(self) -> int:
         return int(self.responses.shape[0])
 

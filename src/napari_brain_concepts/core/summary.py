@@ -154,7 +154,7 @@ def _participants(study) -> str:
 
     each = {}
     for name, sub in study.subjects.items():
-        sessions = sorted({int(s) for s in np.unique(sub.sessions)}) if sub.sessions is not None else []
+        sessions = sub.session_numbers
         said = f" in sessions {_ranges(sessions)}" if len(sessions) > 1 else ""
         each[name] = f"{sub.n_voxels:,} voxels, {len(sub.responses):,} trials{said}"
     if len(each) > 1 and len(set(each.values())) == 1:
