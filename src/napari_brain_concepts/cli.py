@@ -177,10 +177,13 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         elif store.discard_if_empty():  # no half-made results folder (a manifest, empty folders)
             if stopped:
                 print(f"{out}: no step had finished; nothing was written", file=sys.stderr)
-        elif store.finished_steps:  # a step after others failed or was stopped: what finished stays
+        else:  # a step after others failed or was stopped, or decode after some participants: what finished stays
+            kept = [f"the finished steps are kept ({', '.join(store.finished_steps)})"] if store.finished_steps else []
+            if store.checkpoints("decode"):
+                kept.append(f"the decoders of {', '.join(store.checkpoints('decode'))} fitted before the "
+                            f"{'stop' if stopped else 'error'} are kept")
             then = "add --resume to continue" if stopped else "once the error below is mended, --resume continues"
-            print(f"{out}: the finished steps are kept ({', '.join(store.finished_steps)}); {then} this analysis",
-                  file=sys.stderr)
+            print(f"{out}: {'; '.join(kept)}; {then} this analysis", file=sys.stderr)
         if stopped:
             exc.reported = True  # what became of the folder is said: main() only says it stopped
         raise

@@ -499,3 +499,47 @@ def test_resume_reads_the_finished_decoders_back_instead_of_fitting_them_again(t
     with pytest.raises(InputError, match=r"decoder_sub-01\.npz: holds a decoder of the embedding of "
                                          r"'another-model', and this analysis decodes 'all-MiniLM-L6-v2'"):
         run("two", ["maps"], resume=True)
+
+
+def test_a_decode_stopped_after_some_participants_continues_from_their_decoders(study_folder, tmp_path, capsys,
+                                                                               monkeypatch):
+    """Decode is one step for all participants: a decode stopped (or failed) during a later participant fitted
+    every participant again on --resume (hours each for NSD's subjects). The decoders fitted before the stop
+    are kept and read back, when the decode values, seed and embedding are unchanged; the results equal one
+    run's, and nothing of the kept decoders stays once decode finishes."""
+    from napari_brain_concepts.core.decoding import steps
+
+    real, fits, stop_at = steps.fit_decoder_iter, [], [None]
+
+    def fit(decoder, data):
+        fits.append(len(fits) + 1)
+        if len(fits) == stop_at[0]:
+            raise KeyboardInterrupt
+        return (yield from real(decoder, data))
+
+    monkeypatch.setattr(steps, "fit_decoder_iter", fit)
+    one = tmp_path / "one"
+    before, _ = _decoded(study_folder, one, capsys)
+    n_subjects = len(fits)
+    assert n_subjects >= 2
+    two = tmp_path / "two"
+    fits.clear()
+    stop_at[0] = 2
+    assert main(["decode", str(study_folder), "--out", str(two), *FAST]) == 130
+    assert (f"{two}: the decoders of sub-01 fitted before the stop are kept; add --resume to continue this "
+            "analysis") in capsys.readouterr().err
+    assert (two / ".checkpoints" / "decode" / "sub-01.npz").is_file()
+    fits.clear()
+    stop_at[0] = None
+    assert main(["decode", str(study_folder), "--out", str(two), *FAST, "--resume"]) == 0
+    assert len(fits) == n_subjects - 1  # sub-01 was read back
+    assert _hashes(two) == before and not (two / ".checkpoints").exists()
+    # other decode values: the kept decoder is not theirs, and is fitted again
+    three = tmp_path / "three"
+    fits.clear()
+    stop_at[0] = 2
+    assert main(["decode", str(study_folder), "--out", str(three), *FAST]) == 130
+    fits.clear()
+    stop_at[0] = None
+    assert main(["decode", str(study_folder), "--out", str(three), *FAST, "--param", "decode.cv=4", "--resume"]) == 0
+    assert len(fits) == n_subjects

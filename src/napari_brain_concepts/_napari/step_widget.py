@@ -233,11 +233,14 @@ class StepWidget(QWidget):
 
         store = self.session.context.store if self.session.context is not None else None
         finished = [s for s in STEPS if store is not None and store.is_done(s) and s not in self._before]
+        fitted = store.checkpoints("decode") if store is not None else []
+        kept = (f" The decoders of {', '.join(fitted)} fitted before the cancel are kept: a Run with the same values "
+                "starts from them." if fitted else "")
         if not finished:
-            self.status.setText("Cancelled; nothing of the step was written.")
+            self.status.setText("Cancelled; nothing of the step was written." + kept)
             return
         self.status.setText(f"Cancelled; {', '.join(finished)} had finished and {'is' if len(finished) == 1 else 'are'}"
-                            " kept in the results folder; nothing of the cancelled step was written.")
+                            " kept in the results folder; nothing of the cancelled step was written." + kept)
         refresh_results(self.viewer, self.session)
         for s in finished:
             self.session.step_finished.emit(s)

@@ -127,28 +127,62 @@ def saved_decoder(ctx: AnalysisContext, name: str, params: DecodeParams, data: P
     paper's 50 contrastive reruns on NSD). None where the weights do not hold the whole decoder (an MLP) or
     were fitted on other voxels; an error where they were fitted on another embedding (``embedding``, the
     :class:`Embedding` decoded now: NSD's caption embedding follows ``embed.model``)."""
-    if params.decoder == "contrastive" and params.architecture != "linear":
-        return None
     try:
         arrays = ctx.store.read_arrays(f"decoder_{name}")
     except InputError:
         return None
-    if "coef" not in arrays or "intercept" not in arrays or not np.array_equal(arrays.get("voxels"), data.voxels):
-        return None
     made_with = (ctx.store.manifest.get("steps") or {}).get(STEP, {}).get("embedding_model")
-    coef = arrays["coef"]
-    if (made_with is not None and made_with != embedding.model) or coef.ndim != 2 or coef.shape[0] != embedding.dim:
+    coef = arrays.get("coef")
+    if coef is not None and ((made_with is not None and made_with != embedding.model) or coef.ndim != 2
+                             or coef.shape[0] != embedding.dim):
         was = f"{made_with!r}" if made_with is not None else f"a {coef.shape[0]}-dimensional embedding"
         raise InputError(ctx.store.root / "arrays" / f"decoder_{name}.npz",
                          f"holds a decoder of the embedding of {was}, and this analysis decodes {embedding.model!r} "
                          f"({embedding.dim} dimensions)",
                          "resume with the embed.model the decoders were made with, or start a new analysis in "
                          "another folder")
+    return _rebuilt(ctx, params, data, arrays)
+
+
+def _rebuilt(ctx: AnalysisContext, params: DecodeParams, data: PreparedData, arrays: dict[str, np.ndarray]
+             ) -> RidgeDecoder | ContrastiveDecoder | None:
+    """A fitted decoder from the arrays the decode step saves of it (:func:`_decoder_arrays`); None where they do
+    not hold the whole decoder (an MLP's reruns) or were fitted on other voxels."""
+    if params.decoder == "contrastive" and params.architecture != "linear":
+        return None
+    if "coef" not in arrays or "intercept" not in arrays or not np.array_equal(arrays.get("voxels"), data.voxels):
+        return None
     decoder = make_decoder(params, ctx.device, ctx.random_state)
     if isinstance(decoder, RidgeDecoder):
-        return decoder.set_weights(coef, arrays["intercept"], arrays.get("best_alphas"), arrays.get("alphas"),
-                                   arrays.get("cv_scores"))
-    return decoder.set_weights(coef, arrays["intercept"])
+        return decoder.set_weights(arrays["coef"], arrays["intercept"], arrays.get("best_alphas"),
+                                   arrays.get("alphas"), arrays.get("cv_scores"))
+    return decoder.set_weights(arrays["coef"], arrays["intercept"])
+
+
+def _decoder_arrays(decoder, data: PreparedData) -> dict[str, np.ndarray]:
+    """What the decode step saves of a fitted decoder: the voxels it reads, its weights (a linear decoder) and,
+    for ridge, all a later step reads of it (the shared step, its alpha)."""
+    arrays = {"voxels": data.voxels}
+    coef = getattr(decoder, "coef_", None)
+    if coef is not None:
+        arrays.update(coef=coef, intercept=decoder.intercept_)
+    if isinstance(decoder, RidgeDecoder):
+        arrays.update(best_alphas=decoder.best_alphas_, alphas=decoder.alphas_)
+        if getattr(decoder, "cv_scores_", None) is not None:
+            arrays["cv_scores"] = decoder.cv_scores_
+    return arrays
+
+
+def checkpoint_key(ctx: AnalysisContext, embedding) -> dict:
+    """What a participant's decoder kept from a stopped decode step was made with (every decode value, the seed,
+    a hash of the decoded embedding): a resumed step takes it back only when all of these are unchanged."""
+    import hashlib
+
+    from ..pipeline import step_values
+
+    values = np.ascontiguousarray(embedding.values, dtype=np.float32)
+    return {"decode": step_values(STEP, ctx.params.get(STEP)), "seed": ctx.random_state,
+            "embedding": [embedding.model, hashlib.sha256(values.tobytes()).hexdigest()[:16]]}
 
 
 def fit_decoder(decoder, data: PreparedData):
@@ -229,13 +263,23 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     for name in names:
         yield Progress(STEP, 0, len(names), f"{name}: preparing responses")
         datas[name] = prepare_decoded(ctx, name)
-    if ctx.state.get("in_memory_step") == STEP:  # resumed: the finished step's decoders, read back
+    resumed = ctx.state.get("in_memory_step") == STEP
+    key = None if resumed else checkpoint_key(ctx, embedding)
+    if resumed:  # rerun in memory for a later step: the finished step's decoders, read back
         for name in names:
             decoder = saved_decoder(ctx, name, params, datas[name], embedding)
             if decoder is not None:
                 fitted[name] = decoder
                 yield Progress(STEP, 0, len(names), f"{name}: decoder read back from arrays/decoder_{name}.npz "
                                "(fitted before)")
+    else:  # a decode step stopped or failed after some participants: their decoders, kept
+        for name in names:
+            arrays = ctx.store.read_checkpoint(STEP, name, key)
+            decoder = None if arrays is None else _rebuilt(ctx, params, datas[name], arrays)
+            if decoder is not None:
+                fitted[name] = decoder
+                yield Progress(STEP, 0, len(names), f"{name}: decoder read back from the decode run that stopped "
+                               "before (fitted with the same values)")
     todo = [name for name in names if name not in fitted]
     if ctx.scheduler is not None and len(todo) > 1:  # on dask workers, one subject's fit a piece
         from ..distributed import fit_pieces
@@ -250,6 +294,9 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
             for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
                 yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000,
                                f"{name}: {p.message}")
+        if key is not None and name in todo and getattr(decoder, "coef_", None) is not None:
+            # kept, should a later participant's fit fail or be stopped (an MLP's reruns are not: fitted again)
+            ctx.store.write_checkpoint(STEP, name, key, **_decoder_arrays(decoder, data))
         pred = decoder.predict(data.X_test)
         scores = decoding_scores(pred, data.rows_test, E, params.ks, params.n_draws, params.draw_size,
                                  ctx.random_state)
@@ -259,17 +306,11 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         for s in _oracle_rows(ctx, name, data, params, E):
             rows_out.append({"subject": name, "decoder": "oracle", "protocol": params.protocol,
                              "metric": s.metric, "value": s.value, "chance": s.chance, "detail": s.detail})
-        arrays = {"voxels": data.voxels, "rows_test": data.rows_test, "pred_test": pred}
-        coef = getattr(decoder, "coef_", None)
-        if coef is not None:
-            arrays.update(coef=coef, intercept=decoder.intercept_)
+        arrays = {**_decoder_arrays(decoder, data), "rows_test": data.rows_test, "pred_test": pred}
+        if "coef" in arrays:
             sub = study.subject(name)
-            norm = data.voxel_values(np.linalg.norm(coef, axis=0).astype(np.float32))
+            norm = data.voxel_values(np.linalg.norm(arrays["coef"], axis=0).astype(np.float32))
             ctx.store.write_map(name, "decoder_weight_norm", sub.to_volume(norm), sub.affine)
-        if isinstance(decoder, RidgeDecoder):  # all a later step reads of it (the shared step, its alpha)
-            arrays.update(best_alphas=decoder.best_alphas_, alphas=decoder.alphas_)
-            if getattr(decoder, "cv_scores_", None) is not None:
-                arrays["cv_scores"] = decoder.cv_scores_
         ctx.store.write_arrays(f"decoder_{name}", **arrays)
         decoders[name] = decoder
         prepared[name] = data

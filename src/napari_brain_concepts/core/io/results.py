@@ -32,7 +32,7 @@ from .volumes import load_nifti, save_nifti
 
 STORE_VERSION = 1
 #: folders a store writes; a new (not resumed) analysis in an existing store removes them first
-_RESULT_FOLDERS = ("subjects", "shared", "tables", "figures", "arrays", ".staging")
+_RESULT_FOLDERS = ("subjects", "shared", "tables", "figures", "arrays", ".staging", ".checkpoints")
 _EARLIER = ".earlier"  # an earlier analysis's results, set aside while a new one runs in the folder
 _VERSIONED = ("napari-brain-concepts", "numpy", "scipy", "torch", "nibabel", "nilearn", "scikit-learn",
               "transformers", "open_clip_torch", "pandas")
@@ -287,8 +287,10 @@ class ResultsStore:
 
     def discard_if_empty(self) -> bool:
         """Remove what a new analysis that failed before finishing any step left (its manifest and empty
-        result folders; the folder itself when nothing else is in it). False when a step had finished."""
-        if self.finished_steps:
+        result folders; the folder itself when nothing else is in it). False when a step had finished, or
+        had kept checkpoints (:meth:`write_checkpoint`: the decoders of the participants fitted before a
+        stop), which ``--resume`` continues from."""
+        if self.finished_steps or self.checkpoints():
             return False
         for sub in _RESULT_FOLDERS:
             folder = self.root / sub
@@ -299,6 +301,47 @@ class ResultsStore:
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()
         return True
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint_path(self, step: str, name: str) -> Path:
+        return self.root / ".checkpoints" / step / f"{file_name(name, 'checkpoint')}.npz"
+
+    def write_checkpoint(self, step: str, name: str, key: dict[str, Any], **arrays: np.ndarray) -> Path:
+        """Keep a piece of a running step (one participant's fitted decoder) outside its staging folder, so
+        that a step stopped or failed after it can continue from it: ``key`` (the values it was made with)
+        must come back equal for :meth:`read_checkpoint` to give it back. A step's checkpoints go when it
+        finishes (:meth:`staged`) and with the results of the analysis (a new analysis in the folder)."""
+        text = json.dumps(_jsonable(key), sort_keys=True)
+        return write_atomic(self._checkpoint_path(step, name),
+                            lambda p: np.savez(p, checkpoint_key=np.array(text),
+                                               **{k: np.asarray(v) for k, v in arrays.items()}))
+
+    def read_checkpoint(self, step: str, name: str, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """The arrays :meth:`write_checkpoint` kept for ``name`` with this ``key``; None when there are none,
+        or when they were made with other values (or cannot be read: a checkpoint is only a shortcut)."""
+        path = self._checkpoint_path(step, name)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            return None
+        if str(arrays.pop("checkpoint_key", "")) != json.dumps(_jsonable(key), sort_keys=True):
+            return None
+        return arrays
+
+    def checkpoints(self, step: str | None = None) -> list[str]:
+        """The names of the pieces kept by :meth:`write_checkpoint` (of ``step``, or of every step)."""
+        base = self.root / ".checkpoints"
+        folders = [base / step] if step else (sorted(p for p in base.iterdir() if p.is_dir())
+                                              if base.is_dir() else [])
+        return [p.name[:-4] for folder in folders for p in sorted(folder.glob("*.npz"))]
+
+    def drop_checkpoints(self, step: str) -> None:
+        shutil.rmtree(self.root / ".checkpoints" / step, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.root / ".checkpoints").rmdir()
 
     def drop_earlier(self) -> None:
         """Delete the results set aside by ``create(..., keep_earlier=True)`` (the new analysis finished)."""
@@ -390,6 +433,7 @@ class ResultsStore:
         if pending:
             self.manifest.setdefault("steps", {}).update(pending)
             self._save_manifest()
+        self.drop_checkpoints(step)  # the step finished: its pieces are in its results
 
     def update(self, **fields: Any) -> None:
         self.manifest.update(_jsonable(fields))
