@@ -213,3 +213,62 @@ def test_opened_results_show_the_slice_through_the_maps_peak(make_napari_viewer,
     assert widget.display.peak_button.isEnabled()
     widget.display.peak_button.click()
     np.testing.assert_allclose(viewer.dims.point[-3:], world_of_voxel(high, sub.affine), atol=voxel / 2)
+
+
+def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_napari_viewer, qtbot, tmp_path,
+                                                                          monkeypatch):
+    """The twelfth note: napari had no way to set the NSD reader's options, and an NSD copy chosen with "Open
+    study folder…" failed for want of a study.json. A dialog now asks which participants, sessions, betas and
+    common space to read (the command line's --subject, --sessions, --betas, --to-common), and says what it
+    cannot take before it closes."""
+    import pytest
+    from qtpy.QtWidgets import QDialogButtonBox, QFileDialog
+
+    from napari_brain_concepts._napari.nsd_dialog import NsdDialog
+    from napari_brain_concepts.core.errors import InputError
+    from napari_brain_concepts.core.io.nsd import DEFAULT_BETAS
+
+    from ..core.nsd_fixture import make_nsd_tree
+
+    root = tmp_path / "nsd"
+    make_nsd_tree(root, subjects=(1, 2), n_sessions=3)
+    dialog = NsdDialog(root)
+    qtbot.addWidget(dialog)
+    assert [dialog.subjects.item(i).text() for i in range(dialog.subjects.count())] == ["subj01", "subj02"]
+    assert dialog.checked() == [1] and dialog.betas.currentText() == DEFAULT_BETAS
+    assert dialog.on_disk.text() == "subj01: sessions 1–3 on disk"
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    dialog.check(1, 2)
+    dialog.sessions.setText("2-1")
+    ok.click()
+    assert dialog.chosen is None and "Sessions '2-1': '2-1' is not a range of sessions from 1 up" in dialog.error.text()
+    dialog.sessions.setText("1-2")
+    dialog.common.setCurrentIndex(2)  # a folder of affines, none given
+    ok.click()
+    assert dialog.chosen is None and "Common space: no folder is given" in dialog.error.text()
+    dialog.common.setCurrentIndex(1)
+    ok.click()
+    assert dialog.chosen == {"subjects": [1, 2], "sessions": [1, 2], "betas": DEFAULT_BETAS, "to_common": "identity"}
+
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    with pytest.raises(InputError, match=r"has no subj01\.txt, subj02\.txt"):  # checked before the betas are read
+        widget.open_nsd(root, subjects=[1, 2], to_common=tmp_path)
+    # the Study dock's button: the folder chosen is an NSD copy, so the dialog asks, and its choice is read
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(root))
+
+    def exec_(self):
+        self.check(1, 2)
+        self.sessions.setText("1-2")
+        self.common.setCurrentIndex(1)
+        self._on_ok()
+        return self.result()
+
+    monkeypatch.setattr(NsdDialog, "exec", exec_)
+    widget.open_button.click()
+    qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
+    assert widget.study.subject_names == ["subj01", "subj02"] and widget.subject_box.count() == 2
+    assert all(sub.session_numbers == [1, 2] for sub in widget.study.subjects.values())
+    assert all(sub.to_common is not None for sub in widget.study.subjects.values())
+    assert "captions" in widget.study.stimuli.embeddings

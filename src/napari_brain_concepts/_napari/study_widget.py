@@ -55,6 +55,8 @@ class StudyWidget(QWidget):
         self._worker = None
 
         self.open_button = QPushButton("Open study folder…")
+        self.open_button.setToolTip("a study folder (holding study.json), or an NSD copy (holding nsddata/ and "
+                                    "nsddata_betas/): then which participants, sessions and betas to read")
         self.results_button = QPushButton("Open results…")
         self.sample_button = QPushButton("Synthetic study")
         self.subject_box = QComboBox()
@@ -109,6 +111,26 @@ class StudyWidget(QWidget):
         self.results = Path(results) if results is not None else None
         self.status.setText(f"Reading {path} …")
         return self._start(read_study, Path(path))
+
+    def open_nsd(self, root: str | Path, subjects=(1,), sessions=None, betas: str | None = None,
+                 to_common: str | Path | None = None):
+        """Read NSD participants from the NSD copy at ``root`` in the background, as the command line's
+        ``--nsd ROOT --subject … --sessions … --betas … --to-common …`` does (a new analysis), then show the
+        first. ``to_common``: ``"identity"`` or a folder of ``subjXX.txt`` affines, for the shared concepts;
+        it is checked before the betas are read."""
+        from ..core.io.nsd import DEFAULT_BETAS, load_nsd, to_common_folder
+
+        subjects = [int(k) for k in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
+        common = to_common_folder(None if to_common is None else str(to_common), subjects)
+        self.results = None
+        self.status.setText(f"Reading NSD at {root} …")
+        self._worker = workers.start(load_nsd, Path(root), subjects, sessions, betas=betas or DEFAULT_BETAS,
+                                     to_common=common, embed_captions=True, on_yield=self._reading,
+                                     on_return=self.set_study, on_error=self._failed)
+        return self._worker
+
+    def _reading(self, progress) -> None:
+        self.status.setText(f"Reading NSD: {progress.message} ({progress.fraction:.0%})")
 
     def load_synthetic(self, size: str = "tiny", seed: int = 0, results: str | Path | None = None):
         """Build the synthetic study in the background (a new analysis unless ``results`` is its results folder)."""
@@ -295,9 +317,22 @@ class StudyWidget(QWidget):
             self.show_subject(name)
 
     def _choose_study(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open study folder")
-        if path:
+        from ..core.io.nsd import is_nsd_root
+
+        path = QFileDialog.getExistingDirectory(self, "Open a study folder or an NSD copy")
+        if not path:
+            return
+        if not is_nsd_root(path):
             self.open_study(path)
+            return
+        from .nsd_dialog import NsdDialog
+
+        dialog = NsdDialog(path, self)  # which participants, sessions, betas and common space
+        if dialog.exec() and dialog.chosen is not None:
+            try:
+                self.open_nsd(path, **dialog.chosen)
+            except Exception as exc:  # one notification with the core's message
+                workers.notify_error(exc)
 
     def _choose_results(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open results folder")

@@ -150,12 +150,12 @@ def _state_table(ctx: AnalysisContext, key: str, title: str, file: str) -> str |
 
 def _participants(study) -> str:
     """One clause per participant: sessions, trials and voxels (NSD: which sessions were read)."""
-    from .io.nsd import _ranges
+    from .io.nsd import number_ranges
 
     each = {}
     for name, sub in study.subjects.items():
         sessions = sub.session_numbers
-        said = f" in sessions {_ranges(sessions)}" if len(sessions) > 1 else ""
+        said = f" in sessions {number_ranges(sessions)}" if len(sessions) > 1 else ""
         each[name] = f"{sub.n_voxels:,} voxels, {len(sub.responses):,} trials{said}"
     if len(each) > 1 and len(set(each.values())) == 1:
         return f"Participants {', '.join(each)}: each {next(iter(each.values()))}"

@@ -41,7 +41,8 @@ from ..progress import Progress, run_to_end
 from ..study import Embedding, RoiAtlas, Stimuli, Study, Subject
 from .volumes import load_nifti
 
-__all__ = ["NSD_ROIS", "NsdImages", "NsdLayout", "load_nsd", "nsd_sessions", "nsd_stimulus_id", "read_nsd"]
+__all__ = ["NSD_ROIS", "NsdImages", "NsdLayout", "load_nsd", "nsd_contents", "nsd_sessions", "nsd_stimulus_id",
+           "parse_sessions", "read_nsd"]
 
 BETAS_SCALE = 300.0
 DEFAULT_BETAS = "betas_fithrf_GLMdenoise_RR"
@@ -326,6 +327,43 @@ def nsd_sessions(root: str | os.PathLike, subject: int, betas: str = DEFAULT_BET
     return sorted(found)
 
 
+def nsd_contents(root: str | os.PathLike) -> dict[int, dict[str, list[int]]]:
+    """What an NSD copy holds, for choosing what to read: per subject number with a betas folder, each betas
+    version found (``betas_*`` folders) and its sessions on disk. Empty when ``root`` holds none."""
+    base = Path(root) / "nsddata_betas" / "ppdata"
+    out: dict[int, dict[str, list[int]]] = {}
+    for folder in sorted(base.glob("subj[0-9][0-9]")) if base.is_dir() else []:
+        k = int(folder.name[4:])
+        versions = {v.name: nsd_sessions(root, k, v.name) for v in sorted((folder / "func1pt8mm").glob("betas_*"))
+                    if v.is_dir()}
+        if versions:
+            out[k] = versions
+    return out
+
+
+def parse_sessions(text: str, what: str = "sessions") -> list[int] | None:
+    """Session numbers from a user's text: ``"1-3, 5"`` → ``[1, 2, 3, 5]``; empty or ``"all"`` → None (every
+    session on disk)."""
+    text = text.strip()
+    if not text or text.lower() == "all":
+        return None
+    numbers: set[int] = set()
+    for part in text.replace(";", ",").split(","):
+        first, dash, last = part.strip().replace("–", "-").partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise InputError(f"{what} {text!r}", f"{part.strip()!r} is not a session number or range",
+                             "write numbers and ranges, e.g. 1-3, 5, or leave it empty for every session on "
+                             "disk") from None
+        if low < 1 or high < low:
+            raise InputError(f"{what} {text!r}", f"{part.strip()!r} is not a range of sessions from 1 up",
+                             "write e.g. 1-3 (sessions are numbered from 1)")
+        numbers.update(range(low, high + 1))
+    return sorted(numbers)
+
+
 def to_common_folder(value: str | os.PathLike | None, subjects: Sequence[int]) -> str | dict[int, Path] | None:
     """``to_common`` of :func:`load_nsd` from ``"identity"`` or a folder holding ``subjXX.txt`` (a 4x4 affine,
     native mm → common mm) for every subject (the command line's ``--to-common``)."""
@@ -363,7 +401,7 @@ def is_nsd_root(path: str | os.PathLike | None) -> bool:
     return path is not None and (Path(path) / "nsddata").is_dir() and (Path(path) / "nsddata_betas").is_dir()
 
 
-def _ranges(numbers: Sequence[int]) -> str:
+def number_ranges(numbers: Sequence[int]) -> str:
     """``[1, 2, 3, 5]`` → ``"1–3, 5"``."""
     parts, run = [], []
     for n in sorted(numbers):
@@ -628,9 +666,9 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
                              "download the betas of at least one session")
         gaps = sorted(set(range(1, max(chosen) + 1)) - set(chosen)) if sessions is None else []
         if gaps:  # a copy still downloading, or half copied: said, as the analysis has fewer trials
-            warnings.warn(f"subj{k:02d}: session{'s' if len(gaps) > 1 else ''} {_ranges(gaps)} "
+            warnings.warn(f"subj{k:02d}: session{'s' if len(gaps) > 1 else ''} {number_ranges(gaps)} "
                           f"{'have' if len(gaps) > 1 else 'has'} no betas file in {layout.betas_dir(k)} "
-                          f"(read: {_ranges(chosen)}); the study holds the sessions on disk only", stacklevel=2)
+                          f"(read: {number_ranges(chosen)}); the study holds the sessions on disk only", stacklevel=2)
         for s in chosen:
             if s < 1:
                 raise InputError("parameter sessions", f"session {s} is below 1", "sessions are numbered from 1")
