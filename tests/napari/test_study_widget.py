@@ -255,6 +255,8 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     qtbot.addWidget(widget)
     with pytest.raises(InputError, match=r"has no subj01\.txt, subj02\.txt"):  # checked before the betas are read
         widget.open_nsd(root, subjects=[1, 2], to_common=tmp_path)
+    with pytest.raises(InputError, match=r"^Common space .*gone: is neither 'identity' nor a folder"):
+        widget.open_nsd(root, subjects=[1], to_common=tmp_path / "gone")
     # the Study dock's button: the folder chosen is an NSD copy, so the dialog asks, and its choice is read
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(root))
 

@@ -121,7 +121,7 @@ class StudyWidget(QWidget):
         from ..core.io.nsd import DEFAULT_BETAS, load_nsd, to_common_folder
 
         subjects = [int(k) for k in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
-        common = to_common_folder(None if to_common is None else str(to_common), subjects)
+        common = to_common_folder(None if to_common is None else str(to_common), subjects, "Common space")
         self.results = None
         self.status.setText(f"Reading NSD at {root} …")
         self._worker = workers.start(load_nsd, Path(root), subjects, sessions, betas=betas or DEFAULT_BETAS,

@@ -364,14 +364,16 @@ def parse_sessions(text: str, what: str = "sessions") -> list[int] | None:
     return sorted(numbers)
 
 
-def to_common_folder(value: str | os.PathLike | None, subjects: Sequence[int]) -> str | dict[int, Path] | None:
+def to_common_folder(value: str | os.PathLike | None, subjects: Sequence[int], what: str = "--to-common"
+                     ) -> str | dict[int, Path] | None:
     """``to_common`` of :func:`load_nsd` from ``"identity"`` or a folder holding ``subjXX.txt`` (a 4x4 affine,
-    native mm → common mm) for every subject (the command line's ``--to-common``)."""
+    native mm → common mm) for every subject (the command line's ``--to-common``; ``what`` names the option
+    in an error)."""
     if value is None or value == "identity":
         return value
     folder = Path(value)
     if not folder.is_dir():
-        raise InputError(f"--to-common {value}", "is neither 'identity' nor a folder",
+        raise InputError(f"{what} {value}", "is neither 'identity' nor a folder",
                          "give a folder holding subjXX.txt (4 lines of 4 numbers: native mm → common mm) for "
                          "every subject read, or 'identity' when their mm coordinates are already aligned")
     missing = [f"subj{k:02d}.txt" for k in subjects if not (folder / f"subj{k:02d}.txt").is_file()]
