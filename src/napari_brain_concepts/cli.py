@@ -172,16 +172,18 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         stopped = isinstance(exc, KeyboardInterrupt)
         if analysis is not None:  # a Ctrl-C while a report printed leaves the step open: its staging goes now
             analysis.close()
+        fitted = store.checkpoints("decode")  # this run's (an earlier analysis's are set aside with it)
         if not resume and store.restore_earlier():  # a resumed analysis set nothing aside
-            print(f"{out}: the earlier results are back as they were", file=sys.stderr)
+            dropped = (f"; the decoders this run had fitted ({', '.join(fitted)}) went with it (--resume continues "
+                       "an analysis instead of replacing it)") if fitted else ""
+            print(f"{out}: the earlier results are back as they were{dropped}", file=sys.stderr)
         elif store.discard_if_empty():  # no half-made results folder (a manifest, empty folders)
             if stopped:
                 print(f"{out}: no step had finished; nothing was written", file=sys.stderr)
         else:  # a step after others failed or was stopped, or decode after some participants: what finished stays
             kept = [f"the finished steps are kept ({', '.join(store.finished_steps)})"] if store.finished_steps else []
-            if store.checkpoints("decode"):
-                kept.append(f"the decoders of {', '.join(store.checkpoints('decode'))} fitted before the "
-                            f"{'stop' if stopped else 'error'} are kept")
+            if fitted:  # only those made with the values of this run: decode drops the others as it starts
+                kept.append(f"the decoders of {', '.join(fitted)} that decode had fitted are kept")
             then = "add --resume to continue" if stopped else "once the error below is mended, --resume continues"
             print(f"{out}: {'; '.join(kept)}; {then} this analysis", file=sys.stderr)
         if stopped:
@@ -211,6 +213,12 @@ def _replace_earlier(out: str, steps: list[str] | None, ctx: Any, command: str) 
                              f"{', '.join(kept)}",
                              "add --resume to continue that analysis (its finished steps are kept), give another "
                              "--out folder, or delete this one to start again")
+    fitted = ResultsStore(out).checkpoints("decode")
+    if not earlier.get("steps") and fitted:  # a decode stopped after some participants, run again
+        print(f"{out} holds an earlier analysis ({earlier.get('study')}, created {earlier.get('created')}) that "
+              f"finished no step, with the decoders of {', '.join(fitted)} fitted: it is replaced (--resume "
+              "continues it from them instead)", file=sys.stderr)
+        return
     print(f"{out} holds the results of an earlier analysis ({earlier.get('study')}, created "
           f"{earlier.get('created')}): they are replaced (--resume continues it instead)", file=sys.stderr)
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_brain_concepts.cli import main, parse_params
@@ -526,7 +527,7 @@ def test_a_decode_stopped_after_some_participants_continues_from_their_decoders(
     fits.clear()
     stop_at[0] = 2
     assert main(["decode", str(study_folder), "--out", str(two), *FAST]) == 130
-    assert (f"{two}: the decoders of sub-01 fitted before the stop are kept; add --resume to continue this "
+    assert (f"{two}: the decoders of sub-01 that decode had fitted are kept; add --resume to continue this "
             "analysis") in capsys.readouterr().err
     assert (two / ".checkpoints" / "decode" / "sub-01.npz").is_file()
     fits.clear()
@@ -534,12 +535,27 @@ def test_a_decode_stopped_after_some_participants_continues_from_their_decoders(
     assert main(["decode", str(study_folder), "--out", str(two), *FAST, "--resume"]) == 0
     assert len(fits) == n_subjects - 1  # sub-01 was read back
     assert _hashes(two) == before and not (two / ".checkpoints").exists()
-    # other decode values: the kept decoder is not theirs, and is fitted again
+    # run again without --resume: it says what --resume would continue from, and, stopped, what went with it
     three = tmp_path / "three"
     fits.clear()
     stop_at[0] = 2
     assert main(["decode", str(study_folder), "--out", str(three), *FAST]) == 130
+    capsys.readouterr()
+    fits.clear()
+    assert main(["decode", str(study_folder), "--out", str(three), *FAST]) == 130
+    err = capsys.readouterr().err
+    assert "that finished no step, with the decoders of sub-01 fitted: it is replaced (--resume continues" in err
+    assert ("the earlier results are back as they were; the decoders this run had fitted (sub-01) went with it"
+            in err)
+    # other decode values: the kept decoder is not theirs; it is dropped, and each participant is fitted anew
+    fits.clear()
+    assert main(["decode", str(study_folder), "--out", str(three), *FAST, "--param", "decode.cv=4", "--resume"]) == 130
+    assert "the decoders of sub-01 that decode had fitted are kept" in capsys.readouterr().err
+    with np.load(three / ".checkpoints" / "decode" / "sub-01.npz") as kept:
+        assert json.loads(str(kept["checkpoint_key"]))["decode"]["cv"] == 4
+    # a damaged checkpoint (a half-copied folder) is fitted again, not an error
+    (three / ".checkpoints" / "decode" / "sub-01.npz").write_bytes(b"PK\x03\x04 not a whole file")
     fits.clear()
     stop_at[0] = None
     assert main(["decode", str(study_folder), "--out", str(three), *FAST, "--param", "decode.cv=4", "--resume"]) == 0
-    assert len(fits) == n_subjects
+    assert len(fits) == n_subjects and not (three / ".checkpoints").exists()

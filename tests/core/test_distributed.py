@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -41,8 +42,9 @@ def seeded_statistic(seed, matrix):
     return float(np.tanh(matrix @ w).sum()), seed
 
 
-def fail_on_three(piece):
+def fail_on_three(piece, delay=0.0):
     if piece == 3:
+        time.sleep(delay)
         raise InputError(f"piece {piece}", "cannot be computed", "leave it out")
     return piece * 2
 
@@ -86,10 +88,17 @@ def test_local_cluster_default_and_shared_arrays(cluster):
 
 
 def test_a_failing_piece_raises_its_own_error(cluster):
+    """...after the pieces that finished before it were handed to ``on_done`` (the decode step keeps them as
+    checkpoints: a failing subject does not lose the others' fits)."""
+    done = {}
     with pytest.raises(InputError, match="piece 3: cannot be computed"):
-        run_pieces(fail_on_three, range(5), scheduler=cluster.scheduler_address)
+        run_pieces(fail_on_three, range(5), scheduler=cluster.scheduler_address, shared={"delay": 2.0},
+                   on_done=done.__setitem__)
+    assert done == {0: 0, 1: 2, 2: 4, 4: 8}
+    done.clear()
     with pytest.raises(InputError, match="piece 3: cannot be computed"):
-        run_pieces(fail_on_three, range(5), scheduler=None)
+        run_pieces(fail_on_three, range(5), scheduler=None, on_done=done.__setitem__)
+    assert done == {0: 0, 1: 2, 2: 4}
 
 
 def record_call(piece, calls):

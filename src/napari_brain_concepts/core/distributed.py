@@ -94,7 +94,7 @@ def connect(scheduler: Any = "local", n_workers: int | None = None, threads_per_
 def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any = "local",
                n_workers: int | None = None, threads_per_worker: int = 1, shared: dict[str, Any] | None = None,
                connect_timeout: float = 5.0, step: str = "pieces", describe: Callable[[Any], str] = str,
-               ) -> Generator[Progress, None, list[Any]]:
+               on_done: Callable[[int, Any], None] | None = None) -> Generator[Progress, None, list[Any]]:
     """Run ``fn(piece, **shared)`` for every piece; yields :class:`Progress`, returns results in order.
 
     Parameters
@@ -118,6 +118,9 @@ def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any 
         Name in the progress reports.
     describe : callable
         Short text of a piece for the progress messages.
+    on_done : callable, optional
+        Called here with ``(index, result)`` as each piece finishes, before the others have (to keep what
+        finished should a later piece fail: the decode step's checkpoints).
 
     Returns
     -------
@@ -137,6 +140,8 @@ def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any 
         yield Progress(step, 0, n, f"{n} pieces in this process")
         for i, piece in enumerate(pieces):
             out.append(fn(piece, **shared))
+            if on_done is not None:
+                on_done(i, out[-1])
             yield Progress(step, i + 1, n, f"{describe(piece)} done")
         return out
 
@@ -159,6 +164,8 @@ def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any 
         for future in as_completed(futures):
             i = index[future.key]
             results[i] = future.result()          # re-raises the piece's own exception
+            if on_done is not None:
+                on_done(i, results[i])
             done += 1
             yield Progress(step, done, n, f"{describe(pieces[i])} done")
         return results
@@ -169,15 +176,16 @@ def map_pieces(fn: Callable[..., Any], pieces: Iterable[Any], *, scheduler: Any 
         close()
 
 
-def fit_pieces(ctx: Any, step: str, jobs: list[tuple[str, Callable[..., Any], tuple]]
-               ) -> Generator[Progress, None, dict[str, Any]]:
+def fit_pieces(ctx: Any, step: str, jobs: list[tuple[str, Callable[..., Any], tuple]],
+               on_done: Callable[[str, Any], None] | None = None) -> Generator[Progress, None, dict[str, Any]]:
     """Run the fits ``jobs`` (``(name, fn, args)``: ``fn(*args)`` returns a fitted estimator) on the analysis's
-    dask scheduler (``ctx.scheduler``, ``ctx.n_workers``); returns ``{name: fn(*args)}``. A step calls it for
-    one fit per subject when a scheduler is set; the estimators come seeded, so the results equal a serial
-    run's. ``ctx.scheduler`` may be a ``Client`` (the command line connects once per analysis); ``"local"``
-    starts a LocalCluster for this call alone."""
+    dask scheduler (``ctx.scheduler``, ``ctx.n_workers``); returns ``{name: fn(*args)}``, and gives each to
+    ``on_done(name, fitted)`` as it finishes. A step calls it for one fit per subject when a scheduler is set;
+    the estimators come seeded, so the results equal a serial run's. ``ctx.scheduler`` may be a ``Client`` (the
+    command line connects once per analysis); ``"local"`` starts a LocalCluster for this call alone."""
+    done = None if on_done is None else (lambda i, result: on_done(jobs[i][0], result))
     results = yield from map_pieces(_call, jobs, scheduler=ctx.scheduler, n_workers=ctx.n_workers, step=step,
-                                    describe=lambda job: job[0])
+                                    describe=lambda job: job[0], on_done=done)
     return {name: result for (name, _, _), result in zip(jobs, results)}
 
 

@@ -84,11 +84,12 @@ class DecodeParams:
                "patience")}
 
 
-def prepare_decoded(ctx: AnalysisContext, subject: str) -> PreparedData:
+def prepare_decoded(ctx: AnalysisContext, subject: str, embedding: str | None = None) -> PreparedData:
     """The data of ``subject`` as the decode step prepares it (split, voxel selection), from its parameters:
-    the steps after it rebuild it with this when the decode step ran in another session (``--resume``)."""
+    the steps after it rebuild it with this when the decode step ran in another session (``--resume``).
+    ``embedding``: the decoded one (default: that of the decoders in ``ctx.state``, else the parameter's)."""
     params = ctx.step_params(STEP, DecodeParams)
-    embedding = ctx.state.get("decoder_embedding") or params.embedding
+    embedding = embedding or ctx.state.get("decoder_embedding") or params.embedding
     return prepare_subject(ctx.study, subject, embedding, protocol=params.protocol,
                            test_fraction=params.test_fraction, val_fraction=params.val_fraction,
                            nc_threshold=params.nc_threshold, n_voxels=params.n_voxels,
@@ -254,17 +255,24 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     names = list(params.subjects) if params.subjects else study.subject_names
     for n in names:
         study.subject(n)
-    decoders = ctx.state.setdefault("decoders", {})
-    prepared = ctx.state.setdefault("prepared", {})
-    ctx.state["splits"] = prepared
-    ctx.state["decoder_embedding"] = params.embedding
+    # what the later steps read goes to ctx.state once the step finishes: a step stopped halfway leaves the
+    # finished run's decoders there, not a mix of two runs
+    decoders, prepared = {}, {}
     rows_out = []
     datas, fitted = {}, {}
     for name in names:
         yield Progress(STEP, 0, len(names), f"{name}: preparing responses")
-        datas[name] = prepare_decoded(ctx, name)
+        datas[name] = prepare_decoded(ctx, name, params.embedding)
     resumed = ctx.state.get("in_memory_step") == STEP
     key = None if resumed else checkpoint_key(ctx, embedding)
+    if key is not None:  # kept by a decode with other values: no run with these can use them
+        ctx.store.drop_checkpoints(STEP, unless=key)
+
+    def keep(name: str, decoder) -> None:
+        """A participant's linear decoder, kept should a later one's fit fail or be stopped (an MLP's reruns
+        are not: it is fitted again)."""
+        if key is not None and getattr(decoder, "coef_", None) is not None:
+            ctx.store.write_checkpoint(STEP, name, key, **_decoder_arrays(decoder, datas[name]))
     if resumed:  # rerun in memory for a later step: the finished step's decoders, read back
         for name in names:
             decoder = saved_decoder(ctx, name, params, datas[name], embedding)
@@ -275,7 +283,10 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
     else:  # a decode step stopped or failed after some participants: their decoders, kept
         for name in names:
             arrays = ctx.store.read_checkpoint(STEP, name, key)
-            decoder = None if arrays is None else _rebuilt(ctx, params, datas[name], arrays)
+            try:
+                decoder = None if arrays is None else _rebuilt(ctx, params, datas[name], arrays)
+            except InputError:  # weights that do not fit (a damaged file): fitted again
+                decoder = None
             if decoder is not None:
                 fitted[name] = decoder
                 yield Progress(STEP, 0, len(names), f"{name}: decoder read back from the decode run that stopped "
@@ -286,7 +297,7 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 
         fitted.update((yield from fit_pieces(ctx, STEP, [
             (name, fit_decoder, (make_decoder(params, ctx.device, ctx.random_state), datas[name]))
-            for name in todo])))
+            for name in todo], on_done=keep)))
     for i, name in enumerate(names):
         data, decoder = datas[name], fitted.get(name)
         if decoder is None:
@@ -294,9 +305,7 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
             for p in fit_decoder_iter(decoder, data):  # the fit's own fraction within this subject's share
                 yield Progress(STEP, i * 1000 + int(1000 * p.fraction), len(names) * 1000,
                                f"{name}: {p.message}")
-        if key is not None and name in todo and getattr(decoder, "coef_", None) is not None:
-            # kept, should a later participant's fit fail or be stopped (an MLP's reruns are not: fitted again)
-            ctx.store.write_checkpoint(STEP, name, key, **_decoder_arrays(decoder, data))
+            keep(name, decoder)
         pred = decoder.predict(data.X_test)
         scores = decoding_scores(pred, data.rows_test, E, params.ks, params.n_draws, params.draw_size,
                                  ctx.random_state)
@@ -323,6 +332,9 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
 
     plt.close(fig)
     ctx.state["decoding_scores"] = table
+    ctx.state.setdefault("decoders", {}).update(decoders)
+    ctx.state["prepared"] = ctx.state["splits"] = {**ctx.state.get("prepared", {}), **prepared}
+    ctx.state["decoder_embedding"] = params.embedding
     ctx.store.mark_done(STEP, subjects=names, decoder=params.decoder, protocol=params.protocol,
                         embedding=params.embedding, embedding_model=embedding.model)
     yield Progress(STEP, len(names), len(names), "done")

@@ -319,17 +319,23 @@ class ResultsStore:
     def read_checkpoint(self, step: str, name: str, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The arrays :meth:`write_checkpoint` kept for ``name`` with this ``key``; None when there are none,
         or when they were made with other values (or cannot be read: a checkpoint is only a shortcut)."""
-        path = self._checkpoint_path(step, name)
+        arrays = self._read_checkpoint(self._checkpoint_path(step, name))
+        if arrays is None or str(arrays.pop("checkpoint_key", "")) != json.dumps(_jsonable(key), sort_keys=True):
+            return None
+        return arrays
+
+    @staticmethod
+    def _read_checkpoint(path: Path) -> dict[str, np.ndarray] | None:
+        """The arrays of a checkpoint file; None when there is none, or it cannot be read (a damaged or half-copied
+        folder: it is removed, so it never stops a step)."""
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError):
+                return {k: z[k] for k in z.files}
+        except Exception:  # zipfile.BadZipFile, EOFError, a bad CRC, a pickled array …
+            path.unlink(missing_ok=True)
             return None
-        if str(arrays.pop("checkpoint_key", "")) != json.dumps(_jsonable(key), sort_keys=True):
-            return None
-        return arrays
 
     def checkpoints(self, step: str | None = None) -> list[str]:
         """The names of the pieces kept by :meth:`write_checkpoint` (of ``step``, or of every step)."""
@@ -338,10 +344,21 @@ class ResultsStore:
                                               if base.is_dir() else [])
         return [p.name[:-4] for folder in folders for p in sorted(folder.glob("*.npz"))]
 
-    def drop_checkpoints(self, step: str) -> None:
-        shutil.rmtree(self.root / ".checkpoints" / step, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (self.root / ".checkpoints").rmdir()
+    def drop_checkpoints(self, step: str, unless: dict[str, Any] | None = None) -> None:
+        """Remove the checkpoints of ``step``: all of them, or (``unless``) those made with another key, which a
+        run with this key can never use."""
+        folder = self.root / ".checkpoints" / step
+        if unless is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            text = json.dumps(_jsonable(unless), sort_keys=True)
+            for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+                arrays = self._read_checkpoint(path)
+                if arrays is not None and str(arrays.get("checkpoint_key", "")) != text:
+                    path.unlink(missing_ok=True)
+        for empty in (folder, self.root / ".checkpoints"):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
 
     def drop_earlier(self) -> None:
         """Delete the results set aside by ``create(..., keep_earlier=True)`` (the new analysis finished)."""
