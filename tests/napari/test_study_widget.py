@@ -221,10 +221,13 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     study folder…" failed for want of a study.json. A dialog now asks which participants, sessions, betas and
     common space to read (the command line's --subject, --sessions, --betas, --to-common), and says what it
     cannot take before it closes."""
+    import shutil
+
     import pytest
     from qtpy.QtWidgets import QDialogButtonBox, QFileDialog
 
     from napari_brain_concepts._napari.nsd_dialog import NsdDialog
+    from napari_brain_concepts._napari.session import get_session
     from napari_brain_concepts.core.errors import InputError
     from napari_brain_concepts.core.io.nsd import DEFAULT_BETAS
 
@@ -232,6 +235,9 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
 
     root = tmp_path / "nsd"
     make_nsd_tree(root, subjects=(1, 2), n_sessions=3)
+    other = root / "nsddata_betas" / "ppdata" / "subj02" / "func1pt8mm" / "betas_fithrf"  # subj02 only
+    other.mkdir()
+    shutil.copy(other.parent / DEFAULT_BETAS / "betas_session01.hdf5", other)
     dialog = NsdDialog(root)
     qtbot.addWidget(dialog)
     assert [dialog.subjects.item(i).text() for i in range(dialog.subjects.count())] == ["subj01", "subj02"]
@@ -239,20 +245,44 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     assert dialog.on_disk.text() == "subj01: sessions 1–3 on disk"
     ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
     dialog.check(1, 2)
-    dialog.sessions.setText("2-1")
-    ok.click()
-    assert dialog.chosen is None and "Sessions '2-1': '2-1' is not a range of sessions from 1 up" in dialog.error.text()
+    for sessions, error in [("2-1", "Sessions '2-1': '2-1' is not a range of sessions from 1 up"),
+                            ("1-100", "Sessions '1-100': '1-100' goes beyond session 40"),
+                            ("2-5", "Sessions: subj01 has no session 4–5 of betas_fithrf_GLMdenoise_RR on disk "
+                                    "(it has 1–3)")]:
+        dialog.sessions.setText(sessions)
+        ok.click()
+        assert dialog.chosen is None and error in dialog.error.text()
     dialog.sessions.setText("1-2")
-    dialog.common.setCurrentIndex(2)  # a folder of affines, none given
+    dialog.betas.setCurrentText("betas_fithrf")
+    ok.click()
+    assert "Betas: subj01 has no sessions of betas_fithrf on disk (it has betas_fithrf_GLMdenoise_RR)" in \
+        dialog.error.text()
+    dialog.betas.setCurrentText(DEFAULT_BETAS)
+    dialog.common.setCurrentIndex(2)  # a folder of affines
     ok.click()
     assert dialog.chosen is None and "Common space: no folder is given" in dialog.error.text()
+    dialog.common_folder.setText(str(tmp_path))
+    ok.click()
+    assert dialog.chosen is None and "has no subj01.txt, subj02.txt" in dialog.error.text()
     dialog.common.setCurrentIndex(1)
     ok.click()
     assert dialog.chosen == {"subjects": [1, 2], "sessions": [1, 2], "betas": DEFAULT_BETAS, "to_common": "identity"}
 
+    empty = tmp_path / "empty"  # an NSD copy without betas: nothing to tick, only Cancel
+    (empty / "nsddata").mkdir(parents=True)
+    (empty / "nsddata_betas").mkdir()
+    nothing = NsdDialog(empty)
+    qtbot.addWidget(nothing)
+    assert not nothing.buttons.button(QDialogButtonBox.StandardButton.Ok).isEnabled()
+
     viewer = make_napari_viewer()
     widget = StudyWidget(viewer)
     qtbot.addWidget(widget)
+    session = get_session(viewer)
+    session.set_busy(True)  # a step runs: the study is not replaced under it
+    with pytest.raises(InputError, match="Study dock: a step of the analysis, or the reading of a study, is under way"):
+        widget.open_nsd(root, subjects=[1])
+    session.set_busy(False)
     with pytest.raises(InputError, match=r"has no subj01\.txt, subj02\.txt"):  # checked before the betas are read
         widget.open_nsd(root, subjects=[1, 2], to_common=tmp_path)
     with pytest.raises(InputError, match=r"^Common space .*gone: is neither 'identity' nor a folder"):
@@ -269,8 +299,10 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
 
     monkeypatch.setattr(NsdDialog, "exec", exec_)
     widget.open_button.click()
+    assert session.busy and not widget.open_button.isEnabled()  # while NSD is read, no step starts
     qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
     assert widget.study.subject_names == ["subj01", "subj02"] and widget.subject_box.count() == 2
     assert all(sub.session_numbers == [1, 2] for sub in widget.study.subjects.values())
     assert all(sub.to_common is not None for sub in widget.study.subjects.values())
     assert "captions" in widget.study.stimuli.embeddings
+    assert not session.busy and widget.open_button.isEnabled()

@@ -54,8 +54,8 @@ class NsdDialog(QDialog):
             self.subjects.addItem(item)
         self.subjects.setMaximumHeight(8 * 22)
         versions = list(dict.fromkeys(v for found in self.contents.values() for v in found))
-        if DEFAULT_BETAS in versions:  # NSD's recommended betas first
-            versions.insert(0, versions.pop(versions.index(DEFAULT_BETAS)))
+        first = next(iter(self.contents.values()), {})  # the first participant's (ticked) betas come first,
+        versions.sort(key=lambda v: (v not in first, v != DEFAULT_BETAS))  # NSD's recommended one among them
         self.betas = QComboBox()
         self.betas.addItems(versions)
         self.sessions = QLineEdit()
@@ -99,6 +99,8 @@ class NsdDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         self._on_common()
         self._show_on_disk()
+        if not self.contents:  # nothing to read: only Cancel
+            self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(False)
 
     def checked(self) -> list[int]:
         """The subject numbers ticked."""
@@ -116,19 +118,33 @@ class NsdDialog(QDialog):
     def values(self) -> dict[str, Any]:
         """The chosen options, or an error saying what to mend."""
         from ..core.errors import InputError
-        from ..core.io.nsd import parse_sessions
+        from ..core.io.nsd import number_ranges, parse_sessions, to_common_folder
 
         subjects = self.checked()
         if not subjects:
             raise InputError("Participants", "none is ticked", "tick at least one participant")
+        betas = self.betas.currentText()
+        sessions = parse_sessions(self.sessions.text(), "Sessions")
+        for k in subjects:  # what the copy holds is known: said here, not after the dialog has closed
+            found = self.contents[k].get(betas, [])
+            if not found:
+                others = ", ".join(self.contents[k])
+                raise InputError("Betas", f"subj{k:02d} has no sessions of {betas} on disk (it has {others})",
+                                 "choose a betas version every ticked participant has, or untick subj"
+                                 f"{k:02d}")
+            missing = sorted(set(sessions or []) - set(found))
+            if missing:
+                raise InputError("Sessions", f"subj{k:02d} has no session {number_ranges(missing)} of {betas} on "
+                                 f"disk (it has {number_ranges(found)})", "choose sessions on disk, or leave "
+                                 "Sessions empty for all of them")
         common = COMMON_SPACES[self.common.currentText()]
         if common == "folder":
             common = self.common_folder.text().strip()
             if not common:
                 raise InputError("Common space", "no folder is given", "choose the folder of subjXX.txt "
                                  "affines, or another common space")
-        return {"subjects": subjects, "sessions": parse_sessions(self.sessions.text(), "Sessions"),
-                "betas": self.betas.currentText() or None, "to_common": common}
+            to_common_folder(common, subjects, "Common space")  # subjXX.txt of every ticked participant
+        return {"subjects": subjects, "sessions": sessions, "betas": betas or None, "to_common": common}
 
     def _on_ok(self) -> None:
         from ..core.errors import BrainConceptsError

@@ -108,6 +108,7 @@ class StudyWidget(QWidget):
         """
         from ..core.io.study_folder import read_study
 
+        self._check_idle()
         self.results = Path(results) if results is not None else None
         self.status.setText(f"Reading {path} …")
         return self._start(read_study, Path(path))
@@ -120,14 +121,13 @@ class StudyWidget(QWidget):
         it is checked before the betas are read."""
         from ..core.io.nsd import DEFAULT_BETAS, load_nsd, to_common_folder
 
+        self._check_idle()
         subjects = [int(k) for k in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
         common = to_common_folder(None if to_common is None else str(to_common), subjects, "Common space")
         self.results = None
         self.status.setText(f"Reading NSD at {root} …")
-        self._worker = workers.start(load_nsd, Path(root), subjects, sessions, betas=betas or DEFAULT_BETAS,
-                                     to_common=common, embed_captions=True, on_yield=self._reading,
-                                     on_return=self.set_study, on_error=self._failed)
-        return self._worker
+        return self._start(load_nsd, Path(root), subjects, sessions, betas=betas or DEFAULT_BETAS, to_common=common,
+                           embed_captions=True, on_yield=self._reading)
 
     def _reading(self, progress) -> None:
         self.status.setText(f"Reading NSD: {progress.message} ({progress.fraction:.0%})")
@@ -136,6 +136,7 @@ class StudyWidget(QWidget):
         """Build the synthetic study in the background (a new analysis unless ``results`` is its results folder)."""
         from ..core.synthetic import make_synthetic_study
 
+        self._check_idle()
         self.results = Path(results) if results is not None else None
         self.status.setText("Building the synthetic study …")
         return self._start(make_synthetic_study, seed=seed, size=size)
@@ -144,6 +145,7 @@ class StudyWidget(QWidget):
         """Show the maps and masks of a results folder over the current study (with none loaded, its own)."""
         from ..core.io.results import ResultsStore
 
+        self._check_idle()
         store = ResultsStore.open(path)  # validates before anything changes
         if self.study is None:
             return self._open_study_of(store)
@@ -303,10 +305,30 @@ class StudyWidget(QWidget):
             self.radiological.setChecked(radiological)
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _start(self, function, *args, **kwargs):
-        self._worker = workers.start(function, *args, on_return=self.set_study, on_error=self._failed,
-                                     **kwargs)
+    def _start(self, function, *args, on_yield=None, **kwargs):
+        """Read a study in a worker. The session is busy meanwhile (an NSD read takes minutes to hours): no
+        step starts on the study on show, to have it replaced under it, and no other study is opened."""
+        self._check_idle()
+        self.session.set_busy(True)
+
+        def read(study) -> None:
+            self.session.set_busy(False)
+            self.set_study(study)
+
+        def failed(exc) -> None:
+            self.session.set_busy(False)
+            self._failed(exc)
+
+        self._worker = workers.start(function, *args, on_yield=on_yield, on_return=read, on_error=failed, **kwargs)
         return self._worker
+
+    def _check_idle(self) -> None:
+        """Refuse to change the study or the results folder while a step runs or a study is read."""
+        if self.session.busy:
+            from ..core.errors import InputError
+
+            raise InputError("Study dock", "a step of the analysis, or the reading of a study, is under way",
+                             "wait for it to finish, or cancel the step, then open the study or the results")
 
     def _failed(self, exc: BaseException) -> None:
         self.status.setText("Could not load: see the notification.")

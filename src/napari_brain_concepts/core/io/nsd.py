@@ -46,6 +46,7 @@ __all__ = ["NSD_ROIS", "NsdImages", "NsdLayout", "load_nsd", "nsd_contents", "ns
 
 BETAS_SCALE = 300.0
 DEFAULT_BETAS = "betas_fithrf_GLMdenoise_RR"
+NSD_SESSIONS = 40  # sessions per participant in NSD's design (fewer were scanned for some)
 NSD_ROIS = ("nsdgeneral", "floc-faces", "floc-bodies", "floc-places", "floc-words", "prf-visualrois",
             "streams")
 _SESSION_RE = re.compile(r"^betas_session(\d+)\.(hdf5|nii\.gz|nii)$")
@@ -360,6 +361,9 @@ def parse_sessions(text: str, what: str = "sessions") -> list[int] | None:
         if low < 1 or high < low:
             raise InputError(f"{what} {text!r}", f"{part.strip()!r} is not a range of sessions from 1 up",
                              "write e.g. 1-3 (sessions are numbered from 1)")
+        if high > NSD_SESSIONS:
+            raise InputError(f"{what} {text!r}", f"{part.strip()!r} goes beyond session {NSD_SESSIONS}",
+                             f"NSD has {NSD_SESSIONS} sessions per participant; choose among 1-{NSD_SESSIONS}")
         numbers.update(range(low, high + 1))
     return sorted(numbers)
 
