@@ -95,6 +95,9 @@ class ExportWidget(QWidget):
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        from .docking import share_height_when_shown
+
+        share_height_when_shown(self)  # stacked with the other docks, it keeps the height it needs
         browse.clicked.connect(self._browse)
         self.export_button.clicked.connect(lambda: self.export())
 

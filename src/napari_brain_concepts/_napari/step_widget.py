@@ -39,9 +39,10 @@ class _VerticalScroll(QScrollArea):
         return hint
 
 
-def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+def scrolling_layout(widget: QWidget, first: bool = False) -> QVBoxLayout:
     """The layout of ``widget``'s contents, inside a vertical scroll area: docks stacked in one napari window
-    then share its height (the plugin's six docks in one column needed a window 2,054 px tall)."""
+    then share its height (the plugin's six docks in one column needed a window 2,054 px tall), as
+    :mod:`.docking` shares it out when the dock is first shown (``first``: this dock's share comes first)."""
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QFrame
 
@@ -54,6 +55,9 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(scroll)
+    from .docking import share_height_when_shown
+
+    share_height_when_shown(widget, first)
     return QVBoxLayout(inner)
 
 

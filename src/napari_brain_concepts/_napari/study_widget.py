@@ -80,7 +80,7 @@ class StudyWidget(QWidget):
         form.addRow("Participant", self.subject_box)
         form.addRow("Map", self.map_box)
         form.addRow(self.radiological)
-        layout = scrolling_layout(self)
+        layout = scrolling_layout(self, first=True)  # the dock in use all the time
         layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(self.status)

@@ -1,0 +1,28 @@
+"""The plugin's docks added one by one (Plugins menu) share the height of their column."""
+
+from napari_brain_concepts._napari.docking import heights
+
+PLUGIN = "napari-brain-concepts"
+
+
+def test_heights_serve_small_wants_and_share_the_rest_evenly():
+    assert heights([100, 500, 500], 700) == [100, 300, 300]
+    assert heights([100, 200], 700) == [100, 200]          # room for all: each what it wants
+    assert heights([400, 400, 400], 600) == [200, 200, 200]
+
+
+def test_docks_added_one_by_one_each_get_a_share_of_the_column(make_napari_viewer, qtbot):
+    """Qt gave each dock added below the first only its minimum (Decode, Concepts, Alignment: 69 px, two form
+    rows) and the Study dock all the rest (470 px, half of it empty)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1050)
+    docks = {}
+    for name in ("Study", "Decode", "Concepts", "Captions", "Alignment", "Export"):
+        docks[name], _ = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    study = docks["Study"].widget()
+
+    def shared():  # once the window has laid the column out (its docks fit in its height)
+        return sum(d.height() for d in docks.values()) <= 1050 and study.height() >= study.sizeHint().height() \
+            and all(docks[n].height() > 110 for n in ("Decode", "Concepts", "Captions", "Alignment"))
+
+    qtbot.waitUntil(shared, timeout=5_000)
