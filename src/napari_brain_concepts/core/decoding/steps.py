@@ -273,6 +273,7 @@ def decode_step(ctx: AnalysisContext) -> Generator[Progress, None, None]:
         are not: it is fitted again)."""
         if key is not None and getattr(decoder, "coef_", None) is not None:
             ctx.store.write_checkpoint(STEP, name, key, **_decoder_arrays(decoder, datas[name]))
+
     if resumed:  # rerun in memory for a later step: the finished step's decoders, read back
         for name in names:
             decoder = saved_decoder(ctx, name, params, datas[name], embedding)
