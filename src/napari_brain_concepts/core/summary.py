@@ -79,7 +79,7 @@ def basis_summary(ctx: AnalysisContext, shown: int = 10) -> str | None:
     if names is None or names.empty:
         return None
     ends = names.pivot_table(index="concept", columns="end", values="label", aggfunc="first", sort=False)
-    ends = ends.reindex(columns=["positive", "negative"]).fillna("").reset_index()
+    ends = ends.reindex(columns=["positive", "negative"]).astype(object).fillna("").reset_index()  # an end with no name
     ends.columns = ["concept", "most", "least"]
     out = f"Concept basis: {len(ends)} component{'s' if len(ends) != 1 else ''}"
     retrieval = _table(ctx, "concept_retrieval")
