@@ -183,7 +183,8 @@ def _run(study, out: str, steps: list[str] | None, args: argparse.Namespace, def
         else:  # a step after others failed or was stopped, or decode after some participants: what finished stays
             kept = [f"the finished steps are kept ({', '.join(store.finished_steps)})"] if store.finished_steps else []
             if fitted:  # only those made with the values of this run: decode drops the others as it starts
-                kept.append(f"the decoders of {', '.join(fitted)} that decode had fitted are kept")
+                kept.append(f"the decoder{'s' if len(fitted) > 1 else ''} of {', '.join(fitted)} that decode had "
+                            f"fitted {'are' if len(fitted) > 1 else 'is'} kept")
             then = "add --resume to continue" if stopped else "once the error below is mended, --resume continues"
             print(f"{out}: {'; '.join(kept)}; {then} this analysis", file=sys.stderr)
         if stopped:
@@ -216,7 +217,8 @@ def _replace_earlier(out: str, steps: list[str] | None, ctx: Any, command: str) 
     fitted = ResultsStore(out).checkpoints("decode")
     if not earlier.get("steps") and fitted:  # a decode stopped after some participants, run again
         print(f"{out} holds an earlier analysis ({earlier.get('study')}, created {earlier.get('created')}) that "
-              f"finished no step, with the decoders of {', '.join(fitted)} fitted: it is replaced (--resume "
+              f"finished no step, with the decoder{'s' if len(fitted) > 1 else ''} of {', '.join(fitted)} fitted: "
+              "it is replaced (--resume "
               "continues it from them instead)", file=sys.stderr)
         return
     print(f"{out} holds the results of an earlier analysis ({earlier.get('study')}, created "

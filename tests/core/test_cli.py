@@ -529,7 +529,7 @@ def test_a_decode_stopped_after_some_participants_continues_from_their_decoders(
     fits.clear()
     stop_at[0] = 2
     assert main(["decode", str(study_folder), "--out", str(two), *FAST]) == 130
-    assert (f"{two}: the decoders of sub-01 that decode had fitted are kept; add --resume to continue this "
+    assert (f"{two}: the decoder of sub-01 that decode had fitted is kept; add --resume to continue this "
             "analysis") in capsys.readouterr().err
     assert (two / ".checkpoints" / "decode" / "sub-01.npz").is_file()
     fits.clear()
@@ -546,13 +546,13 @@ def test_a_decode_stopped_after_some_participants_continues_from_their_decoders(
     fits.clear()
     assert main(["decode", str(study_folder), "--out", str(three), *FAST]) == 130
     err = capsys.readouterr().err
-    assert "that finished no step, with the decoders of sub-01 fitted: it is replaced (--resume continues" in err
+    assert "that finished no step, with the decoder of sub-01 fitted: it is replaced (--resume continues" in err
     assert ("the earlier results are back as they were; the decoders this run had fitted (sub-01) went with it"
             in err)
     # other decode values: the kept decoder is not theirs; it is dropped, and each participant is fitted anew
     fits.clear()
     assert main(["decode", str(study_folder), "--out", str(three), *FAST, "--param", "decode.cv=4", "--resume"]) == 130
-    assert "the decoders of sub-01 that decode had fitted are kept" in capsys.readouterr().err
+    assert "the decoder of sub-01 that decode had fitted is kept" in capsys.readouterr().err
     with np.load(three / ".checkpoints" / "decode" / "sub-01.npz") as kept:
         assert json.loads(str(kept["checkpoint_key"]))["decode"]["cv"] == 4
     # a damaged checkpoint (a half-copied folder) is fitted again, not an error

@@ -226,10 +226,13 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     import pytest
     from qtpy.QtWidgets import QDialogButtonBox, QFileDialog
 
+    from napari_brain_concepts._napari.concepts_widget import ConceptsWidget
     from napari_brain_concepts._napari.nsd_dialog import NsdDialog
     from napari_brain_concepts._napari.session import get_session
     from napari_brain_concepts.core.errors import InputError
     from napari_brain_concepts.core.io.nsd import DEFAULT_BETAS
+    from napari_brain_concepts.core.pipeline import run_analysis
+    from napari_brain_concepts.core.progress import run_to_end
 
     from ..core.nsd_fixture import make_nsd_tree
 
@@ -245,7 +248,7 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     assert dialog.on_disk.text() == "subj01: sessions 1–3 on disk"
     ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
     dialog.check(1, 2)
-    for sessions, error in [("2-1", "Sessions '2-1': '2-1' is not a range of sessions from 1 up"),
+    for sessions, error in [("2-1", "Sessions '2-1': '2-1' runs backwards. Fix: write it 1-2"),
                             ("1-100", "Sessions '1-100': '1-100' goes beyond session 40"),
                             ("2-5", "Sessions: subj01 has no session 4–5 of betas_fithrf_GLMdenoise_RR on disk "
                                     "(it has 1–3)")]:
@@ -278,6 +281,8 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     viewer = make_napari_viewer()
     widget = StudyWidget(viewer)
     qtbot.addWidget(widget)
+    concepts = ConceptsWidget(viewer)
+    qtbot.addWidget(concepts)
     session = get_session(viewer)
     session.set_busy(True)  # a step runs: the study is not replaced under it
     with pytest.raises(InputError, match="Study dock: a step of the analysis, or the reading of a study, is under way"):
@@ -306,3 +311,16 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
     assert all(sub.to_common is not None for sub in widget.study.subjects.values())
     assert "captions" in widget.study.stimuli.embeddings
     assert not session.busy and widget.open_button.isEnabled()
+    # two participants: a concept carried by the other one is shared (the form's 3 others would find none)
+    assert concepts.min_participants.value() == 1 and concepts.shared_button.isEnabled()
+    # a study opened after an analysis that finished steps: its temporary results stay, and where is said
+    session.ensure_context({"decode": {"cv": 3, "alphas": [1.0, 100.0]}})
+    earlier = session.context.store.root
+    run_to_end(run_analysis(session.context, ["decode"]))
+    widget.open_nsd(root, subjects=[2])
+    qtbot.waitUntil(lambda: widget.study.subject_names == ["subj02"], timeout=600_000)
+    assert (earlier / "tables" / "decoding.tsv").is_file()
+    assert widget.status.text() == (f"NSD: 1 participant, {len(widget.study.stimuli)} stimuli. The results of the "
+                                    f"analysis before stay in {earlier} until napari closes (copy that folder to "
+                                    "keep them).")
+    assert concepts.min_participants.value() == 1 and not concepts.shared_button.isEnabled()

@@ -1,5 +1,6 @@
 """The whole path through the dock widgets on the tiny synthetic study, and cancelling a long step."""
 
+import re
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -74,6 +75,7 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     concepts.run()
     _wait(qtbot, concepts)
     assert all(session.done(s) for s in ("concepts", "masks", "shared")), concepts.status.text()
+    assert re.match(r"Done\. \d+ shared concepts?\.", concepts.status.text())  # the shared step's count too
     params = session.context.params
     assert params["concepts"]["n_components"] == 8 and params["concepts"]["n_iter"] == FAST["concepts"]["n_iter"]
     # the form shows no burn-in: the analysis' own is kept for its number of steps (35% of them for another)

@@ -107,6 +107,8 @@ class ConceptsWidget(StepWidget):
         self.body.addWidget(self.voxel_images)
         self.concepts.currentItemChanged.connect(lambda item, _: self.select(item))
         self._names = None
+        if self.session.study is not None:  # added after the study was loaded
+            self._fit_to_study(self.session.study)
         self._saved = {}  # results folder → its basis concepts' stimulus scores
         self.profile = None
         napari_viewer.mouse_drag_callbacks.append(self._on_click)
@@ -277,6 +279,22 @@ class ConceptsWidget(StepWidget):
     def on_study_changed(self, study) -> None:
         self._saved.clear()
         self.clear_voxel()
+        self._fit_to_study(study)
+
+    def _fit_to_study(self, study) -> None:
+        """The paper's 3 other participants, or as many as the study has: two NSD participants read with a common
+        space find their shared concepts with the form as it comes (an opened folder's value follows it)."""
+        self.min_participants.setValue(max(1, min(3, len(study.subject_names) - 1)))
+        self._on_busy(self.session.busy)
+
+    def _on_busy(self, busy: bool) -> None:
+        super()._on_busy(busy)
+        study = self.session.study
+        if study is not None and len(study.subject_names) < 2:  # nothing can be shared: the button says so
+            self.shared_button.setEnabled(False)
+        self.shared_button.setToolTip("shared concepts need at least two participants in one space"
+                                      if study is not None and len(study.subject_names) < 2 else
+                                      "run the concepts shared across participants only (and what they need)")
 
     def on_subject_changed(self, name: str) -> None:
         self.clear_voxel()  # the voxel shown was the previous participant's
@@ -284,6 +302,19 @@ class ConceptsWidget(StepWidget):
     def on_finished(self, ctx) -> None:
         self._saved.clear()
         super().on_finished(ctx)
+
+    def outcome(self, ctx) -> str:
+        """How many shared concepts the shared step found, when it ran (none leaves the list as it was)."""
+        if "shared" not in self._todo or "shared" in ctx.state.get("skipped_steps", {}):
+            return ""
+        try:
+            n = len(ctx.store.read_table("shared_concepts"))
+        except Exception:  # no table: nothing to say
+            return ""
+        if n:
+            return f" {n} shared concept{'s' if n != 1 else ''}."
+        return (" No shared concept: no cluster of voxels reaches the participants asked for; a lower 'Shared by "
+                "(others)' (or shared.eps) finds more.")
 
     def clear_voxel(self) -> None:
         self.profile = None

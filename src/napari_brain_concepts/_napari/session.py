@@ -40,8 +40,17 @@ class AnalysisSession:
         self.device: str = "auto"
         self.busy = False
         self._tmp: tempfile.TemporaryDirectory | None = None
+        #: the temporary results folders of earlier analyses of this viewer that finished steps: kept until
+        #: napari closes (opening a study again must not delete hours of NSD decoding), and said where they are
+        self.earlier_results: list[Path] = []
+        self._earlier_tmps: list[tempfile.TemporaryDirectory] = []
 
     def set_study(self, study: Study, results_dir: str | Path | None = None) -> None:
+        if self._tmp is not None and self.context is not None and self.context.store.finished_steps \
+                and not self.continues_results:
+            self._earlier_tmps.append(self._tmp)  # its TemporaryDirectory removes it when napari closes
+            self.earlier_results.append(Path(self._tmp.name) / "results")
+        self._tmp = None
         self.study = study
         self.concept = None
         self.context = None

@@ -88,11 +88,17 @@ class StepWidget(QWidget):
         self.form = QVBoxLayout()
         layout = scrolling_layout(self)
         layout.addLayout(self.form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
         self.body = QVBoxLayout()
         layout.addLayout(self.body)
         layout.addStretch(1)
+        # Run, Cancel and the status below the scroll area, in sight however short the dock (six docks stacked
+        # in one column give each about 130 px: the form scrolls, and a run's progress and outcome still show)
+        footer = QWidget()
+        fixed = QVBoxLayout(footer)
+        fixed.setContentsMargins(9, 4, 9, 6)
+        fixed.addLayout(buttons)
+        fixed.addWidget(self.status)
+        self.layout().addWidget(footer)
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(self.cancel)
         self.run_buttons = [self.run_button]  # every button that starts a step (off while any step runs)
@@ -116,6 +122,11 @@ class StepWidget(QWidget):
     def on_finished(self, ctx) -> None:
         """Main thread, after the steps finished: show their results."""
         self.show_results(ctx.store)
+
+    def outcome(self, ctx) -> str:
+        """Main thread, after the steps finished: what they found, for the status line after "Done." (" 0 shared
+        concepts …"), where the results on show may not say it; "" when there is nothing to say."""
+        return ""
 
     def on_subject_changed(self, name: str) -> None:
         """Main thread: the participant on show changed."""
@@ -205,7 +216,7 @@ class StepWidget(QWidget):
         kept = f" Kept from {ctx.store.root}: {', '.join(self._kept)} (finished before)." if self._kept else ""
         left_out = {s: r for s, r in ctx.state.get("skipped_steps", {}).items() if s in self._todo}
         said = "".join(f" Left out {s}: {r}." for s, r in left_out.items())
-        self.status.setText("Done." + kept + said)
+        self.status.setText("Done." + self.outcome(ctx) + kept + said)
         if said:  # the status line may be scrolled out of sight: a notification too
             from napari.utils.notifications import show_warning
 
@@ -238,8 +249,9 @@ class StepWidget(QWidget):
         store = self.session.context.store if self.session.context is not None else None
         finished = [s for s in STEPS if store is not None and store.is_done(s) and s not in self._before]
         fitted = store.checkpoints("decode") if store is not None else []
-        kept = (f" The decoders of {', '.join(fitted)} fitted before the cancel are kept: a Run with the same values "
-                "starts from them." if fitted else "")
+        kept = (f" The decoder{'s' if len(fitted) > 1 else ''} of {', '.join(fitted)} fitted before the cancel "
+                f"{'are' if len(fitted) > 1 else 'is'} kept: a Run with the same values starts from "
+                f"{'them' if len(fitted) > 1 else 'it'}." if fitted else "")
         if not finished:
             self.status.setText("Cancelled; nothing of the step was written." + kept)
             return

@@ -168,6 +168,7 @@ class StudyWidget(QWidget):
         self.subject_box.setEnabled(True)
         self.subject_box.blockSignals(False)
         self.subject = None
+        earlier = len(self.session.earlier_results)
         self.session.set_study(study, results_dir=self.results)
         self.show_subject(names[0])
         self.viewer.reset_view()
@@ -175,7 +176,12 @@ class StudyWidget(QWidget):
             self.display.go_to_peak()
         self.set_radiological(self.radiological.isChecked())
         n_stim = len(study.stimuli)
-        self.status.setText(f"{study.name}: {len(names)} participants, {n_stim} stimuli.")
+        kept = ""
+        if len(self.session.earlier_results) > earlier:  # the analysis before this study finished steps
+            kept = (f" The results of the analysis before stay in {self.session.earlier_results[-1]} until napari "
+                    "closes (copy that folder to keep them).")
+        self.status.setText(f"{study.name}: {len(names)} participant{'s' if len(names) != 1 else ''}, {n_stim} "
+                            f"stimuli.{kept}")
 
     def show_subject(self, name: str | None) -> None:
         """Swap this widget's layers to participant ``name``, keeping camera and slice."""

@@ -358,9 +358,11 @@ def parse_sessions(text: str, what: str = "sessions") -> list[int] | None:
             raise InputError(f"{what} {text!r}", f"{part.strip()!r} is not a session number or range",
                              "write numbers and ranges, e.g. 1-3, 5, or leave it empty for every session on "
                              "disk") from None
-        if low < 1 or high < low:
-            raise InputError(f"{what} {text!r}", f"{part.strip()!r} is not a range of sessions from 1 up",
-                             "write e.g. 1-3 (sessions are numbered from 1)")
+        if low < 1:
+            raise InputError(f"{what} {text!r}", f"{part.strip()!r} holds a session below 1",
+                             "sessions are numbered from 1: write e.g. 1-3")
+        if high < low:
+            raise InputError(f"{what} {text!r}", f"{part.strip()!r} runs backwards", f"write it {high}-{low}")
         if high > NSD_SESSIONS:
             raise InputError(f"{what} {text!r}", f"{part.strip()!r} goes beyond session {NSD_SESSIONS}",
                              f"NSD has {NSD_SESSIONS} sessions per participant; choose among 1-{NSD_SESSIONS}")
