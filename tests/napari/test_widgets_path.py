@@ -246,3 +246,12 @@ def test_cancel_leaves_no_partial_result(loaded, qtbot):
     decode.run()
     _wait(qtbot, decode)
     assert store.is_done("decode")
+    # run again with other values and cancelled: the status says that the results on show are the earlier run's
+    decode.decoder.setCurrentText("contrastive")
+    decode.run()
+    decode.cancel()
+    _wait(qtbot, decode, timeout=600_000)
+    assert decode.status.text().startswith("Cancelled; nothing of the step was written.")
+    assert decode.status.text().endswith(" The decode results on show are those of the run before, with the values "
+                                         "it had.")
+    assert store.is_done("decode") and session.context.state["decoders"]["sub-01"].best_alphas_ is not None

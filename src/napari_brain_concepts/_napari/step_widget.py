@@ -252,6 +252,11 @@ class StepWidget(QWidget):
         kept = (f" The decoder{'s' if len(fitted) > 1 else ''} of {', '.join(fitted)} fitted before the cancel "
                 f"{'are' if len(fitted) > 1 else 'is'} kept: a Run with the same values starts from "
                 f"{'them' if len(fitted) > 1 else 'it'}." if fitted else "")
+        # a step run again with other values and cancelled: what the dock shows is still the earlier run's
+        earlier = [s for s in self._todo if s in self._before and s in (self.shows or self.steps)]
+        if earlier:
+            kept += (f" The {', '.join(earlier)} results on show are those of the run before, with the values it "
+                     "had.")
         if not finished:
             self.status.setText("Cancelled; nothing of the step was written." + kept)
             return
