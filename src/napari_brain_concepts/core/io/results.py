@@ -97,6 +97,11 @@ def _resumed_parameters(old: Any, new: Any) -> Any:
     return {**new, "steps": steps}
 
 
+def _key_text(key: dict[str, Any]) -> str:
+    """A checkpoint's key as the text it is stored and compared as."""
+    return json.dumps(_jsonable(key), sort_keys=True)
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -311,29 +316,32 @@ class ResultsStore:
         that a step stopped or failed after it can continue from it: ``key`` (the values it was made with)
         must come back equal for :meth:`read_checkpoint` to give it back. A step's checkpoints go when it
         finishes (:meth:`staged`) and with the results of the analysis (a new analysis in the folder)."""
-        text = json.dumps(_jsonable(key), sort_keys=True)
         return write_atomic(self._checkpoint_path(step, name),
-                            lambda p: np.savez(p, checkpoint_key=np.array(text),
+                            lambda p: np.savez(p, checkpoint_key=np.array(_key_text(key)),
                                                **{k: np.asarray(v) for k, v in arrays.items()}))
 
     def read_checkpoint(self, step: str, name: str, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The arrays :meth:`write_checkpoint` kept for ``name`` with this ``key``; None when there are none,
         or when they were made with other values (or cannot be read: a checkpoint is only a shortcut)."""
-        arrays = self._read_checkpoint(self._checkpoint_path(step, name))
-        if arrays is None or str(arrays.pop("checkpoint_key", "")) != json.dumps(_jsonable(key), sort_keys=True):
+        path = self._checkpoint_path(step, name)
+        if self._checkpoint_key(path) != _key_text(key):
             return None
-        return arrays
+        return self._load_checkpoint(path, lambda z: {k: z[k] for k in z.files if k != "checkpoint_key"})
+
+    def _checkpoint_key(self, path: Path) -> str | None:
+        """The key text of a checkpoint file, read alone (an npz member loads on its own)."""
+        return self._load_checkpoint(path, lambda z: str(z["checkpoint_key"]))
 
     @staticmethod
-    def _read_checkpoint(path: Path) -> dict[str, np.ndarray] | None:
-        """The arrays of a checkpoint file; None when there is none, or it cannot be read (a damaged or half-copied
-        folder: it is removed, so it never stops a step)."""
+    def _load_checkpoint(path: Path, read: Any) -> Any:
+        """``read(npz)`` of a checkpoint file; None when there is none, or it cannot be read (a damaged or
+        half-copied folder: it is removed, so it never stops a step)."""
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:  # zipfile.BadZipFile, EOFError, a bad CRC, a pickled array …
+                return read(z)
+        except Exception:  # zipfile.BadZipFile, EOFError, a bad CRC, a missing key, a pickled array …
             path.unlink(missing_ok=True)
             return None
 
@@ -351,10 +359,8 @@ class ResultsStore:
         if unless is None:
             shutil.rmtree(folder, ignore_errors=True)
         else:
-            text = json.dumps(_jsonable(unless), sort_keys=True)
             for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
-                arrays = self._read_checkpoint(path)
-                if arrays is not None and str(arrays.get("checkpoint_key", "")) != text:
+                if self._checkpoint_key(path) not in (None, _key_text(unless)):
                     path.unlink(missing_ok=True)
         for empty in (folder, self.root / ".checkpoints"):
             with contextlib.suppress(OSError):
