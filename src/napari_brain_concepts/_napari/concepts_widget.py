@@ -251,7 +251,10 @@ class ConceptsWidget(StepWidget):
         stimuli = study.stimuli
         captions = "<br>".join(f"{n}. {stimuli.captions[r][0] if stimuli.captions[r] else stimuli.ids[r]} "
                                f"<i>({v:+.2f})</i>" for n, (r, v) in enumerate(profile.stimuli, 1))
-        self.voxel.setText(f"{where}<br><b>preferred concepts:</b> {concepts or 'none (run the concept basis)'}"
+        if not concepts:
+            concepts = (f"none (no concept's preference is above 0) <i>[{profile.measure}]</i>" if profile.measure
+                        else "none (run the concept basis)")
+        self.voxel.setText(f"{where}<br><b>preferred concepts:</b> {concepts}"
                            f"<br><b>preferred images</b> (mean response):<br>{captions}")
         if stimuli.has_images:
             for r, _ in profile.stimuli:

@@ -155,11 +155,17 @@ def roi_features(atlas: RoiAtlas) -> pd.DataFrame:
 
 
 def roi_layers(subject: Subject) -> list[LayerData]:
+    """One outlined labels layer per ROI atlas. The category localizers (faces, bodies, places, words: what the
+    concepts are checked against) are shown; other atlases (NSD's nsdgeneral, prf-visualrois, streams, …) are
+    added hidden, as their outlines at once would cover the maps. A study without localizers shows its first
+    atlas."""
     out = []
+    tinted = {rname: roi_colors(rname, atlas) for rname, atlas in subject.rois.items()}
+    shown = {r for r, colors in tinted.items() if colors} or set(list(subject.rois)[:1])
     for rname, atlas in subject.rois.items():
-        colors = roi_colors(rname, atlas)
+        colors = tinted[rname]
         out.append(volume_layer(atlas.labels, subject.affine, f"{subject.name} {rname}", "labels",
-                                subject=subject.name, role="roi", contour=1, opacity=0.9,
+                                subject=subject.name, role="roi", contour=1, opacity=0.9, visible=rname in shown,
                                 features=roi_features(atlas), **({"colormap": colors} if colors else {})))
     return out
 

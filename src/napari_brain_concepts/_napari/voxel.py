@@ -10,7 +10,8 @@ stimulus):
   stimuli the participant saw. On a results folder opened from disk, the scores come from its saved basis
   and the study's embedding (:func:`~napari_brain_concepts.core.concepts.steps.saved_concept_scores`); only
   when the study lacks that embedding, the difference between the voxel's mean response to a concept's
-  most and least associated stimuli (the ``concept_names`` table) ranks the concepts instead.
+  most and least associated stimuli (the ``concept_names`` table) ranks the concepts instead. Only concepts
+  with a positive preference are listed: a voxel that no concept drives lists none.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class VoxelProfile:
     subject: str
     ijk: tuple[int, int, int]
     in_mask: bool
-    concepts: list[tuple[str, float]] = field(default_factory=list)  # (concept id, preference), best first
+    concepts: list[tuple[str, float]] = field(default_factory=list)  # (concept id, preference > 0), best first
     stimuli: list[tuple[int, float]] = field(default_factory=list)  # (row in stimuli, mean response), best first
-    measure: str = ""  # what the concept preference is
+    measure: str = ""  # what the concept preference is ("" when no concepts were ranked)
 
 
 def voxel_of_point(subject: Any, point: Any) -> tuple[int, int, int] | None:
@@ -101,10 +102,14 @@ def voxel_profile(study: Any, subject_name: str, point: Any, concept_names: Any 
     means = mean_responses(study, subject, ijk)
     order = np.argsort(np.where(np.isfinite(means), -means, np.inf), kind="stable")[:n]
     profile.stimuli = [(int(r), float(means[r])) for r in order if np.isfinite(means[r])]
+    # preferred: a positive preference only (a voxel no concept drives lists none, not the least negative)
     if concept_names is not None:
-        profile.concepts = concepts_by_correlation(means, concept_names.concepts, concept_names.scores)[:n]
+        ranked = concepts_by_correlation(means, concept_names.concepts, concept_names.scores)
         profile.measure = "r with the concept's stimulus scores"
     elif table is not None and len(table):
-        profile.concepts = concepts_by_table(means, table, study.stimuli.index)[:n]
+        ranked = concepts_by_table(means, table, study.stimuli.index)
         profile.measure = "mean response, most − least associated images"
+    else:
+        ranked = []
+    profile.concepts = [(c, v) for c, v in ranked if v > 0][:n]
     return profile
