@@ -35,10 +35,11 @@ def test_an_opened_results_folder_is_continued_with_its_values_and_never_overwri
 
     viewer = make_napari_viewer(show=True)
     _, study = viewer.window.add_plugin_dock_widget(PLUGIN, "Study")
-    _, decode = viewer.window.add_plugin_dock_widget(PLUGIN, "Decode")
     study.open_results(out)  # no study loaded: the results bring theirs
     qtbot.waitUntil(lambda: study.subject is not None, timeout=600_000)
-    # the form shows the values the folder was made with, and the dock its results
+    # a dock added once the folder is open: its form shows the values the folder was made with, and the dock
+    # its results (only the docks present at loading did)
+    _, decode = viewer.window.add_plugin_dock_widget(PLUGIN, "Decode")
     assert decode.protocol.currentText() == "sdc"
     assert decode.plot.figure.axes and decode.plot.figure.axes[0].lines
 
@@ -71,6 +72,11 @@ def test_one_step_at_a_time_a_cancel_keeps_what_finished_and_a_new_study_clears_
     docks = {name: viewer.window.add_plugin_dock_widget(PLUGIN, name)[1]
              for name in ("Decode", "Concepts", "Captions")}
     concepts = docks["Concepts"]
+    # the form cannot ask for more participants than the study has, and what the core says of a value names
+    # the dock's field
+    assert concepts.min_participants.maximum() == len(session.study.subject_names) - 1
+    assert (concepts.in_form_words("it needs at least 5 participants (shared.min_participants=4) and")
+            == "it needs at least 5 participants ('Shared by (others)' = 4) and")
     concepts.n_components.setValue(FAST["concepts"]["n_components"])
     concepts.mask_steps.setValue(20000)  # long enough to cancel in
     seen = []

@@ -41,6 +41,7 @@ class AlignmentWidget(StepWidget):
         self._phrase = None  # the phrase whose map is on show
         self.phrase.returnPressed.connect(lambda: self.predict())
         self.predict_button.clicked.connect(lambda: self.predict())
+        self.join_session()
 
     def on_study_changed(self, study) -> None:
         self._saved.clear()

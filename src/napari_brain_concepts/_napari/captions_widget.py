@@ -46,6 +46,7 @@ class CaptionsWidget(StepWidget):
         self.body.addWidget(self.text)
         self.stimulus.currentTextChanged.connect(self.show_stimulus)
         self._table = None
+        self.join_session()
 
     def show_results(self, store) -> None:
         self.load_table(store)

@@ -42,6 +42,9 @@ class ConceptsWidget(StepWidget):
     its preferred concepts and images (:mod:`napari_brain_concepts._napari.voxel`).
     """
 
+    field_labels = {"concepts.n_components": "Components", "masks.sparsity": "Mask sparsity λ",
+                    "masks.n_steps": "Mask steps", "shared.min_participants": "Shared by (others)"}
+
     steps = ("concepts", "masks", "shared")
     shows = ("concepts",)  # the basis is listed once it is there, with or without masks and shared concepts
     run_label = "Find concepts"
@@ -107,11 +110,10 @@ class ConceptsWidget(StepWidget):
         self.body.addWidget(self.voxel_images)
         self.concepts.currentItemChanged.connect(lambda item, _: self.select(item))
         self._names = None
-        if self.session.study is not None:  # added after the study was loaded
-            self._fit_to_study(self.session.study)
         self._saved = {}  # results folder → its basis concepts' stimulus scores
         self.profile = None
         napari_viewer.mouse_drag_callbacks.append(self._on_click)
+        self.join_session()
 
     def parameters(self) -> dict:
         k = int(self.n_components.value())
@@ -287,7 +289,9 @@ class ConceptsWidget(StepWidget):
     def _fit_to_study(self, study) -> None:
         """The paper's 3 other participants, or as many as the study has: two NSD participants read with a common
         space find their shared concepts with the form as it comes (an opened folder's value follows it)."""
-        self.min_participants.setValue(max(1, min(3, len(study.subject_names) - 1)))
+        others = max(1, len(study.subject_names) - 1)
+        self.min_participants.setMaximum(others)  # more than the study has would leave the step out
+        self.min_participants.setValue(min(3, others))
         self._on_busy(self.session.busy)
 
     def _on_busy(self, busy: bool) -> None:

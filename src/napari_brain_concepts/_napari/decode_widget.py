@@ -38,8 +38,7 @@ class DecodeWidget(StepWidget):
         self.form.addLayout(form)
         self.plot = PlotCanvas()
         self.body.addWidget(self.plot)
-        if self.session.study is not None:
-            self.on_study_changed(self.session.study)
+        self.join_session()
 
     def on_study_changed(self, study) -> None:
         self.embedding.clear()

@@ -68,6 +68,9 @@ class StepWidget(QWidget):
     #: the steps whose results the dock shows (default: all of ``steps``); they are shown once finished
     shows: tuple[str, ...] | None = None
     run_label = "Run"
+    #: ``step.parameter`` → the form's label for it, so that what the core says of a value (a step left out
+    #: for ``shared.min_participants=3``) names the field the user sees
+    field_labels: dict[str, str] = {}
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
@@ -130,6 +133,25 @@ class StepWidget(QWidget):
 
     def on_subject_changed(self, name: str) -> None:
         """Main thread: the participant on show changed."""
+
+    def in_form_words(self, text: str) -> str:
+        """``text`` with each ``step.parameter=value`` of :attr:`field_labels` written as the form's field:
+        ``'Shared by (others)' = 3``."""
+        import re
+
+        def field(match):
+            label = self.field_labels.get(match.group(1))
+            return f"'{label}' = {match.group(2)}" if label else match.group(0)
+
+        return re.sub(r"\b(\w+\.\w+)=([^\s,;)]+)", field, text)
+
+    def join_session(self) -> None:
+        """The end of a subclass's ``__init__``: a dock added after a study (or a results folder) was loaded fits
+        its form to the study, shows the values the opened folder was made with and the finished results of
+        its steps, as the docks present at loading do; and its buttons are off while a step runs."""
+        if self.session.study is not None:
+            self._on_study_changed(self.session.study)
+        self._on_busy(self.session.busy)
 
     def on_study_changed(self, study) -> None:
         """Main thread: a new study was loaded."""
@@ -215,7 +237,7 @@ class StepWidget(QWidget):
 
         kept = f" Kept from {ctx.store.root}: {', '.join(self._kept)} (finished before)." if self._kept else ""
         left_out = {s: r for s, r in ctx.state.get("skipped_steps", {}).items() if s in self._todo}
-        said = "".join(f" Left out {s}: {r}." for s, r in left_out.items())
+        said = "".join(f" Left out {s}: {self.in_form_words(str(r))}." for s, r in left_out.items())
         self.status.setText("Done." + self.outcome(ctx) + kept + said)
         if said:  # the status line may be scrolled out of sight: a notification too
             from napari.utils.notifications import show_warning

@@ -325,7 +325,7 @@ def not_applicable(ctx: AnalysisContext) -> str | InputError | None:
     n = len(ctx.study.subject_names)
     if n - 1 < params.min_participants:
         return (f"it needs at least {params.min_participants + 1} participants (shared.min_participants="
-                f"{params.min_participants} others) and the study has {n}")
+                f"{params.min_participants}) and the study has {n}")
     decoded = ctx.step_params("decode", DecodeParams).subjects
     try:  # the participants the step clusters: the decoded ones
         common_space(ctx.study, list(decoded) if decoded else None)
