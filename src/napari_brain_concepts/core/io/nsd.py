@@ -430,7 +430,8 @@ def _session_file(layout: NsdLayout, subject: int, session: int) -> Path:
             return path
     raise InputError(folder / f"betas_session{session:02d}.hdf5", f"session {session} of subj{subject:02d} "
                      "is missing (neither .hdf5 nor .nii.gz)",
-                     "download that session's betas or leave it out of the sessions read (--sessions)")
+                     "download that session's betas or leave it out of the sessions read (sessions=…, on the "
+                     "command line --sessions)")
 
 
 class _Session:
@@ -687,7 +688,8 @@ def load_nsd(root: str | os.PathLike, subject: int | Sequence[int] = 1, sessions
             if max(absent) * per_session > order.size:
                 raise InputError("parameter sessions", f"session {max(absent)} lies beyond the "
                                  f"{order.size // per_session} sessions of nsd_expdesign.mat",
-                                 "choose sessions the design covers (--sessions)")
+                                 "choose sessions the design covers (sessions=…, on the command line "
+                                 "--sessions)")
         files = [_Session(_session_file(layout, k, s), sel) for s in chosen]
         n_trials = {f.n_trials for f in files}
         if len(n_trials) != 1:
