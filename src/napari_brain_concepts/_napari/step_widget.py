@@ -28,15 +28,20 @@ class _VerticalScroll(QScrollArea):
         hint = super().sizeHint()
         if self.widget() is not None:
             inner = self.widget().sizeHint()
-            hint.setWidth(inner.width() + self.verticalScrollBar().sizeHint().width())
-            hint.setHeight(inner.height())
+            hint.setWidth(inner.width() + self._edges())
+            hint.setHeight(inner.height() + 2 * self.frameWidth())
         return hint
 
     def minimumSizeHint(self):
         hint = super().minimumSizeHint()
         if self.widget() is not None:
-            hint.setWidth(self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
+            hint.setWidth(self.widget().minimumSizeHint().width() + self._edges())
         return hint
+
+    def _edges(self) -> int:
+        """Width besides the contents: the vertical scroll bar and the frame (napari's style sheet draws one
+        even with no frame shape; uncounted, a dock at its narrowest scrolled sideways by those 2 pixels)."""
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
 
 
 def scrolling_layout(widget: QWidget, first: bool = False) -> QVBoxLayout:

@@ -76,7 +76,14 @@ class StudyWidget(QWidget):
         buttons.addWidget(self.open_button, 0, 0)
         buttons.addWidget(self.results_button, 0, 1)
         buttons.addWidget(self.sample_button, 1, 0, 1, 2)
+        # the combo boxes show what fits and elide the rest (their lists show whole names): a long map name
+        # wrapped the Map row onto two lines, or widened the dock, and hid the map display under the fold
+        for box in (self.subject_box, self.map_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(12)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Participant", self.subject_box)
         form.addRow("Map", self.map_box)
         form.addRow(self.radiological)
