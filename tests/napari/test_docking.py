@@ -27,3 +27,19 @@ def test_docks_added_one_by_one_each_get_a_share_of_the_column(make_napari_viewe
             and all(docks[n].height() > 200 for n in ("Decode", "Concepts", "Alignment"))
 
     qtbot.waitUntil(shared, timeout=5_000)
+
+
+def test_a_column_as_narrow_as_its_widest_dock_does_not_scroll_sideways(make_napari_viewer, qtbot):
+    """The column is as wide as its widest dock's minimum; the scroll area did not count the frame napari's style
+    sheet draws, so the Study dock scrolled sideways by 2 pixels, its scroll bar over the last row."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 800)
+    docks = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[1] for name in ("Study", "Decode", "Concepts")]
+    scrolls = [dock.findChild(QScrollArea) for dock in docks]
+    qtbot.waitUntil(lambda: all(s.isVisible() and s.viewport().width() > 0 for s in scrolls), timeout=5_000)
+    qtbot.wait(100)
+    assert min(s.width() for s in scrolls) <= max(s.minimumSizeHint().width() for s in scrolls) + 2  # narrowest
+    for scroll in scrolls:
+        assert not scroll.horizontalScrollBar().isVisible(), (scroll.viewport().width(), scroll.widget().width())
