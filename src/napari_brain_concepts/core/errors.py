@@ -32,6 +32,11 @@ class InputError(BrainConceptsError, ValueError):
         return self.__class__, (self.where, self.problem, self.fix)
 
 
+class InputTypeError(InputError, TypeError):
+    """An :class:`InputError` about a value's type (an array of strings where numbers are needed): also a
+    ``TypeError``, as Python and scikit-learn raise for it."""
+
+
 def _not_fitted_class() -> type:
     cls = globals().get("NotFitted")
     if cls is None:

@@ -287,8 +287,8 @@ class CaptionReconstructor(RegressorMixin, BaseEstimator):
                              f"{self.n_features_in_} voxels", "give responses of the same voxels as in fit")
         return _normalise(self.decoder_.predict(X)).astype(np.float32)
 
-    def score(self, X: np.ndarray, Y: np.ndarray, sample_weight: Any = None) -> float:
-        """R² of :meth:`predict` against caption embeddings ``Y`` (n, d) with every row scaled to unit length,
+    def score(self, X: np.ndarray, y: np.ndarray, sample_weight: Any = None) -> float:
+        """R² of :meth:`predict` against caption embeddings ``y`` (n, d) with every row scaled to unit length,
         averaged uniformly over the dimensions: ``RidgeDecoder.score`` in the space this estimator predicts in
         (unit vectors), as ``ContrastiveDecoder.score``. Higher is better, 1 is perfect."""
         from ..decoding.metrics import r2_unit
@@ -296,7 +296,7 @@ class CaptionReconstructor(RegressorMixin, BaseEstimator):
 
         if not hasattr(self, "decoder_"):
             raise not_fitted(self)
-        X, Y = check_xy(X, Y, roles=("responses", "caption embeddings"), stage="scoring")
+        X, Y = check_xy(X, y, roles=("responses", "caption embeddings"), stage="scoring")
         check_targets(Y, self.dim_, "the reconstructor", "score with the caption embedding it was fitted on")
         return r2_unit(Y, self.predict(X), sample_weight)
 

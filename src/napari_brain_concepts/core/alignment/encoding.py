@@ -119,17 +119,17 @@ class EncodingModel(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predicted responses (n, n_voxels) of embeddings ``X`` (n, d)."""
         self._check_fitted()
-        X = check_features(X, self.n_features_in_, "the model", "embeddings of the same space")
+        X = check_features(X, self.n_features_in_, type(self).__name__, "embeddings of the same space")
         return self.ridge_.predict(X)
 
-    def score(self, X: Any, Y: Any, sample_weight: Any = None) -> float:
-        """R² of ``predict(X)`` against responses ``Y`` (n, n_voxels), averaged uniformly over voxels, as
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R² of ``predict(X)`` against responses ``y`` (n, n_voxels), averaged uniformly over voxels, as
         ``RidgeDecoder.score`` and scikit-learn's ``RegressorMixin.score`` (what ``cross_val_score`` and
         ``GridSearchCV`` use). :meth:`score_voxels` gives each voxel's Pearson r instead."""
         from sklearn.metrics import r2_score
 
         self._check_fitted()
-        X, Y = check_xy(X, Y, roles=_ROLES, stage="scoring")
+        X, Y = check_xy(X, y, roles=_ROLES, stage="scoring")
         check_targets(Y, self.ridge_.n_targets_, "the model",
                       "score with responses of the voxels the model was fitted on")
         pred = self.predict(X)

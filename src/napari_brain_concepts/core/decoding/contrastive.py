@@ -345,20 +345,23 @@ class ContrastiveDecoder(RegressorMixin, BaseEstimator):
         return F.normalize(out, dim=1) if normalize else out
 
     def predict(self, X: Any) -> np.ndarray:
-        """Decoded embeddings (n, d), L2-normalised (float32), of responses ``X`` (n, n_voxels), n ≥ 1."""
+        """Decoded embeddings (n, d), L2-normalised, of responses ``X`` (n, n_voxels), n ≥ 1: computed in
+        float32 and returned at ``X``'s float precision when it is higher (as scikit-learn's regressors)."""
         self._check_fitted()
-        X = check_features(X, self.n_features_in_)
+        X = check_features(X, self.n_features_in_, type(self).__name__)
         with torch.no_grad():
-            return self.torch_forward(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
+            pred = self.torch_forward(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
+        return pred.astype(np.promote_types(X.dtype, np.float32), copy=False) if np.issubdtype(
+            X.dtype, np.floating) else pred
 
-    def score(self, X: Any, Y: Any, sample_weight: Any = None) -> float:
-        """R² of ``predict(X)`` against ``Y`` with every row of ``Y`` scaled to unit length, averaged uniformly
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R² of ``predict(X)`` against ``y`` with every row of ``y`` scaled to unit length, averaged uniformly
         over the embedding dimensions: ``RidgeDecoder.score`` (and scikit-learn's ``RegressorMixin.score``)
         in the space this decoder predicts in (unit vectors: unscaled targets would be scored on their
         lengths, which the decoder does not try to predict). Higher is better, 1 is perfect. For retrieval
         accuracy use :mod:`~napari_brain_concepts.core.decoding.metrics`."""
         self._check_fitted()
-        X, Y = check_xy(X, Y, stage="scoring")
+        X, Y = check_xy(X, y, stage="scoring")
         check_targets(Y, self.n_targets_)
         return r2_unit(Y, self.predict(X), sample_weight)
 

@@ -32,7 +32,7 @@ from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from ..context import resolve_device
-from ..errors import InputError, not_fitted
+from ..errors import InputError, InputTypeError, not_fitted
 from ..progress import Progress, run_to_end
 
 DEFAULT_ALPHAS = tuple(float(a) for a in 10.0 ** np.arange(0, 8))
@@ -47,6 +47,10 @@ def _as_matrix(value: Any, name: str, stage: str = "fitting") -> np.ndarray:
     if issparse(value) or isinstance(value, torch.Tensor) and value.layout != torch.strided:
         raise InputError(f"parameter {name}", f"is a sparse {type(value).__name__}; sparse input is not supported",
                          f"pass {name} as a dense array (e.g. {name}.toarray() or {name}.to_dense())")
+    if value is None:  # the phrases of scikit-learn's validation, which its estimator checks look for
+        raise InputError(f"parameter {name}", "requires y to be passed, but the target y is None" if name == "Y"
+                         else "Expected array-like (array or non-string sequence), got None",
+                         f"pass {name} as a 2D array (n_samples, n_columns)")
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
@@ -54,9 +58,19 @@ def _as_matrix(value: Any, name: str, stage: str = "fitting") -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise InputError(f"parameter {name}", f"has {arr.ndim} dimensions, expected 2 (n_samples, n_columns)",
-                         f"pass {name} as a 2D array")
+                         f"Reshape your data: pass {name} as a 2D array ({name}.reshape(-1, 1) if it has a single "
+                         f"column, {name}.reshape(1, -1) if it is a single sample)")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputError(f"parameter {name}", f"has dtype {arr.dtype}: Complex data not supported",
+                         f"pass a real {name} (its real part {name}.real, or its magnitude np.abs({name}))")
+    if arr.dtype == object:  # numbers held as objects (a pandas frame of mixed columns) are read as numbers
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise InputTypeError(f"parameter {name}", f"has dtype object with values that are not numbers "
+                                 f"({err})", f"pass {name} as a float array") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise InputError(f"parameter {name}", f"has dtype {arr.dtype}", f"pass {name} as a float array")
+        raise InputTypeError(f"parameter {name}", f"has dtype {arr.dtype}", f"pass {name} as a float array")
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise InputError(f"parameter {name}", f"contains NaN or Inf (first at row {bad[0]}, column {bad[1]})",
@@ -83,19 +97,27 @@ def check_xy(X: Any, Y: Any, *, roles: tuple[str, str] = ("responses", "embeddin
     if X.shape[0] != Y.shape[0]:
         raise InputError("parameters X and Y", f"have {X.shape[0]} and {Y.shape[0]} rows",
                          f"give one row of Y ({roles[1]}) per row of X ({roles[0]}), in the same order")
-    if X.shape[0] < 2 or X.shape[1] < 1 or Y.shape[1] < 1:
-        raise InputError("parameters X and Y", f"shapes {X.shape} and {Y.shape} are too small",
-                         "give at least 2 samples, 1 feature and 1 target")
+    # (worded as scikit-learn's validation words it, so that its estimator checks recognise the errors)
+    if X.shape[1] < 1:
+        raise InputError("parameter X", f"has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.",
+                         f"give X ({roles[0]}) at least one column")
+    if Y.shape[1] < 1:
+        raise InputError("parameter Y", f"has 0 columns (shape={Y.shape}) while a minimum of 1 is required",
+                         f"give Y ({roles[1]}) at least one column")
+    if X.shape[0] < 2:
+        raise InputError("parameters X and Y", f"have n_samples={X.shape[0]}, and at least 2 samples are needed",
+                         "give at least 2 samples (rows)")
     return X, Y
 
 
-def check_features(X: Any, n_features: int, what: str = "the decoder", same: str = "responses of the same voxels"
-                   ) -> np.ndarray:
-    """``X`` for predicting (any number of rows, even one) with the ``n_features`` columns of the fit."""
+def check_features(X: Any, n_features: int, estimator: str = "RidgeDecoder",
+                   same: str = "responses of the same voxels") -> np.ndarray:
+    """``X`` for predicting (any number of rows, even one) with the ``n_features`` columns of the fit;
+    ``estimator``: the class name, for the message."""
     X = _as_matrix(X, "X", "predicting")
     if X.shape[1] != n_features:
-        raise InputError("parameter X", f"has {X.shape[1]} features, {what} was fitted on {n_features}",
-                         f"give {same} as in fit")
+        raise InputError("parameter X", f"X has {X.shape[1]} features, but {estimator} is expecting {n_features} "
+                         "features as input", f"give {same} as in fit")
     return X
 
 
@@ -529,22 +551,26 @@ class RidgeDecoder(RegressorMixin, BaseEstimator):
     def _predict(self, X: Any) -> np.ndarray:
         """Predictions (n_samples, n_targets), 2D whatever the target was."""
         self._check_fitted()
-        X = check_features(X, self.n_features_in_)
+        X = check_features(X, self.n_features_in_, type(self).__name__)
         dtype = self.coef_.dtype
-        return np.asarray(X, dtype=dtype) @ self.coef_.T + self.intercept_
+        pred = np.asarray(X, dtype=dtype) @ self.coef_.T + self.intercept_
+        # computed in the fit's dtype (float32 by default); returned at X's precision when that is higher, as
+        # scikit-learn's regressors keep their input's float dtype
+        out = np.promote_types(X.dtype, dtype) if np.issubdtype(X.dtype, np.floating) else dtype
+        return pred.astype(out, copy=False)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted targets (n_samples, n_targets) for responses ``X``; (n_samples,) after a fit on a 1D y."""
         pred = self._predict(X)
         return pred[:, 0] if getattr(self, "_target_1d", False) else pred
 
-    def score(self, X: Any, Y: Any, sample_weight: Any = None) -> float:
-        """R² of ``predict(X)`` against ``Y``, averaged uniformly over targets (as scikit-learn's
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """R² of ``predict(X)`` against ``y``, averaged uniformly over targets (as scikit-learn's
         ``Ridge.score`` and ``RegressorMixin.score``): 1 is perfect, 0 is predicting each target's mean."""
         from sklearn.metrics import r2_score
 
         self._check_fitted()
-        X, Y = check_xy(X, Y, stage="scoring")
+        X, Y = check_xy(X, y, stage="scoring")
         check_targets(Y, self.n_targets_)
         return float(r2_score(Y, self._predict(X), sample_weight=sample_weight))
 
