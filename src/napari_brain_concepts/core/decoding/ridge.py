@@ -58,8 +58,9 @@ def _as_matrix(value: Any, name: str, stage: str = "fitting") -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise InputError(f"parameter {name}", f"has {arr.ndim} dimensions, expected 2 (n_samples, n_columns)",
-                         f"Reshape your data: pass {name} as a 2D array ({name}.reshape(-1, 1) if it has a single "
-                         f"column, {name}.reshape(1, -1) if it is a single sample)")
+                         f"Reshape your data: pass {name} as a 2D array" + (
+                             f" ({name}.reshape(-1, 1) if it has a single column, {name}.reshape(1, -1) if it is "
+                             "a single sample)" if arr.ndim == 1 else ""))
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise InputError(f"parameter {name}", f"has dtype {arr.dtype}: Complex data not supported",
                          f"pass a real {name} (its real part {name}.real, or its magnitude np.abs({name}))")
