@@ -640,3 +640,31 @@ def test_a_roi_label_its_names_file_does_not_name_is_a_warning(written_study, tm
     with pytest.warns(UserWarning, match=rf"floc-faces\.tsv: label\(s\) {dropped} of floc-faces\.nii\.gz have no name"):
         study = read_study(root)
     assert f"label {dropped}" in study.subject(SUB.name).rois["floc-faces"].names.values()
+
+
+def test_a_roi_volume_without_its_names_file_where_others_have_one_is_a_warning(written_study, tmp_path):
+    """Without floc-faces.tsv one participant's regions are "label N" while the others' are named: the group RSA
+    then split them into rows of one participant each, without a word (the review of one's own study)."""
+    root = tmp_path / "study"
+    shutil.copytree(written_study, root)
+    (root / SUB / "rois" / "floc-faces.tsv").unlink()
+    with pytest.warns(UserWarning, match=r"sub-01/rois: floc-faces has no floc-faces\.tsv, while other "
+                                         r"participants name the labels of floc-faces.*Fix: add rois/floc-faces\.tsv"):
+        read_study(root)
+    for other in (root / "subjects").iterdir():  # no participant names them: nothing to say
+        (other / "rois" / "floc-faces.tsv").unlink(missing_ok=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_study(root)
+
+
+def test_a_results_folder_given_as_a_study_says_what_it_is(tmp_path):
+    """"Open study folder…" on a results folder said to write a study.json into it."""
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    store = ResultsStore.create(tmp_path / "results")
+    with pytest.raises(InputError, match=r"is a results folder \(it holds manifest\.json\), not a study folder\. "
+                                         r"Fix: open it as results"):
+        read_study(store.root)

@@ -226,6 +226,10 @@ def read_study(path: str | os.PathLike, *, resample_anat: bool = False) -> Study
         raise InputError(root, "study folder does not exist", "give the path of a folder holding study.json")
     if not root.is_dir():
         raise InputError(root, "is not a folder", "give the path of a study folder (holding study.json)")
+    if not (root / "study.json").is_file() and (root / "manifest.json").is_file():
+        raise InputError(root, "is a results folder (it holds manifest.json), not a study folder",
+                         "open it as results (brain-concepts view RESULTS; in napari: Open results…), which brings "
+                         "its study, or give the study folder it was made from")
     meta = _read_study_json(root)
     stimuli = _read_stimuli(root, meta.get("embeddings"))
     subjects_dir = root / "subjects"
@@ -243,6 +247,7 @@ def read_study(path: str | os.PathLike, *, resample_anat: bool = False) -> Study
     known = stimuli.index
     subjects = {name: _read_subject(subjects_dir / name, known, resample_anat)
                 for name in _ordered(names, meta.get("subjects"))}
+    _warn_unnamed_atlases(subjects_dir, subjects)
     truth = _read_truth(root / "truth")
     try:
         return Study(name=meta["name"], stimuli=stimuli, subjects=subjects, space=meta["space"], tr=meta["tr"],
@@ -488,7 +493,8 @@ def _read_responses(folder: Path, mask: np.ndarray, mask_path: Path,
     if not finite.all():
         trial, vox = np.argwhere(~finite)[0]
         ijk = tuple(int(v) for v in np.argwhere(mask)[vox])
-        raise InputError(path, f"responses contain NaN or Inf ({int((~finite).sum())} values; first at trial "
+        n_bad = int((~finite).sum())
+        raise InputError(path, f"responses contain NaN or Inf ({n_bad} value{'s' if n_bad != 1 else ''}; first at trial "
                          f"{trial}, voxel {ijk})", "drop those voxels from the mask or fill them before loading")
     return responses, path
 
@@ -553,8 +559,9 @@ def _read_rois(folder: Path, shape: tuple[int, ...], affine: np.ndarray, mask_pa
         data, img = read_nifti(path, ndim=3, what="ROI volume")
         problem = _grid_problem(img, shape, affine, mask_path)
         if problem:
-            raise InputError(path, problem, "resample it to the mask, e.g. nilearn.image.resample_to_img(roi, "
-                             "mask, interpolation='nearest')")
+            raise InputError(path, problem, f"resample it to the mask, e.g. nilearn.image.resample_to_img(roi, "
+                             f"mask, interpolation='nearest'); or, if the other volumes share this grid, check "
+                             f"{mask_path.name}")
         if not np.all(np.isfinite(data)) or not np.allclose(data, np.rint(data)):
             raise InputError(path, "holds non-integer labels", "save ROI volumes as integer labels (0 = none)")
         labels = np.rint(data).astype(np.int32)
@@ -573,6 +580,20 @@ def _read_rois(folder: Path, shape: tuple[int, ...], affine: np.ndarray, mask_pa
                               "other participants; add a row 'LABEL<tab>NAME' for each", UserWarning, stacklevel=2)
         rois[name] = RoiAtlas(labels=labels, names=names)
     return rois
+
+
+def _warn_unnamed_atlases(subjects_dir: Path, subjects: dict[str, Subject]) -> None:
+    """Warn of an ROI volume without its ``.tsv`` where other participants name the labels of that atlas: its
+    regions are called 'label N', so the group analysis keeps them apart from the named ones."""
+    def named(atlas: RoiAtlas) -> bool:  # a names file gave at least one name (unnamed labels are "label N")
+        return any(v != f"label {k}" for k, v in atlas.names.items())
+
+    with_names = {r for subj in subjects.values() for r, atlas in subj.rois.items() if named(atlas)}
+    for name, subj in subjects.items():
+        for rname in sorted(r for r, atlas in subj.rois.items() if not named(atlas) and r in with_names):
+            warnings.warn(f"{subjects_dir / name / 'rois'}: {rname} has no {rname}.tsv, while other participants "
+                          f"name the labels of {rname}; its regions are called 'label N' and are not grouped with "
+                          f"theirs. Fix: add rois/{rname}.tsv (columns label, name)", UserWarning, stacklevel=3)
 
 
 def _read_to_common(path: Path) -> np.ndarray | None:
