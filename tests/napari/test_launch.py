@@ -32,3 +32,23 @@ def test_docks_stacked_in_one_column_fit_a_laptop_screen(make_napari_viewer):
     assert viewer.window._qt_window.minimumSizeHint().height() < 1000
     decode = docks[1][1]
     assert decode.minimumSizeHint().height() < decode.plot.minimumSizeHint().height()  # it scrolls
+
+
+def test_view_of_a_folder_that_cannot_be_read_says_why_and_saves_no_picture(tmp_path, qtbot, capsys):
+    """`brain-concepts view BROKEN --screenshot` printed no error, exited 0 and saved an empty viewer."""
+    import numpy as np
+
+    from napari_brain_concepts.cli import main
+    from napari_brain_concepts.core.io.study_folder import write_study
+    from napari_brain_concepts.core.synthetic import make_synthetic_study
+
+    root = write_study(make_synthetic_study(seed=0, size="tiny", embedding="features", n_subjects=2), tmp_path / "s")
+    responses = root / "subjects" / "sub-01" / "responses.npy"
+    values = np.load(responses)
+    values[0, 0] = np.nan
+    np.save(responses, values)
+    png = tmp_path / "view.png"
+    assert main(["view", str(root), "--screenshot", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {responses}: responses contain NaN or Inf (1 value; first at trial 0"), err
+    assert not png.exists()

@@ -324,3 +324,21 @@ def test_an_nsd_copy_opens_with_the_participants_sessions_and_betas_chosen(make_
                                     f"analysis before stay in {earlier} until napari closes (copy that folder to "
                                     "keep them).")
     assert concepts.min_participants.value() == 1 and not concepts.shared_button.isEnabled()
+
+
+def test_open_study_folder_on_a_results_folder_opens_it_as_results(make_napari_viewer, qtbot, tmp_path,
+                                                                  monkeypatch):
+    """The folder picker of "Open study folder…" on a results folder: it was told to write a study.json there."""
+    from napari_brain_concepts._napari import study_widget
+    from napari_brain_concepts._napari.session import get_session
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    viewer = make_napari_viewer()
+    widget = StudyWidget(viewer)
+    qtbot.addWidget(widget)
+    mine = ResultsStore.create(tmp_path / "mine", study="synthetic-tiny-seed0")
+    mine.update(synthetic_size="tiny", synthetic_seed=0)
+    monkeypatch.setattr(study_widget.QFileDialog, "getExistingDirectory", lambda *a, **k: str(mine.root))
+    widget.open_button.click()
+    qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
+    assert get_session(viewer).results_dir == mine.root and widget.study.name == "synthetic-tiny-seed0"

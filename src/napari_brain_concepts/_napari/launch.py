@@ -24,6 +24,8 @@ def launch_viewer(path: str | Path | None = None, screenshot: str | Path | None 
     # added last, the Study widget is the tab on show
     _, widget = viewer.window.add_plugin_dock_widget("napari-brain-concepts", "Study", tabify=True)
     workers.SYNCHRONOUS = True  # load before the event loop starts: the viewer opens ready
+    failures: list[BaseException] = []
+    widget._failed = failures.append  # a folder that cannot be read ends the command with its error
     try:
         if path is None:
             widget.load_synthetic(size=size)
@@ -36,6 +38,10 @@ def launch_viewer(path: str | Path | None = None, screenshot: str | Path | None 
                              "give a folder with study.json or manifest.json")
     finally:
         workers.SYNCHRONOUS = False
+        del widget._failed
+    if failures:  # `brain-concepts view BROKEN` printed no error, exited 0 and saved an empty viewer
+        viewer.close()
+        raise failures[0]
     from qtpy.QtWidgets import QApplication
 
     if screenshot is not None:

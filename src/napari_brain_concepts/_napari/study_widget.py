@@ -357,6 +357,11 @@ class StudyWidget(QWidget):
         path = QFileDialog.getExistingDirectory(self, "Open a study folder or an NSD copy")
         if not path:
             return
+        from ..core.io.results import ResultsStore
+
+        if ResultsStore.is_results(path):  # a results folder: opened with its study, as `brain-concepts view` does
+            self.open_results(path)
+            return
         if not is_nsd_root(path):
             self.open_study(path)
             return
