@@ -187,10 +187,31 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     qtbot.waitUntil(lambda: f"{other} phrase map" in viewer.layers, timeout=60_000)
     assert alignment.status.text() == f"Predicted map of “a house” for {other}."
 
+    # the analysis is in the session's temporary folder, and the Study dock says so and how to keep it
+    assert "removed when napari closes" in study_widget.status.text(), study_widget.status.text()
     _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    messages = []
+    with pytest.MonkeyPatch.context() as mp:  # the export folder inside the results folder: refused, nothing written
+        mp.setattr("napari_brain_concepts._napari.workers.show_error", messages.append)
+        inside = session.results_dir / "mine"
+        assert export.export(inside) == [] and not inside.exists()
+    assert len(messages) == 1 and "is inside the results folder" in messages[0] and "Fix:" in messages[0], messages
+    assert export.status.text() == "Export failed: see the notification."
+    (tmp_path / "export" / "tables").mkdir(parents=True)
+    (tmp_path / "export" / "tables" / "my_notes.txt").write_text("mine")
     written = export.export(tmp_path / "export")
-    niftis = [p for p in written if p.name.endswith(".nii.gz")]
+    assert tmp_path / "export" / "tables" / "my_notes.txt" not in written  # counted: what the export wrote
+    assert export.status.text().startswith(f"Wrote {len(written)} files to ") and "whole results folder" in \
+        export.status.text()
+    niftis = [p for p in written if p.name.endswith(".nii.gz") and "results" not in p.parts]
     assert niftis and any(p.parent.name == "tables" for p in written)
+    # the whole results folder: every participant's maps, opened again as results
+    from napari_brain_concepts.core.io.results import ResultsStore
+
+    copy = ResultsStore.open(tmp_path / "export" / "results")
+    assert copy.is_done("captions") and all(copy.maps(name) for name in session.study.subject_names)
+    assert sorted(p.relative_to(copy.root) for p in copy.root.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(session.results_dir) for p in session.results_dir.rglob("*") if p.is_file())
     # a signed map is written once, whole (from its positive part's layer, which holds the data)
     assert not any(p.name.endswith("_negative.nii.gz") for p in niftis)
     signed = [layer for layer in viewer.layers

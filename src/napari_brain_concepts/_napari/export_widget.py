@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -29,8 +30,29 @@ def _derived(tag: dict | None) -> bool:
     return tag["role"] != "mask" or tag.get("entry") is not None or tag.get("concept") is not None
 
 
-def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None) -> list[Path]:
-    """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures.
+def _check_folder(folder: Path, results_dir: Path | None, whole: bool) -> None:
+    """Refuse, before anything is written, an export folder that is the results folder or lies in it (the
+    layers' files landed among the results, then the copy of the tables failed), or whose ``results/`` is the
+    results folder itself."""
+    from ..core.errors import InputError
+
+    if results_dir is None:
+        return
+    here, results = folder.resolve(), Path(results_dir).resolve()
+    if here == results or results in here.parents:
+        raise InputError(folder, f"is {'the' if here == results else 'inside the'} results folder {results}",
+                         "choose a folder outside it")
+    if whole and here / "results" == results:
+        raise InputError(folder, f"holds the results folder itself ({results}), which the export would replace",
+                         "choose another folder")
+
+
+def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None, whole: bool = False
+                  ) -> list[Path]:
+    """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures; with
+    ``whole``, also the whole results folder (every participant's maps and masks, the decoders, the manifest)
+    as ``folder/results``, which opens again with *Open results…*. Returns the files written (none, and no
+    folder made, when there is nothing to export).
 
     Layers go to ``folder/SUBJ/NAME.nii.gz`` (spaces as underscores; a concept's hard mask, whose name would
     give the file of its soft mask, as ``NAME_hard.nii.gz``; a signed map once, from the layer of its positive
@@ -39,15 +61,22 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
     """
     from napari.layers import Labels
 
+    from ..core.io.results import ResultsStore, copy_results
     from .writer import write_image, write_labels
 
     folder = Path(folder)
-    written: list[Path] = []
-    targets: set[Path] = set()  # files written so far
+    results_dir = Path(results_dir) if results_dir is not None and ResultsStore.is_results(results_dir) else None
+    _check_folder(folder, results_dir, whole)
+    layers = []
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
-        if not _derived(tag) or tag.get("part") == "negative":
-            continue  # a signed map's negative part shows the data of its positive part, written once
+        if _derived(tag) and tag.get("part") != "negative":  # a signed map's negative part: its positive part's data
+            layers.append((layer, tag))
+    sources = [Path(results_dir) / sub for sub in ("tables", "figures")] if results_dir is not None else []
+    sources = [src for src in sources if src.is_dir()]
+    written: list[Path] = []
+    targets: set[Path] = set()  # files written so far
+    for layer, tag in layers:
         subject = tag.get("subject") or "shared"
         name = layer.name.removeprefix(f"{subject} ").replace(" ", "_").replace("/", "_")
         target = folder / subject / f"{name}.nii.gz"
@@ -63,17 +92,22 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = write_labels if isinstance(layer, Labels) else write_image
         written += [Path(p) for p in writer(str(target), layer.data, layer.as_layer_data_tuple()[1])]
-    if results_dir is not None:
-        for sub in ("tables", "figures"):
-            src = Path(results_dir) / sub
-            if src.is_dir():
-                shutil.copytree(src, folder / sub, dirs_exist_ok=True)
-                written += sorted((folder / sub).iterdir())
+
+    def copy(a: str, b: str) -> str:  # what the copy writes, not what the folder held before
+        shutil.copy2(a, b)
+        written.append(Path(b))
+        return b
+
+    for src in sources:
+        shutil.copytree(src, folder / src.name, dirs_exist_ok=True, copy_function=copy)
+    if whole and results_dir is not None:
+        written += copy_results(results_dir, folder / "results")
     return written
 
 
 class ExportWidget(QWidget):
-    """Choose a folder, export everything derived that is on show."""
+    """Choose a folder, export everything derived that is on show, the tables and figures, and (by default) the
+    whole results folder."""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -85,6 +119,11 @@ class ExportWidget(QWidget):
         self.export_button = QPushButton("Export")
         self.export_button.setToolTip("write every derived layer as NIfTI with its participant's affine, "
                                       "and the results' tables and figures")
+        self.whole = QCheckBox("Whole results folder")
+        self.whole.setChecked(True)
+        self.whole.setToolTip("also copy the analysis' results folder, every participant's maps and masks, the "
+                              "decoders and the tables, to FOLDER/results (it opens again with Open results…); "
+                              "an analysis run in napari is kept in a temporary folder until napari closes")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         row = QHBoxLayout()
@@ -92,6 +131,7 @@ class ExportWidget(QWidget):
         row.addWidget(browse)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addWidget(self.whole)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -100,6 +140,12 @@ class ExportWidget(QWidget):
         share_height_when_shown(self)  # stacked with the other docks, it keeps the height it needs
         browse.clicked.connect(self._browse)
         self.export_button.clicked.connect(lambda: self.export())
+        self.session.busy_changed.connect(self._on_busy)
+        self._on_busy(self.session.busy)
+
+    def _on_busy(self, busy: bool) -> None:
+        """Off while a step writes the results folder (a copy would catch it halfway)."""
+        self.export_button.setEnabled(not busy)
 
     def _browse(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Export to")
@@ -111,10 +157,21 @@ class ExportWidget(QWidget):
         if not folder:
             self.status.setText("Choose a folder first.")
             return []
+        whole = self.whole.isChecked()
         try:
-            written = export_layers(self.viewer, folder, self.session.results_dir)
+            if self.session.busy:
+                from ..core.errors import InputError
+
+                raise InputError("Export", "a step of the analysis is running", "export once it has finished")
+            written = export_layers(self.viewer, folder, self.session.results_dir, whole=whole)
         except Exception as exc:  # one notification with the message
+            self.status.setText("Export failed: see the notification.")
             workers.notify_error(exc)
             return []
-        self.status.setText(f"Wrote {len(written)} files to {folder}.")
+        if not written:
+            self.status.setText("Nothing to export: open a study and run a step first.")
+            return []
+        copied = (f"; the whole results folder is in {Path(folder) / 'results'}"
+                  if any(p.is_relative_to(Path(folder) / "results") for p in written) else "")
+        self.status.setText(f"Wrote {len(written)} file{'s' if len(written) != 1 else ''} to {folder}{copied}.")
         return written

@@ -52,6 +52,7 @@ class StudyWidget(QWidget):
         self.study: Study | None = None
         self.results: Path | None = None
         self.subject: str | None = None
+        self._about = ""  # what the status says of the study on show
         self._worker = None
 
         self.open_button = QPushButton("Open study folder…")
@@ -187,8 +188,9 @@ class StudyWidget(QWidget):
         if len(self.session.earlier_results) > earlier:  # the analysis before this study finished steps
             kept = (f" The results of the analysis before stay in {self.session.earlier_results[-1]} until napari "
                     "closes (copy that folder to keep them).")
-        self.status.setText(f"{study.name}: {len(names)} participant{'s' if len(names) != 1 else ''}, {n_stim} "
-                            f"stimuli.{kept}")
+        self._about = (f"{study.name}: {len(names)} participant{'s' if len(names) != 1 else ''}, {n_stim} "
+                       f"stimuli.{kept}")
+        self.status.setText(self._about)
 
     def show_subject(self, name: str | None) -> None:
         """Swap this widget's layers to participant ``name``, keeping camera and slice."""
@@ -269,6 +271,10 @@ class StudyWidget(QWidget):
 
     def _on_step_finished(self, step: str) -> None:
         self.refresh_maps()
+        temporary = self.session.temporary_results
+        if temporary is not None and self.study is not None:  # where the analysis is, and for how long
+            self.status.setText(f"{self._about} Results in {temporary}, removed when napari closes: "
+                                "Export (Whole results folder) keeps them.")
 
     def _on_busy(self, busy: bool) -> None:
         for button in (self.open_button, self.results_button, self.sample_button):

@@ -560,3 +560,43 @@ class ResultsStore:
 
     def read_map(self, path: str | os.PathLike):
         return load_nifti(path, what="map")
+
+
+def copy_results(src: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Copy the results folder ``src`` to ``dest`` whole (every participant's maps and masks, the decoders, the
+    tables, the manifest), so that it opens again as a results folder; returns the files written.
+
+    The copy is made beside ``dest`` under a temporary name and then takes its place: an earlier copy at
+    ``dest`` is replaced only once the new one is complete, and a failed copy leaves nothing behind. ``dest``
+    must not lie inside ``src`` (nor be ``src``)."""
+    import uuid
+
+    src, dest = Path(src).resolve(), Path(dest).resolve()
+    if not ResultsStore.is_results(src):
+        raise InputError(src, "is not a results folder (no manifest.json)", "give a folder written by an analysis")
+    if dest == src or src in dest.parents:
+        raise InputError(dest, f"lies inside the results folder {src}", "copy it to a folder outside that one")
+    if dest.exists() and not ResultsStore.is_results(dest) and any(dest.iterdir()):
+        raise InputError(dest, "exists and is not a results folder", "choose a new or empty folder, or another name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    written: list[Path] = []
+
+    def copy(a: str, b: str) -> str:
+        shutil.copy2(a, b)
+        written.append(dest / Path(b).relative_to(partial))
+        return b
+
+    try:
+        shutil.copytree(src, partial, copy_function=copy)
+        if dest.exists():
+            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+            dest.rename(old)
+            partial.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return written
