@@ -69,6 +69,13 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
     assert not session.done("captions") and captions.run_button.isEnabled()
     monkeypatch.undo()
 
+    # Predict map with the Phrase box empty names the box (it named the core's parameter 'text')
+    before = len(_errors())
+    widgets["Alignment"].phrase.setText("  ")
+    widgets["Alignment"].predict()
+    assert _errors()[before:] == ["Phrase: is empty. Fix: type a sentence or a few words in the Phrase box, then "
+                                  "press Predict map."]
+
     # the viewer is still usable: with the bad input fixed, a step runs to the end without a new error
     decode = widgets["Decode"]
     decode.embedding.setCurrentText("captions")

@@ -244,6 +244,10 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     assert docks["Decode"].plot.figure.axes and docks["Alignment"].plot.figure.axes
     assert docks["Concepts"].concepts.count() == concepts.concepts.count()
     assert docks["Captions"].stimulus.count() == captions.stimulus.count()
+    # the caption on the canvas goes with the Captions dock (nothing else could remove it)
+    assert text_overlay(second).visible
+    second.window.remove_dock_widget(docks["Captions"])
+    assert not text_overlay(second).visible and not text_overlay(second).text
 
 
 def test_cancel_leaves_no_partial_result(loaded, qtbot):

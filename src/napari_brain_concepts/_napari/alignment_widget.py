@@ -93,6 +93,10 @@ class AlignmentWidget(StepWidget):
         # upright names: 13 ROI names at 30° ran into one another in a dock's width
         ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=90, fontsize=6)
         ax.set_ylabel("RSA r")
+        # the group result (it stays on a participant switch): the mean over the participants that have each ROI
+        n = summary["n_subjects"].max() if "n_subjects" in summary else None
+        ax.set_title(f"group mean over {int(n)} participant{'s' if n != 1 else ''}" if n else "group mean",
+                     fontsize=8)
         self.plot.legend(ax, ncol=2)
         self.plot.draw()
 
@@ -107,6 +111,9 @@ class AlignmentWidget(StepWidget):
         model = (ctx.state.get("encoding_models", {}) if ctx is not None else {}).get(subject_name)
         store = self.results_store()
         try:
+            if not text:
+                raise InputError("Phrase", "is empty", "type a sentence or a few words in the Phrase box, then "
+                                 "press Predict map")
             if model is None and (store is None or not store.is_done("encode")):
                 raise InputError("Alignment widget", "no encoding model is fitted for this participant",
                                  "press 'Compare models with the brain' first")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel
 
 from .concepts_widget import _pixmap
@@ -62,6 +62,15 @@ class CaptionsWidget(StepWidget):
         overlay.text = ""
         overlay.visible = False
 
+    def event(self, event) -> bool:
+        # the dock closed (napari takes the widget out of it): its caption leaves the canvas with it, as nothing
+        # else in the viewer can remove it
+        if event.type() == QEvent.Type.ParentChange and self.parentWidget() is None:
+            overlay = text_overlay(self.viewer)
+            overlay.text = ""
+            overlay.visible = False
+        return super().event(event)
+
     def on_subject_changed(self, name: str) -> None:
         store = self.results_store()
         if store is not None and store.is_done("captions"):
@@ -88,11 +97,12 @@ class CaptionsWidget(StepWidget):
             self.image.setPixmap(_pixmap(stimuli.image(i), 160))
         k = sorted(int(c.split("_")[1]) for c in self._table.columns
                    if c.startswith("caption_") and c.split("_")[1].isdigit())
-        decoded = [f"{row[f'caption_{j}']} <i>({row[f'score_{j}']:.2f})</i>" for j in k[:5]]
+        decoded = [f"{row[f'caption_{j}']} <i>(cos {row[f'score_{j}']:.2f})</i>" for j in k[:5]]
         human = stimuli.captions[i]
         self.text.setText(
-            f"<b>rank of the true stimulus:</b> {int(row['rank'])} of {len(self._table)}<br>"
-            "<b>reconstructed:</b><br>" + "<br>".join(f"{n}. {c}" for n, c in enumerate(decoded, 1))
+            f"<b>rank of the true stimulus</b> among the {len(self._table)} test stimuli: {int(row['rank'])} "
+            "(1 = best)<br><b>reconstructed</b> (the nearest captions of the corpus):<br>"
+            + "<br>".join(f"{n}. {c}" for n, c in enumerate(decoded, 1))
             + "<br><b>human captions:</b><br>" + "<br>".join(f"– {c}" for c in human))
         overlay = text_overlay(self.viewer)
         # wrapped: one long line would run off a canvas narrowed by the docks
