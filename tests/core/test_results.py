@@ -321,3 +321,42 @@ def test_resume_refuses_other_data_under_the_same_study_name(tmp_path):
     with pytest.raises(InputError, match=r"holds the results of study 'synthetic-tiny-seed0' made from other data"):
         ResultsStore.create(tmp_path / "res", study=study.name, fingerprint=study.fingerprint(), resume=True)
     assert ResultsStore.create(tmp_path / "res", study=study.name, fingerprint=before, resume=True).is_done("decode")
+
+
+def test_copy_results_copies_the_whole_folder_and_replaces_an_earlier_copy_only_when_complete(tmp_path, monkeypatch):
+    import shutil
+
+    from napari_brain_concepts.core.io.results import ResultsStore, copy_results
+
+    store = ResultsStore.create(tmp_path / "results")
+    store.write_table("decoding", pd.DataFrame({"a": [1.0]}))
+    store.write_map("sub-01", "m", np.ones((2, 2, 2), np.float32), np.eye(4))
+    store.mark_done("decode")
+    files = sorted(p.relative_to(store.root) for p in store.root.rglob("*") if p.is_file())
+    written = copy_results(store.root, tmp_path / "out" / "results")
+    copy = ResultsStore.open(tmp_path / "out" / "results")
+    assert copy.is_done("decode") and sorted(p.relative_to(copy.root) for p in written) == files
+    # a second copy after more results replaces the first; a copy that fails halfway leaves the earlier one
+    store.write_table("more", pd.DataFrame({"b": [2.0]}))
+    real = shutil.copy2
+
+    def failing(a, b, **kw):
+        if a.endswith("more.tsv"):
+            raise OSError("injected")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(shutil, "copy2", failing)
+    with pytest.raises(OSError, match="injected"):
+        copy_results(store.root, copy.root)
+    assert not (copy.root / "tables" / "more.tsv").exists() and copy.is_done("decode")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["results"]  # no partial copy left behind
+    monkeypatch.undo()
+    copy_results(store.root, copy.root)
+    assert (copy.root / "tables" / "more.tsv").is_file()
+    # refused: a copy into the results folder itself, or over a folder that is not a results folder
+    with pytest.raises(InputError, match="lies inside the results folder"):
+        copy_results(store.root, store.root / "copy")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a results folder"):
+        copy_results(store.root, tmp_path / "mine")
