@@ -1,4 +1,8 @@
-"""`brain-concepts view`: the viewer opens with the study loaded and the volumes fitted to the shown canvas."""
+"""`brain-concepts view`: the viewer opens with the study loaded and the volumes fitted to the shown canvas.
+
+The tests that make a napari.Viewer themselves (launch_viewer) come before the one that uses make_napari_viewer: a
+Viewer made after that fixture's teardown registered the plugin's commands a second time (app_model refused).
+"""
 
 import pytest
 
@@ -23,17 +27,6 @@ def test_view_screenshot_is_written(tmp_path, qtbot):
     assert png.stat().st_size > 10_000
 
 
-def test_docks_stacked_in_one_column_fit_a_laptop_screen(make_napari_viewer):
-    """The step docks scroll: six docks added from the Plugins menu need less than a 1080-px screen (they
-    needed 2,054 px, the plot canvases' heights, with no way to reach the bottom ones)."""
-    viewer = make_napari_viewer(show=True)
-    docks = [viewer.window.add_plugin_dock_widget("napari-brain-concepts", name)
-             for name in ("Study", "Decode", "Concepts", "Captions", "Alignment", "Export")]
-    assert viewer.window._qt_window.minimumSizeHint().height() < 1000
-    decode = docks[1][1]
-    assert decode.minimumSizeHint().height() < decode.plot.minimumSizeHint().height()  # it scrolls
-
-
 def test_view_of_a_folder_that_cannot_be_read_says_why_and_saves_no_picture(tmp_path, qtbot, capsys):
     """`brain-concepts view BROKEN --screenshot` printed no error, exited 0 and saved an empty viewer."""
     import numpy as np
@@ -52,3 +45,14 @@ def test_view_of_a_folder_that_cannot_be_read_says_why_and_saves_no_picture(tmp_
     err = capsys.readouterr().err
     assert err.startswith(f"error: {responses}: responses contain NaN or Inf (1 value; first at trial 0"), err
     assert not png.exists()
+
+
+def test_docks_stacked_in_one_column_fit_a_laptop_screen(make_napari_viewer):
+    """The step docks scroll: six docks added from the Plugins menu need less than a 1080-px screen (they
+    needed 2,054 px, the plot canvases' heights, with no way to reach the bottom ones)."""
+    viewer = make_napari_viewer(show=True)
+    docks = [viewer.window.add_plugin_dock_widget("napari-brain-concepts", name)
+             for name in ("Study", "Decode", "Concepts", "Captions", "Alignment", "Export")]
+    assert viewer.window._qt_window.minimumSizeHint().height() < 1000
+    decode = docks[1][1]
+    assert decode.minimumSizeHint().height() < decode.plot.minimumSizeHint().height()  # it scrolls
