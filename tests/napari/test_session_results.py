@@ -38,8 +38,14 @@ def test_an_opened_results_folder_is_continued_with_its_values_and_never_overwri
     study.open_results(out)  # no study loaded: the results bring theirs
     qtbot.waitUntil(lambda: study.subject is not None, timeout=600_000)
     # a dock added once the folder is open: its form shows the values the folder was made with, and the dock
-    # its results (only the docks present at loading did)
+    # its results (only the docks present at loading did); the layers on show stay as they are
+    anatomy = next(layer for layer in viewer.layers if layer.name.endswith("anatomy"))
+    for layer in viewer.layers:
+        layer.visible = layer is anatomy
+    viewer.layers.selection.active = anatomy
     _, decode = viewer.window.add_plugin_dock_widget(PLUGIN, "Decode")
+    assert viewer.layers.selection.active is anatomy
+    assert [layer.name for layer in viewer.layers if layer.visible] == [anatomy.name]
     assert decode.protocol.currentText() == "sdc"
     assert decode.plot.figure.axes and decode.plot.figure.axes[0].lines
 

@@ -94,9 +94,9 @@ class AlignmentWidget(StepWidget):
         ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=90, fontsize=6)
         ax.set_ylabel("RSA r")
         # the group result (it stays on a participant switch): the mean over the participants that have each ROI
-        n = summary["n_subjects"].max() if "n_subjects" in summary else None
-        ax.set_title(f"group mean over {int(n)} participant{'s' if n != 1 else ''}" if n else "group mean",
-                     fontsize=8)
+        n = summary["n_subjects"].max() if "n_subjects" in summary and len(summary) else np.nan
+        ax.set_title(f"group mean over {int(n)} participant{'s' if n != 1 else ''}" if np.isfinite(n) and n
+                     else "group mean", fontsize=8)
         self.plot.legend(ax, ncol=2)
         self.plot.draw()
 

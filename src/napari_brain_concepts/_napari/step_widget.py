@@ -85,6 +85,7 @@ class StepWidget(QWidget):
         self._progress = None
         self._failed = False
         self._opening = False  # showing the results of a study just loaded: the Study widget shows its map
+        self._joining = False  # a dock added after the study was loaded shows its results, not its layers
         self.run_button = QPushButton(self.run_label)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -153,9 +154,16 @@ class StepWidget(QWidget):
     def join_session(self) -> None:
         """The end of a subclass's ``__init__``: a dock added after a study (or a results folder) was loaded fits
         its form to the study, shows the values the opened folder was made with and the finished results of
-        its steps, as the docks present at loading do; and its buttons are off while a step runs."""
+        its steps in the dock, as the docks present at loading do, but leaves the layers and the map on show
+        as they are; and its buttons are off while a step runs."""
         if self.session.study is not None:
-            self._on_study_changed(self.session.study)
+            self.on_study_changed(self.session.study)
+            self._fill_form()
+            self._joining = True
+            try:
+                self._show_finished(self.results_store(), opening=True)
+            finally:
+                self._joining = False
         self._on_busy(self.session.busy)
 
     def on_study_changed(self, study) -> None:
@@ -372,6 +380,8 @@ class StepWidget(QWidget):
         first when both exist."""
         from .display import load_results_layers, results_entries, show_alone
 
+        if self._joining:  # a dock added later: what the viewer shows stays
+            return
         full = f"{self.session.subject} {name}"
         wanted = [e for e, (_, _, _, layer_name) in results_entries(self.session).items()
                   if layer_name in (name, full)]
