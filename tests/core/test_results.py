@@ -359,4 +359,11 @@ def test_copy_results_copies_the_whole_folder_and_replaces_an_earlier_copy_only_
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="exists and is not a results folder"):
+        copy_results(store.root, tmp_path / "mine" / "notes.txt")
+    with pytest.raises(InputError, match="exists and is not a results folder"):
         copy_results(store.root, tmp_path / "mine")
+    # another analysis's results folder is never replaced (only an earlier copy of this one)
+    other = ResultsStore.create(tmp_path / "proj" / "results")
+    with pytest.raises(InputError, match="holds the results of another analysis"):
+        copy_results(store.root, other.root)
+    assert ResultsStore.is_results(other.root)

@@ -342,3 +342,6 @@ def test_open_study_folder_on_a_results_folder_opens_it_as_results(make_napari_v
     widget.open_button.click()
     qtbot.waitUntil(lambda: widget.study is not None and widget.subject is not None, timeout=600_000)
     assert get_session(viewer).results_dir == mine.root and widget.study.name == "synthetic-tiny-seed0"
+    widget.open_button.click()  # again, with its study on show: opened again with its own study, no error
+    qtbot.waitUntil(lambda: not get_session(viewer).busy and widget.subject is not None, timeout=600_000)
+    assert get_session(viewer).results_dir == mine.root

@@ -153,6 +153,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     # the same results opened from disk (no fitted objects in memory): the saved encoding model predicts
     study_widget.open_results(session.results_dir)
     assert session.context is None
+    # the session's own temporary folder, opened again: still said to be temporary
+    assert f"Results in {session.results_dir}, removed when napari closes" in study_widget.status.text()
     # the docks show the folder opened: the concept list is filled again, with no concept picked yet
     assert not concept_masks() and concepts.concepts.count() > 1
     concepts.concepts.setCurrentRow(1)
@@ -201,17 +203,18 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     (tmp_path / "export" / "tables" / "my_notes.txt").write_text("mine")
     written = export.export(tmp_path / "export")
     assert tmp_path / "export" / "tables" / "my_notes.txt" not in written  # counted: what the export wrote
-    assert export.status.text().startswith(f"Wrote {len(written)} files to ") and "whole results folder" in \
-        export.status.text()
-    niftis = [p for p in written if p.name.endswith(".nii.gz") and "results" not in p.parts]
+    # the whole results folder follows in a worker: every participant's maps, and where the study comes from
+    qtbot.waitUntil(lambda: "whole results folder" in export.status.text(), timeout=120_000)
+    assert export.status.text().startswith(f"Wrote {len(written)} files to ") and not session.busy
+    niftis = [p for p in written if p.name.endswith(".nii.gz")]
     assert niftis and any(p.parent.name == "tables" for p in written)
-    # the whole results folder: every participant's maps, opened again as results
     from napari_brain_concepts.core.io.results import ResultsStore
 
     copy = ResultsStore.open(tmp_path / "export" / "results")
     assert copy.is_done("captions") and all(copy.maps(name) for name in session.study.subject_names)
-    assert sorted(p.relative_to(copy.root) for p in copy.root.rglob("*") if p.is_file()) == sorted(
-        p.relative_to(session.results_dir) for p in session.results_dir.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(copy.root) for p in copy.root.rglob("*") if p.is_file() and p.name != ".copied-from"
+                  ) == sorted(p.relative_to(session.results_dir) for p in session.results_dir.rglob("*") if p.is_file())
+    assert (copy.manifest["synthetic_size"], copy.manifest["synthetic_seed"]) == ("tiny", 0)
     # a signed map is written once, whole (from its positive part's layer, which holds the data)
     assert not any(p.name.endswith("_negative.nii.gz") for p in niftis)
     signed = [layer for layer in viewer.layers
@@ -233,14 +236,14 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
             np.testing.assert_allclose(nib.load(path).affine, session.study.subject(subj).affine, atol=1e-5)
     assert not (tmp_path / "export" / other / "mask.nii.gz").exists()  # the analysed mask is the study's input
 
-    # the same results opened in another viewer that shows the study already: every dock shows them
+    # the exported copy opened in another viewer, on its own (made in napari, it records its study): every
+    # dock shows its results
     second = make_napari_viewer(show=True)
     _, study2 = second.window.add_plugin_dock_widget(PLUGIN, "Study")
     docks = {name: second.window.add_plugin_dock_widget(PLUGIN, name)[1]
              for name in ("Decode", "Concepts", "Captions", "Alignment")}
-    study2.load_synthetic(size="tiny", seed=0)
+    study2.open_results(copy.root)
     qtbot.waitUntil(lambda: study2.subject is not None, timeout=600_000)
-    study2.open_results(session.results_dir)
     assert docks["Decode"].plot.figure.axes and docks["Alignment"].plot.figure.axes
     assert docks["Concepts"].concepts.count() == concepts.concepts.count()
     assert docks["Captions"].stimulus.count() == captions.stimulus.count()

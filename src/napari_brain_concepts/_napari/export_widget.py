@@ -30,21 +30,25 @@ def _derived(tag: dict | None) -> bool:
     return tag["role"] != "mask" or tag.get("entry") is not None or tag.get("concept") is not None
 
 
-def _check_folder(folder: Path, results_dir: Path | None, whole: bool) -> None:
+def check_export(folder: str | Path, results_dir: str | Path | None, whole: bool) -> None:
     """Refuse, before anything is written, an export folder that is the results folder or lies in it (the
-    layers' files landed among the results, then the copy of the tables failed), or whose ``results/`` is the
-    results folder itself."""
+    layers' files landed among the results, then the copy of the tables failed), and with ``whole`` a
+    ``folder/results`` the whole copy cannot go to (:func:`~napari_brain_concepts.core.io.results.check_results_copy`:
+    the results folder itself, a file, other files, another analysis's results)."""
     from ..core.errors import InputError
+    from ..core.io.results import check_results_copy
 
     if results_dir is None:
         return
-    here, results = folder.resolve(), Path(results_dir).resolve()
+    here, results = Path(folder).resolve(), Path(results_dir).resolve()
     if here == results or results in here.parents:
         raise InputError(folder, f"is {'the' if here == results else 'inside the'} results folder {results}",
                          "choose a folder outside it")
     if whole and here / "results" == results:
         raise InputError(folder, f"holds the results folder itself ({results}), which the export would replace",
                          "choose another folder")
+    if whole:
+        check_results_copy(results, here / "results")
 
 
 def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None, whole: bool = False
@@ -66,7 +70,7 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
 
     folder = Path(folder)
     results_dir = Path(results_dir) if results_dir is not None and ResultsStore.is_results(results_dir) else None
-    _check_folder(folder, results_dir, whole)
+    check_export(folder, results_dir, whole)
     layers = []
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
@@ -153,25 +157,49 @@ class ExportWidget(QWidget):
             self.folder.setText(path)
 
     def export(self, folder: str | Path | None = None) -> list[Path]:
+        """Write the layers on show and the tables and figures (here: fast); with *Whole results folder*, the
+        copy of the results folder follows in a worker (the session is busy meanwhile, as during a step, and
+        the status says when it is done). Returns the files written here."""
+        from ..core.io.results import ResultsStore
+
         folder = folder or self.folder.text().strip()
         if not folder:
             self.status.setText("Choose a folder first.")
             return []
-        whole = self.whole.isChecked()
+        results = self.session.results_dir
+        results = results if results is not None and ResultsStore.is_results(results) else None
+        whole = self.whole.isChecked() and results is not None
         try:
             if self.session.busy:
                 from ..core.errors import InputError
 
                 raise InputError("Export", "a step of the analysis is running", "export once it has finished")
-            written = export_layers(self.viewer, folder, self.session.results_dir, whole=whole)
+            check_export(folder, results, whole)
+            written = export_layers(self.viewer, folder, results)
         except Exception as exc:  # one notification with the message
             self.status.setText("Export failed: see the notification.")
             workers.notify_error(exc)
             return []
-        if not written:
+        if not written and not whole:
             self.status.setText("Nothing to export: open a study and run a step first.")
             return []
-        copied = (f"; the whole results folder is in {Path(folder) / 'results'}"
-                  if any(p.is_relative_to(Path(folder) / "results") for p in written) else "")
-        self.status.setText(f"Wrote {len(written)} file{'s' if len(written) != 1 else ''} to {folder}{copied}.")
+        said = f"Wrote {len(written)} file{'s' if len(written) != 1 else ''} to {folder}"
+        if not whole:
+            self.status.setText(f"{said}.")
+            return written
+        from ..core.io.results import copy_results
+
+        target = Path(folder) / "results"
+        self.status.setText(f"{said}; copying the results folder to {target} …")
+        self.session.set_busy(True)
+
+        def done(copied):
+            self.status.setText(f"{said}, and the whole results folder ({len(copied)} files) to {target}.")
+
+        def failed(exc):
+            self.status.setText(f"{said}; the copy of the results folder failed: see the notification.")
+            workers.notify_error(exc)
+
+        workers.start(copy_results, results, target, on_return=done, on_error=failed,
+                      on_finish=lambda: self.session.set_busy(False))
         return written

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from ..core.study import Study
 
 
+def recorded_origin(manifest: dict[str, Any]) -> bool:
+    """Whether a results folder's manifest says which study it was made from."""
+    return any(key in manifest for key in ("study_path", "nsd_root", "synthetic_size"))
+
+
 class AnalysisSession:
     """Study + participant + analysis context of one viewer."""
 
@@ -44,13 +49,23 @@ class AnalysisSession:
         #: napari closes (opening a study again must not delete hours of NSD decoding), and said where they are
         self.earlier_results: list[Path] = []
         self._earlier_tmps: list[tempfile.TemporaryDirectory] = []
+        self.origin: dict[str, Any] = {}  # how to find the study on show again (see set_study)
 
-    def set_study(self, study: Study, results_dir: str | Path | None = None) -> None:
+    def _leave_temporary(self) -> None:
+        """The analysis leaves the session's temporary folder: kept (and said) when it finished steps."""
         if self._tmp is not None and self.context is not None and self.context.store.finished_steps \
                 and not self.continues_results:
             self._earlier_tmps.append(self._tmp)  # its TemporaryDirectory removes it when napari closes
             self.earlier_results.append(Path(self._tmp.name) / "results")
         self._tmp = None
+
+    def set_study(self, study: Study, results_dir: str | Path | None = None,
+                  origin: dict[str, Any] | None = None) -> None:
+        """Show ``study`` (a new analysis, or the one in ``results_dir``). ``origin``: how to find the study again
+        (the manifest keys of the command line: ``study_path``, ``synthetic_size``/``synthetic_seed``,
+        ``nsd_*``), recorded in the results folder the session creates, so that a copy of it opens on its own."""
+        self._leave_temporary()
+        self.origin = dict(origin or {})
         self.study = study
         self.concept = None
         self.context = None
@@ -60,6 +75,9 @@ class AnalysisSession:
 
     def open_results(self, path: str | Path) -> None:
         """Continue the analysis in results folder ``path`` (of the study on show): the docks show its results."""
+        own = Path(self._tmp.name) if self._tmp is not None else None
+        if own is None or own not in Path(path).parents:  # not the session's own folder opened again
+            self._leave_temporary()
         self.results_dir = Path(path)
         self.concept = None
         self.context = None
@@ -136,6 +154,8 @@ class AnalysisSession:
             # an opened results folder is continued (its finished results stay); a new one is created
             store = ResultsStore.create(self.results_dir, parameters=None, study=self.study.name, resume=True,
                                         fingerprint=self.study.fingerprint())
+            if self.origin and not recorded_origin(store.manifest):  # a copy of the folder finds its study
+                store.update(**self.origin)
             # with the values and the seed its results were made with: a step they need reruns as it ran
             seed = recorded.get("seed") if recorded else None
             self.context = AnalysisContext(study=self.study, store=store,

@@ -53,6 +53,7 @@ class StudyWidget(QWidget):
         self.results: Path | None = None
         self.subject: str | None = None
         self._about = ""  # what the status says of the study on show
+        self._origin: dict = {}  # how the study being loaded can be found again (session.set_study)
         self._worker = None
 
         self.open_button = QPushButton("Open study folder…")
@@ -118,6 +119,7 @@ class StudyWidget(QWidget):
 
         self._check_idle()
         self.results = Path(results) if results is not None else None
+        self._origin = {"study_path": str(Path(path).resolve())}
         self.status.setText(f"Reading {path} …")
         return self._start(read_study, Path(path))
 
@@ -133,6 +135,10 @@ class StudyWidget(QWidget):
         subjects = [int(k) for k in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
         common = to_common_folder(None if to_common is None else str(to_common), subjects, "Common space")
         self.results = None
+        self._origin = {"nsd_root": str(Path(root).resolve()), "nsd_subjects": subjects,
+                        "nsd_sessions": None if sessions is None else _jsonable_sessions(sessions),
+                        "nsd_betas": betas or DEFAULT_BETAS,
+                        "nsd_to_common": to_common if to_common in (None, "identity") else str(Path(to_common).resolve())}
         self.status.setText(f"Reading NSD at {root} …")
         return self._start(load_nsd, Path(root), subjects, sessions, betas=betas or DEFAULT_BETAS, to_common=common,
                            embed_captions=True, on_yield=self._reading)
@@ -146,6 +152,7 @@ class StudyWidget(QWidget):
 
         self._check_idle()
         self.results = Path(results) if results is not None else None
+        self._origin = {"synthetic_size": size, "synthetic_seed": int(seed)}
         self.status.setText("Building the synthetic study …")
         return self._start(make_synthetic_study, seed=seed, size=size)
 
@@ -160,7 +167,11 @@ class StudyWidget(QWidget):
         store.check_made_from(self.study.name, self.study.fingerprint(), "open the results of the study on "
                               "show, or open them in a new viewer, where they bring their own study")
         self.results = Path(path)
+        earlier = len(self.session.earlier_results)
         self.session.open_results(self.results)  # the docks show the folder's results
+        kept = (f" The results of the analysis before stay in {self.session.earlier_results[-1]} until napari "
+                "closes (copy that folder to keep them)." if len(self.session.earlier_results) > earlier else "")
+        self.status.setText(f"{self._about} {self._results_note()}{kept}")
         self.viewer.layers.selection.active = None  # the results' map on show gets selected
         self.show_subject(self.subject)
         self.display.go_to_peak()  # the slice through the default map's strongest region
@@ -177,7 +188,10 @@ class StudyWidget(QWidget):
         self.subject_box.blockSignals(False)
         self.subject = None
         earlier = len(self.session.earlier_results)
-        self.session.set_study(study, results_dir=self.results)
+        origin, self._origin = self._origin, {}  # the loader's; a study set from a script has none
+        if "nsd_root" in origin:  # the sessions each participant was read with
+            origin["nsd_sessions_read"] = {name: sub.session_numbers for name, sub in study.subjects.items()}
+        self.session.set_study(study, results_dir=self.results, origin=origin)
         self.show_subject(names[0])
         self.viewer.reset_view()
         if self.results is not None:  # opened with its results: the slice through the default map's peak
@@ -271,10 +285,15 @@ class StudyWidget(QWidget):
 
     def _on_step_finished(self, step: str) -> None:
         self.refresh_maps()
+        if self.session.temporary_results is not None and self.study is not None:
+            self.status.setText(f"{self._about} {self._results_note()}")
+
+    def _results_note(self) -> str:
+        """Where the analysis's results are, and for how long when napari removes them on closing."""
         temporary = self.session.temporary_results
-        if temporary is not None and self.study is not None:  # where the analysis is, and for how long
-            self.status.setText(f"{self._about} Results in {temporary}, removed when napari closes: "
-                                "Export (Whole results folder) keeps them.")
+        if temporary is not None:
+            return f"Results in {temporary}, removed when napari closes: Export (Whole results folder) keeps them."
+        return f"Results: {self.session.results_dir}." if self.session.results_dir is not None else ""
 
     def _on_busy(self, busy: bool) -> None:
         for button in (self.open_button, self.results_button, self.sample_button):
@@ -350,6 +369,7 @@ class StudyWidget(QWidget):
                              "wait for it to finish, or cancel the step, then open the study or the results")
 
     def _failed(self, exc: BaseException) -> None:
+        self._origin = {}
         self.status.setText("Could not load: see the notification.")
         workers.notify_error(exc)
 
@@ -365,8 +385,12 @@ class StudyWidget(QWidget):
             return
         from ..core.io.results import ResultsStore
 
-        if ResultsStore.is_results(path):  # a results folder: opened with its study, as `brain-concepts view` does
-            self.open_results(path)
+        if ResultsStore.is_results(path):  # a results folder: opened with its own study, as `brain-concepts view` does
+            try:
+                self._check_idle()
+                self._open_study_of(ResultsStore.open(path))
+            except Exception as exc:  # one notification with the core's message
+                workers.notify_error(exc)
             return
         if not is_nsd_root(path):
             self.open_study(path)
@@ -406,6 +430,7 @@ class StudyWidget(QWidget):
             from ..core.io.nsd import read_nsd, recorded_reading
 
             self.results = store.root
+            self._origin = {}  # the folder records it
             self.status.setText(f"Reading NSD at {m['nsd_root']} …")
             reading = recorded_reading(m)  # the betas, sessions, common space and model the results were made with
             return self._start(read_nsd, reading.pop("root"), **reading)
@@ -413,3 +438,11 @@ class StudyWidget(QWidget):
             return self.load_synthetic(m["synthetic_size"], int(m.get("synthetic_seed", 0)), results=store.root)
         raise InputError(where, "does not say which study the results were made from",
                          "open the study first (Open study folder…), then Open results…")
+
+
+def _jsonable_sessions(sessions) -> list[int] | str:
+    """The sessions asked for, as the manifest records them (numbers, or the text of a range given as text)."""
+    try:
+        return [int(k) for k in sessions]
+    except (TypeError, ValueError):
+        return str(sessions)

@@ -562,22 +562,41 @@ class ResultsStore:
         return load_nifti(path, what="map")
 
 
-def copy_results(src: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Copy the results folder ``src`` to ``dest`` whole (every participant's maps and masks, the decoders, the
-    tables, the manifest), so that it opens again as a results folder; returns the files written.
+#: in a copy made by :func:`copy_results`: the folder it was copied from (a later copy of the same folder may
+#: replace it; another analysis's results folder is never replaced)
+COPIED_FROM = ".copied-from"
 
-    The copy is made beside ``dest`` under a temporary name and then takes its place: an earlier copy at
-    ``dest`` is replaced only once the new one is complete, and a failed copy leaves nothing behind. ``dest``
-    must not lie inside ``src`` (nor be ``src``)."""
-    import uuid
 
+def check_results_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Refuse, before anything is written, a copy of the results folder ``src`` to ``dest`` that
+    :func:`copy_results` must not make: ``dest`` inside ``src`` (or ``src`` itself), a file, a folder of other
+    files, or a results folder other than an earlier copy of ``src`` (another analysis)."""
     src, dest = Path(src).resolve(), Path(dest).resolve()
     if not ResultsStore.is_results(src):
         raise InputError(src, "is not a results folder (no manifest.json)", "give a folder written by an analysis")
     if dest == src or src in dest.parents:
         raise InputError(dest, f"lies inside the results folder {src}", "copy it to a folder outside that one")
-    if dest.exists() and not ResultsStore.is_results(dest) and any(dest.iterdir()):
+    if not dest.exists():
+        return
+    if not dest.is_dir() or (not ResultsStore.is_results(dest) and any(dest.iterdir())):
         raise InputError(dest, "exists and is not a results folder", "choose a new or empty folder, or another name")
+    marker = dest / COPIED_FROM
+    if ResultsStore.is_results(dest) and not (marker.is_file() and marker.read_text(encoding="utf-8").strip()
+                                              == str(src)):
+        raise InputError(dest, "holds the results of another analysis", "choose another folder, or move them")
+
+
+def copy_results(src: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+    """Copy the results folder ``src`` to ``dest`` whole (every participant's maps and masks, the decoders, the
+    tables, the manifest), so that it opens again as a results folder; returns the files written.
+
+    The copy is made beside ``dest`` under a temporary name and then takes its place: an earlier copy of ``src``
+    at ``dest`` is replaced only once the new one is complete, and a failed copy leaves nothing behind and the
+    earlier copy in place. What is refused: :func:`check_results_copy`."""
+    import uuid
+
+    check_results_copy(src, dest)
+    src, dest = Path(src).resolve(), Path(dest).resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
     written: list[Path] = []
@@ -587,16 +606,20 @@ def copy_results(src: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
         written.append(dest / Path(b).relative_to(partial))
         return b
 
+    old = None
     try:
         shutil.copytree(src, partial, copy_function=copy)
+        (partial / COPIED_FROM).write_text(f"{src}\n", encoding="utf-8")
         if dest.exists():
             old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
             dest.rename(old)
-            partial.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            partial.rename(dest)
+        partial.rename(dest)
     except BaseException:
+        if old is not None and not dest.exists():
+            old.rename(dest)  # the earlier copy back in its place
+            old = None
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return written
