@@ -72,10 +72,11 @@ class ConceptsWidget(StepWidget):
         self.min_participants.setValue(3)
         self.min_participants.setToolTip("a concept is shared when this many other participants carry it")
         form = QFormLayout()
-        form.addRow("Components", self.n_components)
-        form.addRow("Mask sparsity λ", self.sparsity)
-        form.addRow("Mask steps", self.mask_steps)
-        form.addRow("Shared by (others)", self.min_participants)
+        labels = self.field_labels
+        form.addRow(labels["concepts.n_components"], self.n_components)
+        form.addRow(labels["masks.sparsity"], self.sparsity)
+        form.addRow(labels["masks.n_steps"], self.mask_steps)
+        form.addRow(labels["shared.min_participants"], self.min_participants)
         self.form.addLayout(form)
         # short labels: with Run and Cancel, two buttons a row fit a dock of napari's default width
         self.basis_button = QPushButton("Basis only")

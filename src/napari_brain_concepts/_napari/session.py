@@ -102,9 +102,7 @@ class AnalysisSession:
     def temporary_results(self) -> Path | None:
         """The session's own temporary results folder, when the analysis writes there (removed when napari
         closes), else None."""
-        own = Path(self._tmp.name) if self._tmp is not None else None
-        return self.results_dir if own is not None and self.results_dir is not None and own in \
-            self.results_dir.parents else None
+        return self.results_dir if self.results_dir is not None and not self.continues_results else None
 
     def recorded_parameters(self) -> dict[str, Any] | None:
         """The parameters the opened results folder records (``{"params": {step: {...}}, "seed", ...}``), or
