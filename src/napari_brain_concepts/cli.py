@@ -257,12 +257,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _origin(args: argparse.Namespace, study=None) -> dict[str, Any]:
     """How to find the study again (for ``brain-concepts view RESULTS``); for NSD also the sessions read."""
     if getattr(args, "nsd", None):
-        to_common = args.to_common if args.to_common in (None, "identity") else str(Path(args.to_common).resolve())
-        origin = {"nsd_root": str(Path(args.nsd).resolve()), "nsd_subjects": args.subject,
-                  "nsd_sessions": args.sessions, "nsd_betas": args.betas, "nsd_to_common": to_common}
-        if study is not None:
-            origin["nsd_sessions_read"] = {name: sub.session_numbers for name, sub in study.subjects.items()}
-        return origin
+        from .core.io.nsd import nsd_origin
+
+        return nsd_origin(args.nsd, args.subject, args.sessions, args.betas, args.to_common, study)
     if getattr(args, "study", None):
         return {"study_path": str(Path(args.study).resolve())}
     return {"synthetic_size": getattr(args, "size", "default"), "synthetic_seed": args.seed}

@@ -44,9 +44,6 @@ def check_export(folder: str | Path, results_dir: str | Path | None, whole: bool
     if here == results or results in here.parents:
         raise InputError(folder, f"is {'the' if here == results else 'inside the'} results folder {results}",
                          "choose a folder outside it")
-    if whole and here / "results" == results:
-        raise InputError(folder, f"holds the results folder itself ({results}), which the export would replace",
-                         "choose another folder")
     if whole:
         check_results_copy(results, here / "results")
 

@@ -135,10 +135,7 @@ class StudyWidget(QWidget):
         subjects = [int(k) for k in ([subjects] if isinstance(subjects, (int, str)) else subjects)]
         common = to_common_folder(None if to_common is None else str(to_common), subjects, "Common space")
         self.results = None
-        self._origin = {"nsd_root": str(Path(root).resolve()), "nsd_subjects": subjects,
-                        "nsd_sessions": None if sessions is None else _jsonable_sessions(sessions),
-                        "nsd_betas": betas or DEFAULT_BETAS,
-                        "nsd_to_common": to_common if to_common in (None, "identity") else str(Path(to_common).resolve())}
+        self._origin = {"nsd": (root, subjects, sessions, betas, to_common)}  # recorded once read (set_study)
         self.status.setText(f"Reading NSD at {root} …")
         return self._start(load_nsd, Path(root), subjects, sessions, betas=betas or DEFAULT_BETAS, to_common=common,
                            embed_captions=True, on_yield=self._reading)
@@ -189,8 +186,10 @@ class StudyWidget(QWidget):
         self.subject = None
         earlier = len(self.session.earlier_results)
         origin, self._origin = self._origin, {}  # the loader's; a study set from a script has none
-        if "nsd_root" in origin:  # the sessions each participant was read with
-            origin["nsd_sessions_read"] = {name: sub.session_numbers for name, sub in study.subjects.items()}
+        if "nsd" in origin:  # with the sessions each participant was read with
+            from ..core.io.nsd import nsd_origin
+
+            origin = nsd_origin(*origin["nsd"], study=study)
         self.session.set_study(study, results_dir=self.results, origin=origin)
         self.show_subject(names[0])
         self.viewer.reset_view()
@@ -438,11 +437,3 @@ class StudyWidget(QWidget):
             return self.load_synthetic(m["synthetic_size"], int(m.get("synthetic_seed", 0)), results=store.root)
         raise InputError(where, "does not say which study the results were made from",
                          "open the study first (Open study folder…), then Open results…")
-
-
-def _jsonable_sessions(sessions) -> list[int] | str:
-    """The sessions asked for, as the manifest records them (numbers, or the text of a range given as text)."""
-    try:
-        return [int(k) for k in sessions]
-    except (TypeError, ValueError):
-        return str(sessions)

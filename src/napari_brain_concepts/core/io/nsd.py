@@ -389,6 +389,19 @@ def to_common_folder(value: str | os.PathLike | None, subjects: Sequence[int], w
     return {k: folder / f"subj{k:02d}.txt" for k in subjects}
 
 
+def nsd_origin(root: str | os.PathLike, subjects: Sequence[int], sessions: Sequence[int] | None, betas: str | None,
+               to_common: str | os.PathLike | None, study=None) -> dict:
+    """How a results folder records the NSD reading it was made from (the manifest's ``nsd_*`` keys, which
+    :func:`recorded_reading` reads back); with ``study``, also the sessions each participant was read with."""
+    common = to_common if to_common in (None, "identity") else str(Path(to_common).resolve())
+    origin = {"nsd_root": str(Path(root).resolve()), "nsd_subjects": [int(k) for k in subjects],
+              "nsd_sessions": None if sessions is None else [int(k) for k in sessions],
+              "nsd_betas": betas or DEFAULT_BETAS, "nsd_to_common": common}
+    if study is not None:
+        origin["nsd_sessions_read"] = {name: sub.session_numbers for name, sub in study.subjects.items()}
+    return origin
+
+
 def recorded_reading(manifest: dict) -> dict:
     """The arguments of :func:`read_nsd` that read NSD as the results folder of ``manifest`` did (the command
     line records them): root, subjects, sessions read, betas version, common space and the sentence model of

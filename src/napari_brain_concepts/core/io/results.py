@@ -575,7 +575,8 @@ def check_results_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
     if not ResultsStore.is_results(src):
         raise InputError(src, "is not a results folder (no manifest.json)", "give a folder written by an analysis")
     if dest == src or src in dest.parents:
-        raise InputError(dest, f"lies inside the results folder {src}", "copy it to a folder outside that one")
+        raise InputError(dest, f"{'is' if dest == src else 'lies inside'} the results folder {src}",
+                         "copy it to a folder outside that one")
     if not dest.exists():
         return
     if not dest.is_dir() or (not ResultsStore.is_results(dest) and any(dest.iterdir())):
