@@ -207,10 +207,13 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     qtbot.waitUntil(lambda: "whole results folder" in export.status.text(), timeout=120_000)
     assert export.status.text().startswith(f"Wrote {len(written)} files to ") and not session.busy
     niftis = [p for p in written if p.name.endswith(".nii.gz")]
-    assert niftis and any(p.parent.name == "tables" for p in written)
     from napari_brain_concepts.core.io.results import ResultsStore
 
     copy = ResultsStore.open(tmp_path / "export" / "results")
+    # the tables and figures are in the copy, once: not beside it as well
+    assert niftis and not any(p.parent.name in ("tables", "figures") for p in written)
+    assert (copy.root / "tables" / "decoding.tsv").is_file() and not (tmp_path / "export" / "figures").exists()
+    assert sorted(p.name for p in (tmp_path / "export" / "tables").iterdir()) == ["my_notes.txt"]
     assert copy.is_done("captions") and all(copy.maps(name) for name in session.study.subject_names)
     assert sorted(p.relative_to(copy.root) for p in copy.root.rglob("*") if p.is_file() and p.name != ".copied-from"
                   ) == sorted(p.relative_to(session.results_dir) for p in session.results_dir.rglob("*") if p.is_file())
@@ -235,6 +238,14 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
         if subj in session.study.subjects:
             np.testing.assert_allclose(nib.load(path).affine, session.study.subject(subj).affine, atol=1e-5)
     assert not (tmp_path / "export" / other / "mask.nii.gz").exists()  # the analysed mask is the study's input
+    # without the whole folder: the layers and, beside them, the tables and figures
+    export.whole.setChecked(False)
+    alone = export.export(tmp_path / "alone")
+    assert export.status.text() == f"Wrote {len(alone)} files to {tmp_path / 'alone'}." and not session.busy
+    assert (tmp_path / "alone" / "tables" / "decoding.tsv").is_file() and (tmp_path / "alone" / "figures").is_dir()
+    assert not (tmp_path / "alone" / "results").exists()
+    assert {p.relative_to(tmp_path / "alone") for p in alone if p.name.endswith(".nii.gz")} == {
+        p.relative_to(tmp_path / "export") for p in niftis}
 
     # the exported copy opened in another viewer, on its own (made in napari, it records its study): every
     # dock shows its results

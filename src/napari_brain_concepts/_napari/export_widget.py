@@ -48,17 +48,20 @@ def check_export(folder: str | Path, results_dir: str | Path | None, whole: bool
         check_results_copy(results, here / "results")
 
 
-def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None, whole: bool = False
-                  ) -> list[Path]:
+def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None, whole: bool = False,
+                  tables: bool = True) -> list[Path]:
     """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures; with
     ``whole``, also the whole results folder (every participant's maps and masks, the decoders, the manifest)
-    as ``folder/results``, which opens again with *Open results…*. Returns the files written (none, and no
-    folder made, when there is nothing to export).
+    as ``folder/results``, which opens again with *Open results…*, and holds the tables and figures (they are
+    then not copied a second time beside it). Returns the files written (none, and no folder made, when there
+    is nothing to export).
 
     Layers go to ``folder/SUBJ/NAME.nii.gz`` (spaces as underscores; a concept's hard mask, whose name would
     give the file of its soft mask, as ``NAME_hard.nii.gz``; a signed map once, from the layer of its positive
     part, which holds the whole map) through the NIfTI writer, so each keeps the affine and header of the
-    participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder.
+    participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder (into
+    ``folder/results`` with ``whole``; ``tables=False`` leaves them out, for a caller that copies the whole
+    folder itself).
     """
     from napari.layers import Labels
 
@@ -73,7 +76,9 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
         if _derived(tag) and tag.get("part") != "negative":  # a signed map's negative part: its positive part's data
             layers.append((layer, tag))
-    sources = [Path(results_dir) / sub for sub in ("tables", "figures")] if results_dir is not None else []
+    copied_whole = whole and results_dir is not None
+    sources = [Path(results_dir) / sub for sub in ("tables", "figures")
+               ] if results_dir is not None and tables and not copied_whole else []
     sources = [src for src in sources if src.is_dir()]
     written: list[Path] = []
     targets: set[Path] = set()  # files written so far
@@ -101,7 +106,7 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
 
     for src in sources:
         shutil.copytree(src, folder / src.name, dirs_exist_ok=True, copy_function=copy)
-    if whole and results_dir is not None:
+    if copied_whole:
         written += copy_results(results_dir, folder / "results")
     return written
 
@@ -155,7 +160,7 @@ class ExportWidget(QWidget):
 
     def export(self, folder: str | Path | None = None) -> list[Path]:
         """Write the layers on show and the tables and figures (here: fast); with *Whole results folder*, the
-        copy of the results folder follows in a worker (the session is busy meanwhile, as during a step, and
+        copy of the results folder, which holds the tables and figures, follows in a worker (the session is busy meanwhile, as during a step, and
         the status says when it is done). Returns the files written here."""
         from ..core.io.results import ResultsStore
 
@@ -172,7 +177,7 @@ class ExportWidget(QWidget):
 
                 raise InputError("Export", "a step of the analysis is running", "export once it has finished")
             check_export(folder, results, whole)
-            written = export_layers(self.viewer, folder, results)
+            written = export_layers(self.viewer, folder, results, tables=not whole)  # else in the copy
         except Exception as exc:  # one notification with the message
             self.status.setText("Export failed: see the notification.")
             workers.notify_error(exc)
@@ -191,7 +196,8 @@ class ExportWidget(QWidget):
         self.session.set_busy(True)
 
         def done(copied):
-            self.status.setText(f"{said}, and the whole results folder ({len(copied)} files) to {target}.")
+            self.status.setText(f"{said}, and the whole results folder ({len(copied)} files, the tables and "
+                                f"figures among them) to {target}.")
 
         def failed(exc):
             self.status.setText(f"{said}; the copy of the results folder failed: see the notification.")
