@@ -1,5 +1,11 @@
 """Issue #5's claims on the default synthetic study (seed 0), run as the demo runs them: decode, concept
-basis and voxel masks with the demo's parameters (about 2.5 minutes on 2 CPU cores).
+basis and voxel masks with the demo's parameters (about 1.5 minutes on 2 CPU cores).
+
+The masks are optimised for the components matched to planted concepts only (10 of 256), which the claims
+are about. Each concept's mask is its own problem (the loss is a sum over concepts, Adam acts element-wise;
+``test_masks.py`` checks the batch against a loop), so these are the demo's masks: measured against the run
+of all 256, the soft masks differ by at most 3.4e-6 (float32 rounding), the hard masks and the steps they were
+kept at are identical. With all 256 the masks step took 150 s of the fixture's 200 s (quiet machine); now 40 s.
 
 - The hard mask of the basis component matched to each planted concept overlaps the planted region:
   mean Dice ≥ 0.8 in every participant (with ``skew_weight=0`` it is 0.75-0.77).
@@ -33,7 +39,10 @@ def run(tmp_path_factory):
     params = {"concepts": ConceptsParams(**DEMO_PARAMS["concepts"]), "masks": MasksParams(**DEMO_PARAMS["masks"])}
     ctx = AnalysisContext(study=study, store=ResultsStore.create(tmp_path_factory.mktemp("default") / "r"),
                           device="cpu", params=params)
-    run_to_end(run_analysis(ctx, ["decode", "concepts", "masks"]))
+    run_to_end(run_analysis(ctx, ["decode", "concepts"]))
+    matched = sorted(set(ctx.state["concept_matches"]["concept"]))
+    ctx.params["masks"] = MasksParams(**DEMO_PARAMS["masks"], concepts=matched)
+    run_to_end(run_analysis(ctx, ["masks"]))
     return ctx
 
 
