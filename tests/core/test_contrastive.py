@@ -163,7 +163,7 @@ def test_predict_takes_a_single_sample():
     one = model.predict(X[:1])
     assert one.shape == (1, E.shape[1])
     np.testing.assert_allclose(one, model.predict(X)[:1], rtol=1e-5, atol=1e-6)
-    with pytest.raises(InputError, match="parameter X: X has 10 features, but ContrastiveDecoder is expecting 60 features as input"):
+    with pytest.raises(InputError, match="data to predict from: X has 10 features, but ContrastiveDecoder is expecting 60 features as input"):
         model.predict(X[:1, :10])
     X[0, 0] = np.nan
     with pytest.raises(InputError, match="before predicting"):

@@ -109,7 +109,7 @@ def test_row_count_message_calls_x_the_embedding_and_y_the_responses():
     assert str(err.value) == ("parameters X and Y: have 29 and 30 rows. Fix: give one row of Y (responses) per row "
                               "of X (embedding), in the same order.")
     model = EncodingModel(alphas=[1.0], cv=3, device="cpu").fit(X, Y)
-    with pytest.raises(InputError, match=r"parameter X: X has 3 features, but EncodingModel is expecting 4 features as input\. Fix: give "
+    with pytest.raises(InputError, match=r"data to predict from: X has 3 features, but EncodingModel is expecting 4 features as input\. Fix: give "
                                          r"embeddings of the same space as in fit"):
         model.predict(X[:, :3])
 

@@ -283,7 +283,7 @@ CASES = [
     ("decoder-wrong-embedding-dim", lambda t: _fitted_decoder_wrong_dimension(),
      r"parameter Y: has 4 columns, the decoder was fitted on 6-d targets"),
     ("decoder-wrong-voxels", lambda t: _fitted_decoder_wrong_voxels(),
-     r"parameter X: X has 5 features, but RidgeDecoder is expecting 12 features as input"),
+     r"data to predict from: X has 5 features, but RidgeDecoder is expecting 12 features as input"),
     # models from disk (core/embeddings/text.py, clip.py, core/alignment/image_networks.py)
     ("model-folder-missing", lambda t: _text_model(t, "missing"), r"sentence-model folder does not exist"),
     ("model-folder-not-a-model", lambda t: _text_model(t, "empty"),

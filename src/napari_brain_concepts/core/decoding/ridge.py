@@ -117,7 +117,7 @@ def check_features(X: Any, n_features: int, estimator: str = "RidgeDecoder",
     ``estimator``: the class name, for the message."""
     X = _as_matrix(X, "X", "predicting")
     if X.shape[1] != n_features:
-        raise InputError("parameter X", f"X has {X.shape[1]} features, but {estimator} is expecting {n_features} "
+        raise InputError("data to predict from", f"X has {X.shape[1]} features, but {estimator} is expecting {n_features} "
                          "features as input", f"give {same} as in fit")
     return X
 
