@@ -137,7 +137,9 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     alignment.run()
     _wait(qtbot, alignment)
     assert session.done("rsa") and session.done("encode"), alignment.status.text()
-    assert alignment.plot.figure.axes[0].patches
+    summary = session.context.state["rsa_summary"]
+    rsa_image = alignment.plot.figure.axes[0].images[0].get_array()  # ROIs × (models, noise ceiling)
+    assert rsa_image.shape == (summary["roi"].nunique(), summary["model"].nunique() + 1)
     # the encoding map of the caption embedding whose model "Predict map" uses (the manifest's reference)
     assert viewer.layers.selection.active.name == f"{subject.name} encoding_r_captions"
     alignment.phrase.setText("a smiling face next to a house")

@@ -12,7 +12,7 @@ from .step_widget import StepWidget
 
 
 class AlignmentWidget(StepWidget):
-    """Run ``embed`` → ``rsa`` → ``encode``; plot noise-ceiling-normalised RSA per ROI and model.
+    """Run ``embed`` → ``rsa`` → ``encode``; show the group's RSA per ROI and model beside the noise ceilings.
 
     Type a phrase and press Enter: the caption encoding model of the participant on show predicts its brain
     map, which appears (and is replaced at each new phrase) as the layer ``SUBJ phrase map``. On results opened
@@ -69,35 +69,60 @@ class AlignmentWidget(StepWidget):
         self.show_layer(f"encoding_r_{reference}")
 
     def plot_rsa(self, summary) -> None:
-        """Bars: RSA r per ROI (groups) and model (bars), * where FDR-significant; a grey line over each ROI
-        marks its noise ceiling (the leave-one-subject-out lower bound), as rsatoolbox draws it.
+        """Heat map of the group's RSA: r per ROI (rows) and model (columns) on one diverging scale centred on
+        0, * where FDR-significant, and each ROI's noise ceiling (the leave-one-subject-out lower bound) in a
+        last column on the same scale, its value written in the cell (a negative ceiling: the participants'
+        RDMs of that ROI do not agree).
 
-        Raw r against the ceiling rather than r / ceiling: in small, noisy ROIs the lower-bound ceiling is
-        near zero and the ratio runs far above 1 without meaning anything.
+        A heat map rather than bars: 13 ROIs × 8 models made 104 bars, whose ROI names fitted a dock's width
+        only upright at 6 pt. Raw r beside the ceiling rather than r / ceiling: in small, noisy ROIs the
+        lower-bound ceiling is near zero and the ratio runs far above 1 without meaning anything.
         """
+        import matplotlib
+
         ax = self.plot.axes()
         rois = list(dict.fromkeys(summary["roi"]))
         models = list(dict.fromkeys(summary["model"]))
-        width = 0.8 / max(1, len(models))
-        for j, model in enumerate(models):
-            df = summary[summary["model"] == model].set_index("roi").reindex(rois)
-            x = np.arange(len(rois)) + j * width
-            ax.bar(x, df["r"].to_numpy(dtype=float), width, label=model)
-            for xi, (v, sig) in enumerate(zip(df["r"], df.get("significant", [False] * len(df)))):
-                if bool(sig) and np.isfinite(v):
-                    ax.text(x[xi], v, "*", ha="center", va="bottom", color="#ffffff", fontsize=8)
+        cells = summary.groupby(["roi", "model"], sort=False)
+        r = cells["r"].mean().unstack().reindex(index=rois, columns=models).to_numpy(dtype=float)
+        significant = (cells["significant"].any().unstack().reindex(index=rois, columns=models)
+                       .fillna(False).to_numpy(dtype=bool) if "significant" in summary
+                       else np.zeros(r.shape, dtype=bool))
+        columns = list(models)
+        values = r
         if "noise_ceiling" in summary:
             ceiling = summary.groupby("roi", sort=False)["noise_ceiling"].mean().reindex(rois).to_numpy(dtype=float)
-            left = np.arange(len(rois)) - width / 2
-            ax.hlines(ceiling, left, left + 0.8, colors="#aaaaaa", linewidth=1.5, label="noise ceiling")
-        # upright names: 13 ROI names at 30° ran into one another in a dock's width
-        ax.set_xticks(np.arange(len(rois)) + 0.4 - width / 2, rois, rotation=90, fontsize=6)
-        ax.set_ylabel("RSA r")
+            values = np.column_stack([r, ceiling])
+            columns.append("noise ceiling")
+        finite = values[np.isfinite(values)]
+        vmax = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#262930")  # no value: the background
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto",
+                          interpolation="nearest")
+
+        def ink(v: float) -> str:  # dark on the light middle of the scale, light on its dark ends
+            return "#000000" if abs(v) < 0.6 * vmax else "#ffffff"
+
+        for i, j in zip(*np.nonzero(significant & np.isfinite(r))):
+            ax.text(j, i, "*", ha="center", va="center", fontsize=9, color=ink(r[i, j]))
+        if len(columns) > len(models):
+            ax.axvline(len(models) - 0.5, color="#262930", linewidth=3)  # the ceiling apart from the models
+            for i, v in enumerate(values[:, -1]):
+                if np.isfinite(v):
+                    said = f"{v:.2f}" if round(v, 2) != 0 else "0.00"  # never "-0.00"
+                    ax.text(len(models), i, said.replace("-", "\u2212"), ha="center", va="center", fontsize=6,
+                            color=ink(v))
+        ax.set_xticks(np.arange(len(columns)), columns, rotation=90, fontsize=7)
+        ax.set_yticks(np.arange(len(rois)), rois, fontsize=7)
+        ax.tick_params(length=0)
+        bar = self.plot.figure.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
+        bar.set_label("RSA r (* FDR-significant)", color="#dddddd", fontsize=7)
+        bar.ax.tick_params(colors="#dddddd", labelsize=7)
+        bar.outline.set_edgecolor("#aaaaaa")
         # the group result (it stays on a participant switch): the mean over the participants that have each ROI
         n = summary["n_subjects"].max() if "n_subjects" in summary and len(summary) else np.nan
         ax.set_title(f"group mean over {int(n)} participant{'s' if n != 1 else ''}" if np.isfinite(n) and n
                      else "group mean", fontsize=8)
-        self.plot.legend(ax, ncol=2)
         self.plot.draw()
 
     def predict(self, text: str | None = None) -> None:

@@ -1,0 +1,42 @@
+"""The Alignment dock's RSA heat map: r per ROI and model, the FDR stars, and the noise ceilings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PLUGIN = "napari-brain-concepts"
+
+
+def _summary():
+    rows = []
+    for i, roi in enumerate(["floc-faces/FFA-1", "floc-places/OPA", "planted/number"]):
+        for j, model in enumerate(["captions", "words_nouns"]):
+            rows.append({"roi": roi, "model": model, "n_subjects": 4, "r": 0.1 * i - 0.05 * j,
+                         "noise_ceiling": [0.42, -0.021, 0.0004][i], "significant": (i, j) == (2, 0)})
+    rows.append({"roi": "floc-words/VWFA-1", "model": "captions", "n_subjects": 3, "r": 0.3,
+                 "noise_ceiling": np.nan, "significant": True})  # no words_nouns row, no ceiling: empty cells
+    return pd.DataFrame(rows)
+
+
+def test_the_rsa_heat_map_shows_every_roi_and_model_the_stars_and_the_ceilings(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, alignment = viewer.window.add_plugin_dock_widget(PLUGIN, "Alignment")
+    alignment.plot_rsa(_summary())
+    ax = alignment.plot.figure.axes[0]
+    image = ax.images[0].get_array()
+    r = np.array([[0.0, -0.05], [0.1, 0.05], [0.2, 0.15], [0.3, np.nan]])
+    ceiling = np.array([0.42, -0.021, 0.0004, np.nan])
+    np.testing.assert_allclose(image.filled(np.nan), np.column_stack([r, ceiling]), atol=1e-12)
+    assert image.mask[3, 1] and image.mask[3, 2]  # nothing to show: the background, not a colour of the scale
+    vmin, vmax = ax.images[0].get_clim()
+    assert vmin == -vmax == -0.42  # one scale centred on 0, as wide as the largest value
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["floc-faces/FFA-1", "floc-places/OPA",
+                                                            "planted/number", "floc-words/VWFA-1"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["captions", "words_nouns", "noise ceiling"]
+    assert min(t.get_fontsize() for t in ax.get_xticklabels() + ax.get_yticklabels()) >= 7
+    texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in ax.texts}
+    # a star where FDR-significant (row 2, and the words ROI's one model); the ceilings written out, a negative
+    # one with its sign and a tiny one as 0.00, never -0.00
+    assert texts == {(0, 2): "*", (0, 3): "*", (2, 0): "0.42", (2, 1): "\u22120.02", (2, 2): "0.00"}
+    assert ax.get_title() == "group mean over 4 participants"
