@@ -55,6 +55,31 @@ def test_study_widget_reports_a_bad_folder(make_napari_viewer, qtbot, tmp_path):
     assert widget.study is None and len(viewer.layers) == 0
 
 
+def test_the_notification_of_a_bad_file_starts_with_its_name_and_the_problem(make_napari_viewer, tmp_path,
+                                                                              monkeypatch):
+    """napari's notification shows one line until it is expanded: for a file deep in a study folder that
+    line was a piece of its absolute path. It starts with the file's folder and name and the problem; the
+    full path follows."""
+    from napari_brain_concepts._napari import workers
+
+    folder = tmp_path / "projects" / "my-lab" / "studies" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text("{not json")
+    shown = []
+    monkeypatch.setattr(workers, "show_error", shown.append)
+    monkeypatch.setattr(workers, "SYNCHRONOUS", True)
+    widget = StudyWidget(make_napari_viewer())
+    widget.open_study(folder)
+    assert len(shown) == 1, shown
+    assert shown[0].startswith("broken/study.json: "), shown[0]
+    assert shown[0].endswith(f"(Full path: {folder / 'study.json'})"), shown[0]
+    # a parameter, or a short path, reads as before
+    from napari_brain_concepts.core.errors import InputError
+
+    assert workers._error_message(InputError("parameter sparsity", "is -1", "give a value >= 0")) == (
+        "parameter sparsity: is -1. Fix: give a value >= 0.")
+
+
 def test_a_new_study_starts_a_new_analysis_and_results_of_another_study_are_refused(make_napari_viewer, qtbot,
                                                                                      tmp_path):
     """Opened results stay with their study: loading another study does not write into them, and results of

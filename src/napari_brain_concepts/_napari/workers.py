@@ -31,12 +31,25 @@ class StepRuntimeError(Exception):
 
 
 def _error_message(exc: BaseException) -> str:
-    from ..core.errors import BrainConceptsError
+    from ..core.errors import BrainConceptsError, InputError
 
     if isinstance(exc, StepRuntimeError):
         exc = exc.original
-
+    if isinstance(exc, InputError):
+        return _short_path_first(exc)
     return str(exc) if isinstance(exc, BrainConceptsError) else f"{type(exc).__name__}: {exc}"
+
+
+def _short_path_first(exc) -> str:
+    """An error about a file given by its absolute path as ``FOLDER/NAME: PROBLEM. Fix: HOW. (In: PATH)``:
+    napari's notification shows one line until it is expanded, which was only a piece of the path."""
+    from pathlib import PurePath
+
+    where = PurePath(exc.where)
+    if not where.is_absolute() or len(where.parts) < 4:
+        return str(exc)
+    short = PurePath(*where.parts[-2:])
+    return f"{short}: {exc.problem}. Fix: {exc.fix}. (Full path: {where})"
 
 
 def notify_error(exc: BaseException) -> None:
