@@ -4,8 +4,8 @@ basis and voxel masks with the demo's parameters (about 1.5 minutes on 2 CPU cor
 The masks are optimised for the components matched to planted concepts only (10 of 256), which the claims
 are about. Each concept's mask is its own problem (the loss is a sum over concepts, Adam acts element-wise;
 ``test_masks.py`` checks the batch against a loop), so these are the demo's masks: measured against the run
-of all 256, the soft masks differ by at most 3.4e-6 (float32 rounding), the hard masks and the steps they were
-kept at are identical. With all 256 the masks step took 150 s of the fixture's 200 s (quiet machine); now 40 s.
+of all 256, the soft masks differ by at most 3.4e-6 (float32 rounding: the matrix products of 10 and 256 rows
+round differently), the hard masks and the steps they were kept at are the same. With all 256 the masks step took 150 s of the fixture's 200 s (quiet machine); now 40 s.
 
 - The hard mask of the basis component matched to each planted concept overlaps the planted region:
   mean Dice ≥ 0.8 in every participant (with ``skew_weight=0`` it is 0.75-0.77).

@@ -73,11 +73,18 @@ def test_the_notification_of_a_bad_file_starts_with_its_name_and_the_problem(mak
     assert len(shown) == 1, shown
     assert shown[0].startswith("broken/study.json: "), shown[0]
     assert shown[0].endswith(f"(Full path: {folder / 'study.json'})"), shown[0]
-    # a parameter, or a short path, reads as before
+    # a parameter, a short path, or a path within words read as raised
+    import pickle
+
     from napari_brain_concepts.core.errors import InputError
 
-    assert workers._error_message(InputError("parameter sparsity", "is -1", "give a value >= 0")) == (
-        "parameter sparsity: is -1. Fix: give a value >= 0.")
+    for where in ("parameter sparsity", "/data/study/x.tsv rows 3/4", tmp_path.anchor + "study"):
+        error = InputError(where, "is wrong", "mend it")
+        assert workers._error_message(error) == f"{where}: is wrong. Fix: mend it."
+    # a path survives pickling (as from a dask worker) and is shown the same
+    error = InputError(folder / "study.json", "is wrong", "mend it")
+    assert workers._error_message(pickle.loads(pickle.dumps(error))) == workers._error_message(error) == (
+        f"broken/study.json: is wrong. Fix: mend it. (Full path: {folder / 'study.json'})")
 
 
 def test_a_new_study_starts_a_new_analysis_and_results_of_another_study_are_refused(make_napari_viewer, qtbot,

@@ -138,8 +138,8 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     _wait(qtbot, alignment)
     assert session.done("rsa") and session.done("encode"), alignment.status.text()
     summary = session.context.state["rsa_summary"]
-    rsa_image = alignment.plot.figure.axes[0].images[0].get_array()  # ROIs × (models, noise ceiling)
-    assert rsa_image.shape == (summary["roi"].nunique(), summary["model"].nunique() + 1)
+    rsa_image = alignment.plot.figure.axes[0].images[0].get_array()  # ROIs × models
+    assert rsa_image.shape == (summary["roi"].nunique(), summary["model"].nunique())
     # the encoding map of the caption embedding whose model "Predict map" uses (the manifest's reference)
     assert viewer.layers.selection.active.name == f"{subject.name} encoding_r_captions"
     alignment.phrase.setText("a smiling face next to a house")
@@ -204,7 +204,6 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     (tmp_path / "export" / "tables").mkdir(parents=True)
     (tmp_path / "export" / "tables" / "my_notes.txt").write_text("mine")
     written = export.export(tmp_path / "export")
-    assert tmp_path / "export" / "tables" / "my_notes.txt" not in written  # counted: what the export wrote
     # the whole results folder follows in a worker: every participant's maps, and where the study comes from
     qtbot.waitUntil(lambda: "whole results folder" in export.status.text(), timeout=120_000)
     assert export.status.text().startswith(f"Wrote {len(written)} files to ") and not session.busy
@@ -242,7 +241,10 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     assert not (tmp_path / "export" / other / "mask.nii.gz").exists()  # the analysed mask is the study's input
     # without the whole folder: the layers and, beside them, the tables and figures
     export.whole.setChecked(False)
+    (tmp_path / "alone" / "tables").mkdir(parents=True)
+    (tmp_path / "alone" / "tables" / "my_notes.txt").write_text("mine")
     alone = export.export(tmp_path / "alone")
+    assert tmp_path / "alone" / "tables" / "my_notes.txt" not in alone  # counted: what the export wrote
     assert export.status.text() == f"Wrote {len(alone)} files to {tmp_path / 'alone'}." and not session.busy
     assert (tmp_path / "alone" / "tables" / "decoding.tsv").is_file() and (tmp_path / "alone" / "figures").is_dir()
     assert not (tmp_path / "alone" / "results").exists()

@@ -69,60 +69,60 @@ class AlignmentWidget(StepWidget):
         self.show_layer(f"encoding_r_{reference}")
 
     def plot_rsa(self, summary) -> None:
-        """Heat map of the group's RSA: r per ROI (rows) and model (columns) on one diverging scale centred on
-        0, * where FDR-significant, and each ROI's noise ceiling (the leave-one-subject-out lower bound) in a
-        last column on the same scale, its value written in the cell (a negative ceiling: the participants'
-        RDMs of that ROI do not agree).
+        """Heat map of the group's RSA: r per ROI (rows) and model (columns) on a diverging scale centred on 0
+        and as wide as the largest |r|, * where FDR-significant; each ROI's noise ceiling (the
+        leave-one-subject-out lower bound) written on the right (a negative one: the participants' RDMs of
+        that ROI do not agree).
 
         A heat map rather than bars: 13 ROIs × 8 models made 104 bars, whose ROI names fitted a dock's width
-        only upright at 6 pt. Raw r beside the ceiling rather than r / ceiling: in small, noisy ROIs the
-        lower-bound ceiling is near zero and the ratio runs far above 1 without meaning anything.
+        only upright at 6 pt. The ceilings as numbers, not on the colour scale: at 0.4–0.5 they would set it
+        and leave the models' r (mostly below 0.2) pale. Raw r beside the ceiling rather than r / ceiling: in
+        small, noisy ROIs the lower-bound ceiling is near zero and the ratio runs far above 1 without meaning
+        anything.
         """
         import matplotlib
 
+        if summary is None or len(summary) == 0:  # no ROI had enough voxels and stimuli: nothing to draw
+            self.plot.clear()
+            return
         ax = self.plot.axes()
         rois = list(dict.fromkeys(summary["roi"]))
         models = list(dict.fromkeys(summary["model"]))
         cells = summary.groupby(["roi", "model"], sort=False)
         r = cells["r"].mean().unstack().reindex(index=rois, columns=models).to_numpy(dtype=float)
-        significant = (cells["significant"].any().unstack().reindex(index=rois, columns=models)
-                       .fillna(False).to_numpy(dtype=bool) if "significant" in summary
-                       else np.zeros(r.shape, dtype=bool))
-        columns = list(models)
-        values = r
-        if "noise_ceiling" in summary:
-            ceiling = summary.groupby("roi", sort=False)["noise_ceiling"].mean().reindex(rois).to_numpy(dtype=float)
-            values = np.column_stack([r, ceiling])
-            columns.append("noise ceiling")
-        finite = values[np.isfinite(values)]
-        vmax = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+        significant = np.zeros(r.shape, dtype=bool)
+        if "significant" in summary:
+            significant = (cells["significant"].any().unstack(fill_value=False)
+                           .reindex(index=rois, columns=models, fill_value=False).to_numpy(dtype=bool))
+        finite = np.abs(r[np.isfinite(r)])
+        vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#262930")  # no value: the background
-        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto",
+        image = ax.imshow(np.ma.masked_invalid(r), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto",
                           interpolation="nearest")
-
-        def ink(v: float) -> str:  # dark on the light middle of the scale, light on its dark ends
-            return "#000000" if abs(v) < 0.6 * vmax else "#ffffff"
-
         for i, j in zip(*np.nonzero(significant & np.isfinite(r))):
-            ax.text(j, i, "*", ha="center", va="center", fontsize=9, color=ink(r[i, j]))
-        if len(columns) > len(models):
-            ax.axvline(len(models) - 0.5, color="#262930", linewidth=3)  # the ceiling apart from the models
-            for i, v in enumerate(values[:, -1]):
-                if np.isfinite(v):
-                    said = f"{v:.2f}" if round(v, 2) != 0 else "0.00"  # never "-0.00"
-                    ax.text(len(models), i, said.replace("-", "\u2212"), ha="center", va="center", fontsize=6,
-                            color=ink(v))
-        ax.set_xticks(np.arange(len(columns)), columns, rotation=90, fontsize=7)
+            # dark on the light middle of the scale, light on its dark ends
+            ax.text(j, i, "*", ha="center", va="center", fontsize=9,
+                    color="#000000" if abs(r[i, j]) < 0.6 * vmax else "#ffffff")
+        ax.set_xticks(np.arange(len(models)), models, rotation=90, fontsize=7)
         ax.set_yticks(np.arange(len(rois)), rois, fontsize=7)
         ax.tick_params(length=0)
-        bar = self.plot.figure.colorbar(image, ax=ax, fraction=0.08, pad=0.02)
+        if "noise_ceiling" in summary:
+            ceiling = summary.groupby("roi", sort=False)["noise_ceiling"].mean().reindex(rois).to_numpy(dtype=float)
+            right = ax.twinx()
+            right.set_ylim(ax.get_ylim())
+            right.set_yticks(np.arange(len(rois)), [_ceiling_text(v) for v in ceiling], fontsize=7)
+            right.tick_params(length=0, colors="#dddddd")
+            right.set_ylabel("noise ceiling", color="#dddddd", fontsize=7)
+            for side in right.spines.values():
+                side.set_visible(False)
+        bar = self.plot.figure.colorbar(image, ax=ax, location="top", fraction=0.05, pad=0.02, aspect=30)
         bar.set_label("RSA r (* FDR-significant)", color="#dddddd", fontsize=7)
         bar.ax.tick_params(colors="#dddddd", labelsize=7)
         bar.outline.set_edgecolor("#aaaaaa")
         # the group result (it stays on a participant switch): the mean over the participants that have each ROI
-        n = summary["n_subjects"].max() if "n_subjects" in summary and len(summary) else np.nan
-        ax.set_title(f"group mean over {int(n)} participant{'s' if n != 1 else ''}" if np.isfinite(n) and n
-                     else "group mean", fontsize=8)
+        n = summary["n_subjects"].max() if "n_subjects" in summary else np.nan
+        self.plot.figure.suptitle(f"group mean over {int(n)} participant{'s' if n != 1 else ''}"
+                                  if np.isfinite(n) and n else "group mean", fontsize=8, color="#ffffff")
         self.plot.draw()
 
     def predict(self, text: str | None = None) -> None:
@@ -173,3 +173,11 @@ class AlignmentWidget(StepWidget):
         show_alone(self.viewer, layers[0])  # the map itself (its positive part) selected, other maps hidden
         self._phrase = text
         self.status.setText(f"Predicted map of “{text}” for {subject.name}.")
+
+
+def _ceiling_text(value: float) -> str:
+    """A noise ceiling as the plot writes it: two decimals, a true minus sign, never "-0.00"; "–" for none."""
+    if not np.isfinite(value):
+        return "\u2013"
+    said = f"{value:.2f}" if round(value, 2) != 0 else "0.00"
+    return said.replace("-", "\u2212")

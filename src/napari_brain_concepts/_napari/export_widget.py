@@ -159,9 +159,10 @@ class ExportWidget(QWidget):
             self.folder.setText(path)
 
     def export(self, folder: str | Path | None = None) -> list[Path]:
-        """Write the layers on show and the tables and figures (here: fast); with *Whole results folder*, the
-        copy of the results folder, which holds the tables and figures, follows in a worker (the session is busy meanwhile, as during a step, and
-        the status says when it is done). Returns the files written here."""
+        """Write the layers on show (here: fast), then, with *Whole results folder*, copy the results folder,
+        tables and figures included, in a worker (the session is busy meanwhile, as during a step, and the
+        status says when it is done); without it, copy the tables and figures beside the layers. Returns the
+        files written here."""
         from ..core.io.results import ResultsStore
 
         folder = folder or self.folder.text().strip()

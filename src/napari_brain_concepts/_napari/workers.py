@@ -41,15 +41,14 @@ def _error_message(exc: BaseException) -> str:
 
 
 def _short_path_first(exc) -> str:
-    """An error about a file given by its absolute path as ``FOLDER/NAME: PROBLEM. Fix: HOW. (In: PATH)``:
-    napari's notification shows one line until it is expanded, which was only a piece of the path."""
-    from pathlib import PurePath
-
-    where = PurePath(exc.where)
-    if not where.is_absolute() or len(where.parts) < 4:
+    """An error about a file or folder given by its absolute path, as ``PARENT/NAME: PROBLEM. Fix: HOW.
+    (Full path: PATH)``: napari's notification shows one line until it is expanded, which was only a piece of
+    the path. Errors about anything else (a parameter, a participant, a path within a phrase) read as
+    raised."""
+    path = exc.path
+    if path is None or not path.is_absolute() or len(path.parts) < 4:
         return str(exc)
-    short = PurePath(*where.parts[-2:])
-    return f"{short}: {exc.problem}. Fix: {exc.fix}. (Full path: {where})"
+    return f"{path.parent.name}/{path.name}: {exc.problem}. Fix: {exc.fix}. (Full path: {exc.where})"
 
 
 def notify_error(exc: BaseException) -> None:

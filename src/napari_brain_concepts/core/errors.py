@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 
@@ -22,6 +23,8 @@ class InputError(BrainConceptsError, ValueError):
 
     def __init__(self, where: str | PathLike, problem: str, fix: str):
         self.where = str(where)
+        #: ``where`` when it was given as a path (a file or folder), else None
+        self.path = Path(where) if isinstance(where, PathLike) else None
         self.problem = problem.rstrip(".")
         self.fix = fix.rstrip(".")
         super().__init__(f"{self.where}: {self.problem}. Fix: {self.fix}.")
@@ -29,7 +32,7 @@ class InputError(BrainConceptsError, ValueError):
     def __reduce__(self):
         # rebuilt from its three parts (not from ``args``, which holds the one message), so that the error
         # survives pickling: joblib and dask workers send it back to the caller that way
-        return self.__class__, (self.where, self.problem, self.fix)
+        return self.__class__, (self.where if self.path is None else self.path, self.problem, self.fix)
 
 
 class InputTypeError(InputError, TypeError):
