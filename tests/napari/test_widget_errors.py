@@ -26,6 +26,8 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
     viewer, _, session = loaded
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
+    # napari's notification of an error about a file starts with its folder and name, the full path last
+    short = f"{tmp_path.name}/not-a-model"
     # (widget, how to make its first step fail, expected core message, the step that failed)
     cases = [
         ("Decode", lambda w: (w.embedding.addItem("no-such-embedding"), w.embedding.setCurrentText("no-such-embedding")),
@@ -33,9 +35,9 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
         ("Concepts", lambda w: w.n_components.setValue(1024),  # the form: more directions than the space has
          "parameter n_components: K = 1024 is larger than the embedding dimension 384", "concepts"),
         ("Alignment", lambda w: session.ensure_context({"embed": {**FAST["embed"], "model": str(not_a_model)}}),
-         f"{not_a_model}: is not a Hugging Face model folder (no config.json)", "embed"),
+         f"{short}: is not a Hugging Face model folder (no config.json)", "embed"),
         ("Captions", lambda w: session.ensure_context({"captions": {**FAST["captions"], "model": str(not_a_model)}}),
-         f"{not_a_model}: is not a Hugging Face model folder (no config.json)", "captions"),
+         f"{short}: is not a Hugging Face model folder (no config.json)", "captions"),
     ]
     widgets = {}
     for name, inject, expected, step in cases:
@@ -45,6 +47,8 @@ def test_every_widget_reports_one_error_and_the_viewer_stays_usable(loaded, qtbo
         errors = _run_and_collect(qtbot, widget)
         assert len(errors) == 1, (name, errors)
         assert expected in errors[0] and "Fix:" in errors[0], (name, errors[0])
+        if expected.startswith(short):  # a folder: its parent and name first, the full path last
+            assert errors[0].startswith(expected) and errors[0].endswith(f"(Full path: {not_a_model})"), errors[0]
         assert "\n" not in errors[0] and "Traceback" not in errors[0]
         assert not session.done(step)
         assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
