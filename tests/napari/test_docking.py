@@ -43,3 +43,26 @@ def test_a_column_as_narrow_as_its_widest_dock_does_not_scroll_sideways(make_nap
     assert min(s.width() for s in scrolls) <= max(s.minimumSizeHint().width() for s in scrolls) + 2  # narrowest
     for scroll in scrolls:
         assert not scroll.horizontalScrollBar().isVisible(), (scroll.viewport().width(), scroll.widget().width())
+
+
+def test_a_concepts_gallery_does_not_make_its_dock_scroll_sideways(loaded, qtbot):
+    """Six thumbnails a row in a grid with Qt's default margins made the Concepts dock's contents 18 px wider
+    than the column napari gave it (the README's picture scrolled sideways)."""
+    import pandas as pd
+    from qtpy.QtWidgets import QScrollArea
+
+    from napari_brain_concepts._napari.concepts_widget import THUMBNAILS
+
+    viewer, _, session = loaded
+    viewer.window._qt_window.resize(1400, 800)
+    _, concepts = viewer.window.add_plugin_dock_widget(PLUGIN, "Concepts")
+    scroll = concepts.findChild(QScrollArea)
+    qtbot.waitUntil(lambda: scroll.isVisible() and scroll.viewport().width() > 0, timeout=5_000)
+    ids = list(session.study.stimuli.ids)
+    rows = pd.DataFrame({"end": ["positive", "negative"],
+                         "stimulus_ids": [";".join(ids[:THUMBNAILS]), ";".join(ids[THUMBNAILS:2 * THUMBNAILS])]})
+    concepts._fill_gallery(rows)
+    qtbot.wait(100)
+    assert concepts.gallery_layout.count() == 2 * THUMBNAILS
+    assert scroll.widget().minimumSizeHint().width() <= scroll.viewport().width()
+    assert not scroll.horizontalScrollBar().isVisible(), (scroll.viewport().width(), scroll.widget().width())

@@ -23,7 +23,10 @@ from .step_widget import StepWidget
 
 THUMBNAILS = 6
 VOXEL_HINT = "Click a voxel on the canvas: its preferred concepts and images appear here."
-THUMB_SIZE = 40  # six in a row fit a dock of napari's default width (321 px)
+#: six in a row (6 × 40 px with their frames, 2 px apart, no grid margins) fit the column napari gives the
+#: plugin's docks (a 280 px scroll viewport at 1,400 px of window); 40 px thumbnails with the grid's default
+#: margins made the dock 18 px wider than that, and it scrolled sideways
+THUMB_SIZE = 38
 
 
 def _pixmap(image, size: int = THUMB_SIZE) -> QPixmap:
@@ -97,6 +100,7 @@ class ConceptsWidget(StepWidget):
         self.gallery = QWidget()
         self.gallery_layout = QGridLayout(self.gallery)
         self.gallery_layout.setSpacing(2)
+        self.gallery_layout.setContentsMargins(0, 0, 0, 0)
         self.body.addWidget(QLabel("Concepts (select one):"))
         self.body.addWidget(self.concepts)
         self.body.addWidget(self.words)
