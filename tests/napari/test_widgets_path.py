@@ -268,6 +268,38 @@ def test_widgets_whole_path(loaded, qtbot, tmp_path, make_napari_viewer):
     assert not text_overlay(second).visible and not text_overlay(second).text
 
 
+def test_a_failed_copy_of_the_results_folder_leaves_the_tables_beside_the_layers(loaded, qtbot, tmp_path,
+                                                                                 monkeypatch):
+    """With *Whole results folder* the tables and figures go into the copy only; when the copy fails (a full
+    disk), they are copied beside the layers, and the status says so."""
+    from napari_brain_concepts._napari import workers
+
+    viewer, _, session = loaded
+    _, decode = viewer.window.add_plugin_dock_widget(PLUGIN, "Decode")
+    decode.run()
+    _wait(qtbot, decode)
+    assert session.done("decode"), decode.status.text()
+    _, export = viewer.window.add_plugin_dock_widget(PLUGIN, "Export")
+    assert export.whole.isChecked()
+
+    def full_disk(results, target):
+        raise OSError(28, "No space left on device", str(target))
+
+    shown = []
+    monkeypatch.setattr("napari_brain_concepts.core.io.results.copy_results", full_disk)
+    monkeypatch.setattr(workers, "show_error", shown.append)
+    written = export.export(tmp_path / "export")
+    qtbot.waitUntil(lambda: not session.busy and "failed" in export.status.text(), timeout=60_000)
+    assert len(shown) == 1 and "No space left on device" in shown[0], shown
+    tables = sorted(p.name for p in (tmp_path / "export" / "tables").iterdir())
+    assert "decoding.tsv" in tables and (tmp_path / "export" / "figures").is_dir()
+    n_tables = sum(1 for p in (tmp_path / "export").rglob("*") if p.is_file() and p.parent.name in ("tables", "figures"))
+    assert export.status.text() == (
+        f"Wrote {len(written)} file{'s' * (len(written) != 1)} to {tmp_path / 'export'}; the copy of the results "
+        f"folder failed (see the notification); the tables and figures are beside the layers ({n_tables} files).")
+    assert not (tmp_path / "export" / "results").exists()
+
+
 def test_cancel_leaves_no_partial_result(loaded, qtbot):
     viewer, _, session = loaded
     _, decode = viewer.window.add_plugin_dock_widget(PLUGIN, "Decode")

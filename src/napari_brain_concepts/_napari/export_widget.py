@@ -77,9 +77,6 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         if _derived(tag) and tag.get("part") != "negative":  # a signed map's negative part: its positive part's data
             layers.append((layer, tag))
     copied_whole = whole and results_dir is not None
-    sources = [Path(results_dir) / sub for sub in ("tables", "figures")
-               ] if results_dir is not None and tables and not copied_whole else []
-    sources = [src for src in sources if src.is_dir()]
     written: list[Path] = []
     targets: set[Path] = set()  # files written so far
     for layer, tag in layers:
@@ -99,15 +96,26 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         writer = write_labels if isinstance(layer, Labels) else write_image
         written += [Path(p) for p in writer(str(target), layer.data, layer.as_layer_data_tuple()[1])]
 
-    def copy(a: str, b: str) -> str:  # what the copy writes, not what the folder held before
+    if results_dir is not None and tables and not copied_whole:
+        written += copy_tables(results_dir, folder)
+    if copied_whole:
+        written += copy_results(results_dir, folder / "results")
+    return written
+
+
+def copy_tables(results_dir: str | Path, folder: str | Path) -> list[Path]:
+    """Copy the results' ``tables/`` and ``figures/`` into ``folder``; returns the files the copy wrote (not
+    what the folder held before)."""
+    written: list[Path] = []
+
+    def copy(a: str, b: str) -> str:
         shutil.copy2(a, b)
         written.append(Path(b))
         return b
 
-    for src in sources:
-        shutil.copytree(src, folder / src.name, dirs_exist_ok=True, copy_function=copy)
-    if copied_whole:
-        written += copy_results(results_dir, folder / "results")
+    for src in (Path(results_dir) / sub for sub in ("tables", "figures")):
+        if src.is_dir():
+            shutil.copytree(src, Path(folder) / src.name, dirs_exist_ok=True, copy_function=copy)
     return written
 
 
@@ -161,8 +169,8 @@ class ExportWidget(QWidget):
     def export(self, folder: str | Path | None = None) -> list[Path]:
         """Write the layers on show (here: fast), then, with *Whole results folder*, copy the results folder,
         tables and figures included, in a worker (the session is busy meanwhile, as during a step, and the
-        status says when it is done); without it, copy the tables and figures beside the layers. Returns the
-        files written here."""
+        status says when it is done); without it, or when that copy fails, copy the tables and figures beside
+        the layers. Returns the files written here."""
         from ..core.io.results import ResultsStore
 
         folder = folder or self.folder.text().strip()
@@ -201,8 +209,14 @@ class ExportWidget(QWidget):
                                 f"figures among them) to {target}.")
 
         def failed(exc):
-            self.status.setText(f"{said}; the copy of the results folder failed: see the notification.")
             workers.notify_error(exc)
+            try:  # the tables and figures, which the copy was to hold, beside the layers then
+                tables = copy_tables(results, folder)
+            except OSError as again:
+                workers.notify_error(again)
+                tables = []
+            kept = (f"; the tables and figures are beside the layers ({len(tables)} files)" if tables else "")
+            self.status.setText(f"{said}; the copy of the results folder failed (see the notification){kept}.")
 
         workers.start(copy_results, results, target, on_return=done, on_error=failed,
                       on_finish=lambda: self.session.set_busy(False))
