@@ -48,35 +48,31 @@ def check_export(folder: str | Path, results_dir: str | Path | None, whole: bool
         check_results_copy(results, here / "results")
 
 
-def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None, whole: bool = False,
-                  tables: bool = True) -> list[Path]:
-    """Write the plugin's derived layers (maps, masks, predictions) and the results' tables and figures; with
-    ``whole``, also the whole results folder (every participant's maps and masks, the decoders, the manifest)
-    as ``folder/results``, which opens again with *Open results…*, and holds the tables and figures (they are
-    then not copied a second time beside it). Returns the files written (none, and no folder made, when there
-    is nothing to export).
+def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = None, tables: bool = True
+                  ) -> list[Path]:
+    """Write the plugin's derived layers (maps, masks, predictions) and, with ``tables``, the results'
+    tables and figures (the Export dock leaves them out when it copies the whole results folder, which holds
+    them). Returns the files written (none, and no folder made, when there is nothing to export).
 
     Layers go to ``folder/SUBJ/NAME.nii.gz`` (spaces as underscores; a concept's hard mask, whose name would
     give the file of its soft mask, as ``NAME_hard.nii.gz``; a signed map once, from the layer of its positive
     part, which holds the whole map) through the NIfTI writer, so each keeps the affine and header of the
-    participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder (into
-    ``folder/results`` with ``whole``; ``tables=False`` leaves them out, for a caller that copies the whole
-    folder itself).
+    participant it was computed for; ``tables/`` and ``figures/`` are copied from the results folder
+    (:func:`copy_tables`).
     """
     from napari.layers import Labels
 
-    from ..core.io.results import ResultsStore, copy_results
+    from ..core.io.results import ResultsStore
     from .writer import write_image, write_labels
 
     folder = Path(folder)
     results_dir = Path(results_dir) if results_dir is not None and ResultsStore.is_results(results_dir) else None
-    check_export(folder, results_dir, whole)
+    check_export(folder, results_dir, whole=False)
     layers = []
     for layer in viewer.layers:
         tag = layer.metadata.get("brain_concepts") if isinstance(layer.metadata, dict) else None
         if _derived(tag) and tag.get("part") != "negative":  # a signed map's negative part: its positive part's data
             layers.append((layer, tag))
-    copied_whole = whole and results_dir is not None
     written: list[Path] = []
     targets: set[Path] = set()  # files written so far
     for layer, tag in layers:
@@ -96,10 +92,8 @@ def export_layers(viewer, folder: str | Path, results_dir: str | Path | None = N
         writer = write_labels if isinstance(layer, Labels) else write_image
         written += [Path(p) for p in writer(str(target), layer.data, layer.as_layer_data_tuple()[1])]
 
-    if results_dir is not None and tables and not copied_whole:
+    if results_dir is not None and tables:
         written += copy_tables(results_dir, folder)
-    if copied_whole:
-        written += copy_results(results_dir, folder / "results")
     return written
 
 
@@ -211,11 +205,11 @@ class ExportWidget(QWidget):
         def failed(exc):
             workers.notify_error(exc)
             try:  # the tables and figures, which the copy was to hold, beside the layers then
-                tables = copy_tables(results, folder)
+                beside = copy_tables(results, folder)
             except OSError as again:
                 workers.notify_error(again)
-                tables = []
-            kept = (f"; the tables and figures are beside the layers ({len(tables)} files)" if tables else "")
+                beside = []
+            kept = f"; the tables and figures are beside the layers ({len(beside)} files)" if beside else ""
             self.status.setText(f"{said}; the copy of the results folder failed (see the notification){kept}.")
 
         workers.start(copy_results, results, target, on_return=done, on_error=failed,
